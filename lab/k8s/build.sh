@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds the pinned Kubernetes control plane, kubelet and etcd from the Go module proxy.
+#
+# k8s.io/kubernetes is not meant to be consumed as a module: its go.mod points every staging
+# module (k8s.io/api, k8s.io/client-go, ...) at ./staging/src. A module of our own that requires
+# it builds once each staging module is pinned to its published twin v0.X.Y, which is what this
+# script writes. Output: $LAB_CACHE/k8s/$K8S_VERSION/bin, reused as-is on the next run.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+
+version=${K8S_VERSION:?}
+out="$LAB_CACHE/k8s/$version"
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet etcd)
+if [ -f "$out/.complete" ]; then
+  log "kubernetes $version: cached in $out/bin"
+  exit 0
+fi
+mkdir -p "$out/src/cmd/etcd" "$out/bin"
+cd "$out/src"
+
+log "kubernetes $version: fetching the module and its go.mod (first build only)"
+modinfo=$(go mod download -json "k8s.io/kubernetes@$version")
+upstream_mod=$(printf '%s' "$modinfo" | jq -r .GoMod)
+minor=${version#v1.}
+
+{
+  echo "module slurmk8s.local/labk8s"
+  echo
+  grep -m1 '^go ' "$upstream_mod"
+  echo
+  echo "require k8s.io/kubernetes $version"
+  echo
+  # Every "k8s.io/x => ./staging/src/k8s.io/x" becomes "k8s.io/x => k8s.io/x v0.<minor>".
+  sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#replace \1 => \1 v0.'"$minor"'#p' "$upstream_mod"
+} > go.mod
+
+# etcd ships no main package we can `go build` by path from a dependency; etcdmain.Main is
+# what its own main.go calls, so this three-line program is the real etcd server.
+cat > cmd/etcd/main.go <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
+GO
+
+log "kubernetes $version: resolving modules (go mod tidy)"
+GOFLAGS=-mod=mod go mod tidy
+
+for b in "${bins[@]}"; do
+  if [ -x "bin/$b" ] || [ -x "$out/bin/$b" ]; then continue; fi
+  pkg="k8s.io/kubernetes/cmd/$b"
+  [ "$b" = etcd ] && pkg=./cmd/etcd
+  log "kubernetes $version: building $b (several minutes on 2 cores)"
+  start=$(date +%s)
+  CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$out/bin/$b" "$pkg"
+  log "kubernetes $version: built $b in $(( $(date +%s) - start )) s"
+done
+touch "$out/.complete"
+log "kubernetes $version: all binaries in $out/bin"

@@ -1,0 +1,20 @@
+# Shared helpers and settings for the lab scripts; sourced, never run.
+# Every setting can be overridden from the environment; `make lab-env` prints the results.
+LAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$LAB_ROOT/.." && pwd)
+: "${LAB_CACHE:=/var/cache/slurm-k8s-lab}"
+: "${LAB_STATE:=/var/lib/slurm-k8s-lab}"
+: "${LAB_LOG:=/var/log/slurm-k8s-lab}"
+: "${K8S_VERSION:=v1.37.2}"
+: "${NAS_ROOT:=/mnt/test-k8s}"
+: "${REGISTRY:=nas-hub.local:5407}"
+export LAB_CACHE LAB_STATE LAB_LOG K8S_VERSION NAS_ROOT REGISTRY
+
+log() { printf '[lab %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+# The node's Slurm name and its Kubernetes node name are the same string.
+: "${LAB_NODE:=$(hostname -s)}"
+export LAB_NODE
+# Unprivileged lab users (fixed ids so tests and the NAS agree across machines).
+LAB_USERS="alice:2001 bob:2002"
+LAB_NAS_GID=2000   # group "nasusers": both users, owner group of the NAS tree
