@@ -1,0 +1,100 @@
+"""Settings read from the environment, one frozen class per concern.
+
+Each service composes these with its own prefixed settings and parses them once in its
+``__main__``; nothing reads ``os.environ`` elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BrokerSettings(BaseSettings):
+    """How to reach RabbitMQ, and how hard to try."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    amqp_url: str = Field(
+        default="amqp://localhost:5672/slurm-k8s",
+        alias="AMQP_URL",
+        description="AMQP_URL. The lab prints one with the services' own, non-guest user.",
+    )
+    prefetch: int = Field(
+        default=8,
+        alias="AMQP_PREFETCH",
+        ge=1,
+        description="AMQP_PREFETCH. Handlers are quick and idempotent; a few in flight hides "
+        "round trips without letting one consumer hoard a backlog.",
+    )
+    heartbeat_s: int = Field(
+        default=30,
+        alias="AMQP_HEARTBEAT",
+        description="Dead TCP connections are otherwise noticed only after ~11 min (RabbitMQ "
+        "reliability guide).",
+    )
+    max_retries: int = Field(
+        default=8,
+        alias="AMQP_MAX_RETRIES",
+        description="Transient failures retried with backoff before dead-lettering; 8 steps "
+        "of the backoff cover several minutes of a dependency being down.",
+    )
+    connect_attempts: int = Field(
+        default=30,
+        alias="AMQP_CONNECT_ATTEMPTS",
+        description="Attempts to (re)connect before giving up; covers a broker restart.",
+    )
+
+
+class TelemetrySettings(BaseSettings):
+    """Where traces, metrics and logs go."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    otel_traces_exporter: str = Field(
+        default="none",
+        alias="OTEL_TRACES_EXPORTER",
+        description="OTEL_TRACES_EXPORTER: 'none', 'console' or 'otlp' (if the exporter is "
+        "installed). Off by default so unit tests and CLIs stay quiet.",
+    )
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: str = Field(
+        default="json",
+        alias="LOG_FORMAT",
+        description="'json' for services (one object a line), 'console' for people.",
+    )
+
+
+class NasSettings(BaseSettings):
+    """Where the NAS is mounted, on the services' hosts and inside job Pods alike."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    nas_root: Path = Field(default=Path("/mnt/test-k8s"), alias="NAS_ROOT")
+
+    @property
+    def jobs_dir(self) -> Path:
+        """The seed's ``slurm-jobs`` folder."""
+        return self.nas_root / "slurm-jobs"
+
+    @property
+    def submit_dir(self) -> Path:
+        """Where users drop job files."""
+        return self.jobs_dir / "submit"
+
+    @property
+    def failed_dir(self) -> Path:
+        """Where refused files go, each with a ``.error`` file beside it."""
+        return self.jobs_dir / "failed"
+
+    @property
+    def submitted_dir(self) -> Path:
+        """Where accepted files go, each with a ``.receipt.json`` beside it."""
+        return self.jobs_dir / "submitted"
+
+    @property
+    def state_dir(self) -> Path:
+        """Services' own bookkeeping on the NAS (not for users)."""
+        return self.jobs_dir / ".state"

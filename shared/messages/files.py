@@ -1,0 +1,25 @@
+"""Messages about job files seen in the NAS submit folder."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.messages.base import MessageBody
+
+
+class FileDetected(MessageBody):
+    """A complete (size and mtime stable) job file is waiting in the submit folder."""
+
+    type: Literal["file.detected"] = "file.detected"
+    path: str = Field(description="Absolute path of the file in the submit folder.")
+    size: int = Field(ge=0)
+    mtime_ns: int
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    owner_uid: int = Field(ge=0)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same path with the same content is one submission."""
+        return f"{self.path}:{self.sha256}"
