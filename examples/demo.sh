@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The seed's first job, end to end, through both doors: a file dropped in the NAS submit folder
+# and plain `sbatch`, both as the lab user alice. Prints each job's output file and Slurm's view.
+# Run by `make demo` after `make lab`; expects the lab environment (source <(bash lab/env.sh)).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+: "${NAS_ROOT:?source the lab env first: source <(bash lab/env.sh)}"
+user=${DEMO_USER:-alice}
+
+bash "$repo/lab/services.sh" start
+trap 'bash "$repo/lab/services.sh" stop' EXIT
+
+wait_for() {  # wait_for SECONDS CMD...: poll until CMD succeeds
+  local deadline=$(( $(date +%s) + $1 )); shift
+  until "$@"; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 1
+  done
+}
+
+show_job() {
+  local id=$1 out="$NAS_ROOT/results/$1.out"
+  finished() { sacct -j "$id" -X -n -o State | grep -qvE 'PENDING|RUNNING|REQUEUED|^\s*$'; }
+  wait_for 300 finished || { echo "job $id did not finish"; scontrol show job "$id"; return 1; }
+  echo "---- $out ($(stat -c %U "$out"))"
+  cat "$out"
+  echo "---- sacct"
+  sacct -j "$id" -X -o JobID,User,State,ExitCode,NodeList,AllocTRES%40
+}
+
+name="hello-$(date +%s).sh"
+echo "== door 1: $user copies hello.sh into $NAS_ROOT/slurm-jobs/submit/$name"
+runuser -u "$user" -- cp "$repo/examples/hello.sh" "$NAS_ROOT/slurm-jobs/submit/$name"
+receipt="$NAS_ROOT/slurm-jobs/submitted/$name.receipt.json"
+wait_for 120 test -f "$receipt" || {
+  echo "no receipt; failed/ has:"; ls "$NAS_ROOT/slurm-jobs/failed/"; exit 1; }
+cat "$receipt"; echo
+nas_job=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["job_id"])' "$receipt")
+
+echo "== door 2: $user runs sbatch hello.sh"
+sbatch_job=$(cd "$NAS_ROOT/home/$user" && runuser -u "$user" -- sbatch --parsable < "$repo/examples/hello.sh")
+echo "submitted job $sbatch_job"
+
+show_job "$nas_job"
+show_job "$sbatch_job"
+echo "== Pods left in slurm-jobs (expect none):"
+kubectl get pods -n slurm-jobs -l app.kubernetes.io/managed-by=slurm-k8s --no-headers 2>&1 || true
