@@ -1,0 +1,114 @@
+"""Publishing spooled events to RabbitMQ with confirms, on a short leash.
+
+This is the one place outside ``shared.broker`` that imports pika, on purpose: ``shared.broker``
+brings tenacity and OpenTelemetry along (about 0.2 s of imports) and retries for minutes, while
+a prolog must be done in well under a second. The wire format is the same: the spooled bytes
+are the encoded envelope, published persistent and ``mandatory`` to the events exchange with
+the envelope's ``message_id`` and type, and waited on until the broker confirms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Protocol
+
+import pika
+import pika.exceptions
+
+from shared.errors import BrokerUnavailable, DecodeError, PublishRejected
+
+# Mirrors shared.broker.topology.EVENTS_EXCHANGE (a unit test keeps them equal); importing
+# that module would import the whole broker package.
+EVENTS_EXCHANGE = "slurm-k8s.events"
+
+
+class Sender(Protocol):
+    """Sends one encoded envelope and returns only once the broker has confirmed it."""
+
+    def send(self, routing_key: str, message_id: str, body: bytes) -> None:
+        """Publish with a confirm.
+
+        Raises:
+            BrokerUnavailable: no connection, or it broke.
+            PublishRejected: the broker nacked or returned the message.
+        """
+
+    def close(self) -> None:
+        """Release the connection, if any."""
+
+
+def routing_of(data: bytes) -> tuple[str, str]:
+    """The (type, message_id) of an encoded envelope, without building the pydantic model.
+
+    Raises:
+        DecodeError: the bytes are not an envelope.
+    """
+    try:
+        doc = json.loads(data)
+        return str(doc["body"]["type"]), str(doc["message_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DecodeError(f"spooled file is not an envelope: {exc!r}") from exc
+
+
+class AmqpSender:
+    """A confirmed publisher with one connection attempt and tight socket timeouts.
+
+    Args:
+        amqp_url: the broker.
+        timeout_s: budget for the TCP connect and for the AMQP handshake each.
+    """
+
+    def __init__(self, amqp_url: str, timeout_s: float) -> None:
+        self._url = amqp_url
+        self._timeout_s = timeout_s
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
+
+    def send(self, routing_key: str, message_id: str, body: bytes) -> None:
+        """Publish one event and wait for its confirm (see ``Sender.send``)."""
+        try:
+            channel = self._open()
+            channel.basic_publish(
+                exchange=EVENTS_EXCHANGE,
+                routing_key=routing_key,
+                body=body,
+                properties=pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    message_id=message_id,
+                    type=routing_key,
+                    headers={},
+                ),
+                mandatory=True,
+            )
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            raise PublishRejected(f"broker refused {routing_key}: {exc!r}") from exc
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            self.close()
+            raise BrokerUnavailable(f"cannot publish {routing_key}: {exc!r}") from exc
+
+    def _open(self) -> pika.adapters.blocking_connection.BlockingChannel:
+        if self._channel is None or not self._channel.is_open:
+            self.close()
+            params = pika.URLParameters(self._url)
+            params.connection_attempts = 1
+            params.retry_delay = 0
+            params.socket_timeout = self._timeout_s
+            params.stack_timeout = self._timeout_s * 2
+            # A broker under a memory alarm blocks publishers; the spool is the better wait.
+            params.blocked_connection_timeout = self._timeout_s * 2
+            params.heartbeat = 0 if self._timeout_s < 5 else 30
+            params.client_properties = {"connection_name": "slurm-k8s-hook"}
+            self._connection = pika.BlockingConnection(params)
+            channel = self._connection.channel()
+            channel.confirm_delivery()
+            self._channel = channel
+        return self._channel
+
+    def close(self) -> None:
+        """Close quietly: the connection may already be broken."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                connection.close()

@@ -1,0 +1,112 @@
+"""The hook's outbox: one file per event on local disk, written atomically, named by its key.
+
+A file is written to a temporary name, fsynced and renamed, so a reader sees either nothing or
+the whole event, even across a power cut. The final name is the event's type and idempotency
+key (``job.started.42-r0.json``): a prolog that runs twice for the same run overwrites its
+own file instead of queueing a second copy. A file is removed only after the broker confirmed
+it, so at worst an event is delivered twice, and consumers are idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.messages import Envelope, encode
+
+_SUFFIX = ".json"
+_TMP_PREFIX = ".tmp-"
+_STALE_TMP_S = 3600.0
+
+
+@dataclass(frozen=True)
+class SpooledEvent:
+    """One pending event file."""
+
+    path: Path
+
+
+def file_name(envelope: Envelope) -> str:
+    """``<type>.<key>.json`` with the key made file-name safe (``job.ended.42-r1.json``)."""
+    key = envelope.body.idempotency_key.replace(":", "-").replace("/", "_")
+    return f"{envelope.type}.{key}{_SUFFIX}"
+
+
+class Spool:
+    """A directory of events waiting to be published (created root-only, mode 0700).
+
+    Args:
+        directory: the outbox.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def put(self, envelope: Envelope) -> Path:
+        """Write an event durably; the same run's event replaces the earlier copy."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        final = self.directory / file_name(envelope)
+        tmp = self.directory / f"{_TMP_PREFIX}{final.name}.{os.getpid()}"
+        data = encode(envelope)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        self._sync_directory()
+        return final
+
+    def pending(self) -> list[SpooledEvent]:
+        """Events oldest first (a run's start before its end), dropping abandoned temp files."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        events: list[tuple[float, str, SpooledEvent]] = []
+        now = time.time()
+        for entry in entries:
+            try:
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue  # another flusher just delivered it
+            if entry.name.startswith(_TMP_PREFIX):
+                # A hook killed mid-write; the event it was writing is the same hook's to redo.
+                if now - mtime > _STALE_TMP_S:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                continue
+            if entry.name.endswith(_SUFFIX) and entry.is_file(follow_symlinks=False):
+                events.append((mtime, entry.name, SpooledEvent(Path(entry.path))))
+        return [event for _, _, event in sorted(events, key=lambda e: (e[0], e[1]))]
+
+    def read(self, event: SpooledEvent) -> bytes | None:
+        """The event's bytes, or None if it was delivered (and removed) meanwhile."""
+        try:
+            return event.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def remove(self, event: SpooledEvent) -> None:
+        """Forget a confirmed event; already gone is fine (two flushers raced)."""
+        with contextlib.suppress(FileNotFoundError):
+            event.path.unlink()
+
+    def quarantine(self, event: SpooledEvent) -> None:
+        """Set aside a file that is not a valid event, for an operator; it never blocks others."""
+        bad = self.directory / "bad"
+        bad.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            event.path.rename(bad / event.path.name)
+
+    def _sync_directory(self) -> None:
+        # The rename is durable only once the directory entry is on disk.
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,182 @@
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from services.hooks.__main__ import main
+from services.hooks.events import build_event
+from services.hooks.flushing import flush_once, flush_until_empty, flusher_lock
+from services.hooks.hooklog import HookLog
+from services.hooks.spool import Spool, file_name
+from shared.errors import BrokerUnavailable, PublishRejected
+from shared.messages import decode
+
+pytestmark = pytest.mark.unit
+
+ENV = {
+    "SLURM_JOB_ID": "42",
+    "SLURM_JOB_UID": "2001",
+    "SLURM_JOB_GID": "2000",
+    "SLURM_JOB_USER": "alice",
+    "SLURMD_NODENAME": "node1",
+    "SLURM_JOB_RESTART_COUNT": "0",
+}
+
+
+class FakeSender:
+    """Records confirmed sends; fails from the n-th send on when told to."""
+
+    def __init__(self, fail_at: int | None = None, error: Exception | None = None) -> None:
+        self.sent: list[tuple[str, str, bytes]] = []
+        self.fail_at = fail_at
+        self.error = error or BrokerUnavailable("down")
+        self.closed = 0
+
+    def send(self, routing_key: str, message_id: str, body: bytes) -> None:
+        if self.fail_at is not None and len(self.sent) >= self.fail_at:
+            raise self.error
+        self.sent.append((routing_key, message_id, body))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "outbox")
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> HookLog:
+    return HookLog(tmp_path / "hooks.log", "test")
+
+
+def test_spooled_file_is_named_by_type_and_run_and_holds_the_envelope(spool: Spool) -> None:
+    envelope = build_event("prolog", ENV)
+    path = spool.put(envelope)
+    assert path.name == "job.started.42-r0.json" == file_name(envelope)
+    assert decode(path.read_bytes()) == envelope
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(spool.directory.stat().st_mode & 0o777) == "0o700"
+
+
+def test_duplicate_hook_runs_collapse_into_one_file(spool: Spool) -> None:
+    spool.put(build_event("prolog", ENV))
+    spool.put(build_event("prolog", ENV))
+    assert len(spool.pending()) == 1
+
+
+def test_flush_publishes_oldest_first_and_empties_the_spool(spool: Spool, log: HookLog) -> None:
+    started = spool.put(build_event("prolog", ENV))
+    ended = spool.put(build_event("epilog", ENV))
+    os.utime(started, (1, 1))  # started is older, whatever the file names sort to
+    sender = FakeSender()
+    result = flush_once(spool, sender, log)
+    assert (result.sent, result.remaining) == (2, 0)
+    assert [key for key, _, _ in sender.sent] == ["job.started", "job.ended"]
+    assert spool.pending() == []
+    assert not ended.exists()
+    assert sender.closed == 1
+
+
+def test_message_id_on_the_wire_is_the_envelopes(spool: Spool, log: HookLog) -> None:
+    envelope = build_event("prolog", ENV)
+    spool.put(envelope)
+    sender = FakeSender()
+    flush_once(spool, sender, log)
+    assert sender.sent[0][1] == str(envelope.message_id)
+
+
+@pytest.mark.parametrize("error", [BrokerUnavailable("down"), PublishRejected("unroutable")])
+def test_unconfirmed_events_stay_on_disk(spool: Spool, log: HookLog, error: Exception) -> None:
+    spool.put(build_event("prolog", ENV))
+    spool.put(build_event("epilog", ENV))
+    result = flush_once(spool, FakeSender(fail_at=1, error=error), log)
+    assert (result.sent, result.remaining) == (1, 1)
+    assert "down" in result.error or "unroutable" in result.error
+    assert len(spool.pending()) == 1
+
+
+def test_a_file_that_is_not_an_envelope_is_set_aside(spool: Spool, log: HookLog) -> None:
+    spool.directory.mkdir(parents=True)
+    (spool.directory / "job.started.1-r0.json").write_text("not json")
+    spool.put(build_event("prolog", ENV))
+    result = flush_once(spool, FakeSender(), log)
+    assert (result.sent, result.remaining) == (1, 0)
+    assert (spool.directory / "bad" / "job.started.1-r0.json").exists()
+
+
+def test_temp_files_are_never_published(spool: Spool, log: HookLog) -> None:
+    spool.directory.mkdir(parents=True)
+    (spool.directory / ".tmp-job.started.1-r0.json.99").write_text("{}")
+    assert spool.pending() == []
+
+
+def test_flusher_retries_until_the_spool_is_empty(spool: Spool, log: HookLog) -> None:
+    spool.put(build_event("prolog", ENV))
+    senders = [FakeSender(fail_at=0), FakeSender(fail_at=0), FakeSender()]
+    waits: list[float] = []
+
+    class RecordingStop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout or 0)
+            return False
+
+    done = flush_until_empty(
+        spool, lambda: senders.pop(0), log, max_backoff_s=1.5, stop=RecordingStop()
+    )
+    assert done
+    assert spool.pending() == []
+    assert waits == [1.0, 1.5]  # backoff doubles, capped
+
+
+def test_only_one_flusher_runs_per_spool(spool: Spool, log: HookLog) -> None:
+    spool.put(build_event("prolog", ENV))
+    with flusher_lock(spool) as held:
+        assert held
+        assert not flush_until_empty(spool, FakeSender, log, max_backoff_s=1)
+    assert len(spool.pending()) == 1
+
+
+def test_hook_spools_logs_and_exits_zero_when_the_broker_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned: list[dict[str, str]] = []
+    monkeypatch.setattr(
+        "services.hooks.__main__.spawn_flusher", lambda env: spawned.append(dict(env)) or 4242
+    )
+    env = {
+        **ENV,
+        "HOOKS_ENV_FILE": str(tmp_path / "none"),
+        "HOOKS_SPOOL_DIR": str(tmp_path / "outbox"),
+        "HOOKS_LOG_FILE": str(tmp_path / "hooks.log"),
+        "AMQP_URL": "amqp://u:p@127.0.0.1:1/",  # nothing listens on port 1
+    }
+    assert main(["prolog"], env) == 0
+    assert [p.name for p in (tmp_path / "outbox").glob("*.json")] == ["job.started.42-r0.json"]
+    assert len(spawned) == 1
+    lines = [json.loads(line) for line in (tmp_path / "hooks.log").read_text().splitlines()]
+    assert lines[-1]["event"] == "hook.done"
+    assert lines[-1]["remaining"] == 1
+    assert lines[-1]["flusher_pid"] == 4242
+
+
+def test_hook_exits_zero_and_logs_when_not_run_by_slurmd(tmp_path: Path) -> None:
+    env = {"HOOKS_ENV_FILE": "/nonexistent", "HOOKS_LOG_FILE": str(tmp_path / "hooks.log")}
+    assert main(["epilog"], env) == 0
+    assert "event.skipped" in (tmp_path / "hooks.log").read_text()
+
+
+def test_hook_exits_zero_even_when_the_spool_cannot_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = {
+        **ENV,
+        "HOOKS_ENV_FILE": "/nonexistent",
+        "HOOKS_SPOOL_DIR": str(blocker / "outbox"),  # a directory under a file: ENOTDIR
+        "HOOKS_LOG_FILE": str(tmp_path / "hooks.log"),
+    }
+    assert main(["prolog"], env) == 0
+    assert "hook.failed" in (tmp_path / "hooks.log").read_text()
