@@ -1,0 +1,14 @@
+# Sourced by the lab/rabbitmq scripts.
+RMQ_STATE="$LAB_STATE/rabbitmq"
+RMQ_CREDENTIALS="$RMQ_STATE/credentials"
+RMQ_VHOST=slurm-k8s
+RMQ_USER=slurmk8s
+RMQ_ADMIN=labadmin
+
+# Fast liveness without the Erlang CLI's start-up cost (~1 s a call). `-detached` writes no
+# pid file and the node name is not on the command line: the lab's rabbitmq user runs
+# exactly one Erlang VM, the broker.
+rmq_pid() { pgrep -u rabbitmq -x beam.smp | head -1; }
+rmq_running() { [ -n "$(rmq_pid)" ]; }
+# `key=value` lines; values never contain spaces or quotes (hex).
+rmq_cred() { sed -n "s/^$1=//p" "$RMQ_CREDENTIALS" 2>/dev/null; }
