@@ -1,0 +1,50 @@
+"""``python -m services.watcher``: watch the NAS submit folder and publish ``file.detected``.
+
+Parses the settings once, holds the watcher lock (a second instance waits as a standby), runs
+until SIGTERM/SIGINT, then closes the broker connection. Exit status 0 on a clean stop, 2 on a
+configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from services.watcher.config import WatcherSettings
+from services.watcher.ledger import Ledger
+from services.watcher.watching import Watcher
+from shared.broker import Publisher
+from shared.config import BrokerSettings, NasSettings, TelemetrySettings
+from shared.errors import ConfigError
+from shared.lifecycle import install_stop_event
+from shared.logs import configure_logging, get_logger
+from shared.telemetry import configure_telemetry
+
+SERVICE = "watcher"
+
+
+def main() -> int:
+    """Run the watcher until stopped."""
+    stop = install_stop_event()
+    telemetry = TelemetrySettings()
+    configure_logging(telemetry, SERVICE)
+    configure_telemetry(telemetry, SERVICE)
+    log = get_logger(SERVICE)
+    settings = WatcherSettings()
+    nas = NasSettings()
+    publisher = Publisher(BrokerSettings())
+    try:
+        ledger = Ledger(nas.state_dir / "watcher", settings.forget_after_s)
+        with ledger.exclusive(stop) as held:
+            if held:
+                Watcher(settings, nas.submit_dir, ledger, publisher.publish).run(stop)
+    except ConfigError as exc:
+        log.error("watcher.config_error", error=str(exc))
+        return 2
+    finally:
+        publisher.close()
+    log.info("watcher.stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

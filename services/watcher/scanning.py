@@ -1,0 +1,159 @@
+"""Pure decisions of the watcher: which names are job files, and when a file is complete.
+
+No I/O here: the watching loop lists the submit tree into a snapshot (path → :class:`FileStat`)
+and asks :class:`StabilityTracker` which files have settled; after hashing them it asks
+:func:`unpublished` which ones are new. Time is passed in, so tests use a fake clock.
+
+Layout: ``submit/<file>`` and one level of sub-folders, ``submit/<anything>/<file>`` (e.g. one
+folder per user). Deeper files, hidden folders and non-regular files are not job files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import NamedTuple
+
+# Names editors, downloaders and copy tools use while a file is not finished, and the names
+# the validator itself writes (an .error or receipt dropped back into submit/ is not a job).
+IGNORED_SUFFIXES = (".tmp", ".part", ".swp", ".swo", ".swx", "~", ".error", ".receipt.json")
+MAX_DEPTH = 2  # submit/<file> is depth 1, submit/<folder>/<file> depth 2
+
+
+def is_job_name(name: str) -> bool:
+    """Whether a file name can be a job file: not hidden, not a temporary or our own output."""
+    if not name or name.startswith("."):
+        return False
+    return not name.lower().endswith(IGNORED_SUFFIXES)
+
+
+def is_job_folder(name: str) -> bool:
+    """Whether a sub-folder of submit/ is searched for job files (hidden ones are not)."""
+    return bool(name) and not name.startswith(".")
+
+
+def is_job_path(relative: PurePosixPath) -> bool:
+    """Whether a path relative to submit/ is a job file by name and depth."""
+    parts = relative.parts
+    if not 1 <= len(parts) <= MAX_DEPTH:
+        return False
+    return all(is_job_folder(p) for p in parts[:-1]) and is_job_name(parts[-1])
+
+
+class Signature(NamedTuple):
+    """What must stay the same for a file to count as no longer being written."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """A regular file seen in the submit tree (from ``lstat``)."""
+
+    path: str
+    ino: int
+    size: int
+    mtime_ns: int
+    uid: int
+
+    @property
+    def signature(self) -> Signature:
+        """Inode, size and mtime: a rename-over, an append or a rewrite all change it."""
+        return Signature(self.ino, self.size, self.mtime_ns)
+
+
+class PublishedKey(NamedTuple):
+    """One published submission: this path, this content, this file.
+
+    The message's idempotency key is path + sha256; the inode is added here so that a file
+    dropped again with the same content after the first one left submit/ is a new drop,
+    while ``touch`` (same inode, same content) is not.
+    """
+
+    path: str
+    sha256: str
+    ino: int
+
+
+@dataclass(frozen=True)
+class HashedFile:
+    """A settled file with the digest of exactly the bytes that were read."""
+
+    stat: FileStat
+    sha256: str
+
+    @property
+    def key(self) -> PublishedKey:
+        """The ledger key of this file."""
+        return PublishedKey(self.stat.path, self.sha256, self.stat.ino)
+
+
+@dataclass
+class _Seen:
+    signature: Signature
+    since: float  # first observation with this signature
+    last: float  # latest observation with this signature
+    handled: bool = False
+
+
+class StabilityTracker:
+    """Tracks each file's signature across listings; a file settles when it stops changing.
+
+    A file is *settled* when two observations at least ``window_s`` apart saw the same
+    signature. Settled files are reported once; a later change (append, touch, rewrite)
+    makes the file unsettled again and it is reported again once it settles.
+
+    Args:
+        window_s: how long the signature must stay the same.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._seen: dict[str, _Seen] = {}
+
+    def observe(self, snapshot: Mapping[str, FileStat], now: float) -> list[FileStat]:
+        """Record a full listing of the submit tree taken at ``now``.
+
+        Returns:
+            Files that are settled and not yet handled, in path order.
+        """
+        for gone in self._seen.keys() - snapshot.keys():
+            del self._seen[gone]
+        ready: list[FileStat] = []
+        for path in sorted(snapshot):
+            stat = snapshot[path]
+            seen = self._seen.get(path)
+            if seen is None or seen.signature != stat.signature:
+                self._seen[path] = _Seen(stat.signature, since=now, last=now)
+                continue
+            seen.last = now
+            if not seen.handled and seen.last - seen.since >= self.window_s:
+                ready.append(stat)
+        return ready
+
+    def mark_handled(self, stat: FileStat) -> None:
+        """Stop reporting this file until its signature changes."""
+        seen = self._seen.get(stat.path)
+        if seen is not None and seen.signature == stat.signature:
+            seen.handled = True
+
+    def restart(self, path: str, now: float) -> None:
+        """The file changed while it was being read: wait a full window again."""
+        seen = self._seen.get(path)
+        if seen is not None:
+            seen.since = seen.last = now
+
+    @property
+    def settling(self) -> bool:
+        """Whether any file is still waiting to settle or to be handled."""
+        return any(not s.handled for s in self._seen.values())
+
+
+def unpublished(
+    hashed: Iterable[HashedFile], published: Container[PublishedKey]
+) -> list[HashedFile]:
+    """The hashed files whose key has not been published yet (a touched file is not new)."""
+    return [h for h in hashed if h.key not in published]

@@ -1,0 +1,279 @@
+"""The watcher's I/O loop: events and a rescan timer drive listings; settled files are published.
+
+Settled files are hashed, published with confirms, and recorded in the ledger after each
+confirm.
+
+Events only say "look now"; every decision is made on a full listing of the submit tree by
+the pure code in :mod:`services.watcher.scanning`. That keeps one code path for inotify,
+polling, the periodic rescan and the backlog at start, and it tolerates the events watchfiles
+drops silently (inotify queue overflow). Library and filesystem errors are translated into
+``shared.errors`` here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import stat as stat_mode
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import watchfiles
+
+from services.watcher.config import WatcherSettings
+from services.watcher.ledger import Ledger
+from services.watcher.mounts import filesystem_of, should_poll
+from services.watcher.scanning import (
+    FileStat,
+    HashedFile,
+    StabilityTracker,
+    is_job_folder,
+    is_job_name,
+    unpublished,
+)
+from shared.errors import BrokerUnavailable, PublishRejected, TransientError
+from shared.logs import get_logger
+from shared.messages import Envelope, FileDetected
+
+_log = get_logger("watcher")
+_CHUNK = 1 << 16
+
+
+class NasUnavailable(TransientError):
+    """The submit folder cannot be listed or watched (NAS not mounted, stale handle...)."""
+
+
+Publish = Callable[[Envelope], None]
+
+
+def _stat_entry(entry: os.DirEntry[str]) -> FileStat | None:
+    # lstat: a symlink is never followed, so a link to another user's file is not a job.
+    st = entry.stat(follow_symlinks=False)
+    if not stat_mode.S_ISREG(st.st_mode):
+        return None
+    return FileStat(entry.path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_uid)
+
+
+def list_submit_tree(submit: Path) -> dict[str, FileStat]:
+    """Every job file in ``submit/`` and its first-level sub-folders, by absolute path.
+
+    Raises:
+        NasUnavailable: ``submit/`` itself cannot be listed.
+    """
+    found: dict[str, FileStat] = {}
+    try:
+        top = list(os.scandir(submit))
+    except OSError as exc:
+        raise NasUnavailable(f"cannot list {submit}: {exc}") from exc
+    for entry in top:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if is_job_folder(entry.name):
+                    with os.scandir(entry.path) as inner:
+                        for sub in inner:
+                            if is_job_name(sub.name) and (stat := _stat_entry(sub)):
+                                found[stat.path] = stat
+            elif is_job_name(entry.name) and (stat := _stat_entry(entry)):
+                found[stat.path] = stat
+        except OSError:
+            # Moved away or unreadable between listing and stat (the validator moves files
+            # out all the time): the next listing tells the truth.
+            continue
+    return found
+
+
+def hash_settled(stat: FileStat) -> HashedFile | None:
+    """Digest a settled file, or None if it changed or vanished since it was listed.
+
+    The file is opened without following links and compared with its listing before and
+    after reading, so the digest is of the complete file that was judged settled.
+
+    Raises:
+        PermissionError: the watcher may not read it.
+    """
+    try:
+        fd = os.open(stat.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if isinstance(exc, PermissionError):
+            raise
+        return None  # ELOOP: replaced by a symlink since the listing
+    with os.fdopen(fd, "rb") as fh:
+        before = os.fstat(fh.fileno())
+        if not stat_mode.S_ISREG(before.st_mode) or _signature(before) != stat.signature:
+            return None
+        digest = hashlib.sha256()
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+        after = os.fstat(fh.fileno())
+    if _signature(after) != stat.signature:
+        return None
+    return HashedFile(stat, digest.hexdigest())
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _owner_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@dataclass
+class Watcher:
+    """Watches one submit folder and publishes each complete, new job file once.
+
+    Args:
+        settings: the watcher's settings.
+        submit_dir: the folder users drop files into.
+        ledger: published keys (durable).
+        publish: publishes an envelope and returns once the broker confirmed it.
+        clock: a monotonic clock (tests pass a fake one).
+    """
+
+    settings: WatcherSettings
+    submit_dir: Path
+    ledger: Ledger
+    publish: Publish
+    clock: Callable[[], float] = time.monotonic
+    polling: bool = False
+    tracker: StabilityTracker = field(init=False)
+    _next_rescan: float = field(init=False, default=0.0)
+    _broker_wait_until: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        fstype = filesystem_of(self.submit_dir)
+        self.polling = should_poll(self.settings.forced_polling, fstype)
+        network = fstype is not None and should_poll(None, fstype)
+        window = (
+            max(self.settings.network_stability_window_s, self.settings.stability_window_s)
+            if network
+            else self.settings.stability_window_s
+        )
+        self.tracker = StabilityTracker(window)
+        _log.info(
+            "watcher.configured",
+            submit_dir=str(self.submit_dir),
+            filesystem=fstype,
+            polling=self.polling,
+            stability_window_s=window,
+            rescan_interval_s=self.settings.rescan_interval_s,
+            ledger=str(self.ledger.path),
+            ledger_entries=len(self.ledger),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch until ``stop`` is set; a NAS outage is waited out, not fatal."""
+        while not stop.is_set():
+            try:
+                self._watch(stop)
+            except NasUnavailable as exc:
+                _log.warning("watcher.nas_unavailable", error=str(exc), retry_in_s=5)
+                stop.wait(5)
+
+    def _watch(self, stop: threading.Event) -> None:
+        if not self.submit_dir.is_dir():
+            raise NasUnavailable(f"{self.submit_dir} is not a folder (is the NAS mounted?)")
+        # The backlog (files dropped while we were down) is found by the first rescan, which
+        # is due at once.
+        self._next_rescan = self.clock()
+        try:
+            for changes in watchfiles.watch(
+                self.submit_dir,
+                watch_filter=None,  # our own rules decide (scanning.is_job_path), on listings
+                debounce=self.settings.tick_ms,
+                step=50,
+                stop_event=stop,
+                rust_timeout=self.settings.tick_ms,
+                yield_on_timeout=True,
+                raise_interrupt=False,
+                force_polling=self.polling,
+                poll_delay_ms=self.settings.poll_delay_ms,
+                recursive=True,
+            ):
+                self.step(events=bool(changes))
+        except OSError as exc:
+            # watchfiles raises FileNotFoundError/OSError when the folder vanishes under it.
+            raise NasUnavailable(f"lost the watch on {self.submit_dir}: {exc}") from exc
+
+    def step(self, *, events: bool) -> int:
+        """One pass: list if anything may have changed, publish what settled.
+
+        Returns:
+            How many files were published.
+        """
+        now = self.clock()
+        rescan = now >= self._next_rescan
+        if not (events or rescan or self.tracker.settling):
+            return 0
+        snapshot = list_submit_tree(self.submit_dir)
+        if rescan:
+            self._next_rescan = now + self.settings.rescan_interval_s
+            dropped = self.ledger.prune({p: s.ino for p, s in snapshot.items()}, now)
+            if dropped:
+                _log.info("ledger.pruned", entries=dropped, remaining=len(self.ledger))
+        ready = self.tracker.observe(snapshot, now)
+        if not ready or now < self._broker_wait_until:
+            return 0
+        return self._publish_ready(ready)
+
+    def _hash(self, ready: list[FileStat]) -> list[HashedFile]:
+        hashed: list[HashedFile] = []
+        for stat in ready:
+            try:
+                result = hash_settled(stat)
+            except PermissionError as exc:
+                # Retrying cannot help until the file changes (the tracker reports it again).
+                _log.error("watcher.unreadable", path=stat.path, owner_uid=stat.uid, error=str(exc))
+                self.tracker.mark_handled(stat)
+                continue
+            if result is None:
+                self.tracker.restart(stat.path, self.clock())
+            else:
+                hashed.append(result)
+        return hashed
+
+    def _publish_ready(self, ready: list[FileStat]) -> int:
+        hashed = self._hash(ready)
+        fresh = {h.key for h in unpublished(hashed, self.ledger)}
+        published = 0
+        for item in hashed:
+            if item.key not in fresh:
+                self.tracker.mark_handled(item.stat)  # same content as published: touch only
+                continue
+            body = FileDetected(
+                path=item.stat.path,
+                size=item.stat.size,
+                mtime_ns=item.stat.mtime_ns,
+                sha256=item.sha256,
+                owner_uid=item.stat.uid,
+            )
+            try:
+                self.publish(Envelope.wrap(body))
+            except (BrokerUnavailable, PublishRejected) as exc:
+                # The file stays unhandled and is offered again once the pause is over.
+                _log.error("watcher.publish_failed", path=item.stat.path, error=str(exc))
+                self._broker_wait_until = self.clock() + self.settings.broker_retry_s
+                break
+            # Only after the confirm: a crash before this line re-publishes, which the
+            # validator absorbs (idempotent on path + sha256).
+            self.ledger.record(item.key)
+            self.tracker.mark_handled(item.stat)
+            published += 1
+            _log.info(
+                "file.published",
+                path=item.stat.path,
+                owner_uid=item.stat.uid,
+                owner=_owner_name(item.stat.uid),
+                size=item.stat.size,
+                sha256=item.sha256[:12],
+            )
+        return published

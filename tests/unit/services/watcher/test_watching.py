@@ -1,0 +1,199 @@
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from services.watcher.config import WatcherSettings
+from services.watcher.ledger import Ledger
+from services.watcher.watching import Watcher, hash_settled, list_submit_tree
+from shared.errors import BrokerUnavailable
+from shared.messages import Envelope, FileDetected
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Broker:
+    """Records confirmed publications; can be told to be down."""
+
+    def __init__(self) -> None:
+        self.bodies: list[FileDetected] = []
+        self.down = False
+
+    def publish(self, envelope: Envelope) -> None:
+        if self.down:
+            raise BrokerUnavailable("down")
+        assert isinstance(envelope.body, FileDetected)
+        self.bodies.append(envelope.body)
+
+    @property
+    def paths(self) -> list[str]:
+        return [b.path for b in self.bodies]
+
+
+@pytest.fixture
+def submit(tmp_path: Path) -> Path:
+    path = tmp_path / "submit"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def broker() -> Broker:
+    return Broker()
+
+
+def _watcher(submit: Path, clock: Clock, broker: Broker) -> Watcher:
+    settings = WatcherSettings(stability_window_s=2.0, force_polling="false")
+    ledger = Ledger(submit.parent / "state", forget_after_s=600)
+    return Watcher(settings, submit, ledger, broker.publish, clock=clock)
+
+
+def _settle(watcher: Watcher, clock: Clock, *, events: bool = False) -> int:
+    published = watcher.step(events=events)
+    clock.now += 2.5
+    return published + watcher.step(events=False)
+
+
+def test_backlog_at_start_is_published_once_with_its_digest(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    job = submit / "hello.sh"
+    job.write_bytes(b"#!/bin/bash\necho hi\n")
+    watcher = _watcher(submit, clock, broker)
+    assert watcher.step(events=False) == 0  # first sight: not settled yet
+    clock.now = 2.0
+    assert watcher.step(events=False) == 1
+    body = broker.bodies[0]
+    assert body.path == str(job)
+    assert body.sha256 == hashlib.sha256(job.read_bytes()).hexdigest()
+    assert body.size == job.stat().st_size
+    assert body.owner_uid == os.getuid()
+    clock.now = 40.0
+    assert watcher.step(events=True) == 0
+    assert len(broker.bodies) == 1
+
+
+def test_a_file_still_growing_is_published_once_complete(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    watcher = _watcher(submit, clock, broker)
+    job = submit / "slow.sh"
+    for n in range(5):
+        with job.open("ab") as fh:
+            fh.write(f"echo {n}\n".encode())
+        os.utime(job, ns=(n, n))  # mtime changes with every chunk, as it does for a writer
+        assert watcher.step(events=True) == 0
+        clock.now += 1.0
+    assert _settle(watcher, clock) == 1
+    assert broker.bodies[0].sha256 == hashlib.sha256(job.read_bytes()).hexdigest()
+
+
+def test_ignored_names_symlinks_and_deep_files_are_not_published(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    for name in (".hidden.sh", "a.tmp", "b.part", "c.swp", "d~", "e.error", "f.receipt.json"):
+        (submit / name).write_text("x")
+    (submit / "alice").mkdir()
+    (submit / "alice" / "deeper").mkdir()
+    (submit / "alice" / "deeper" / "g.sh").write_text("x")
+    (submit / ".state").mkdir()
+    (submit / ".state" / "h.sh").write_text("x")
+    target = submit.parent / "elsewhere.sh"
+    target.write_text("x")
+    (submit / "link.sh").symlink_to(target)
+    os.mkfifo(submit / "fifo.sh")
+    (submit / "alice" / "job.sh").write_text("#!/bin/bash\n")
+    watcher = _watcher(submit, clock, broker)
+    assert _settle(watcher, clock) == 1
+    assert broker.paths == [str(submit / "alice" / "job.sh")]
+
+
+def test_touch_without_a_change_publishes_nothing_new_but_an_edit_does(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    job = submit / "job.sh"
+    job.write_text("#!/bin/bash\n")
+    watcher = _watcher(submit, clock, broker)
+    assert _settle(watcher, clock) == 1
+    os.utime(job, ns=(1, 1))
+    assert _settle(watcher, clock, events=True) == 0
+    with job.open("a") as fh:
+        fh.write("echo more\n")
+    assert _settle(watcher, clock, events=True) == 1
+    assert broker.bodies[0].sha256 != broker.bodies[1].sha256
+
+
+def test_nothing_is_published_twice_across_a_restart(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    (submit / "job.sh").write_text("#!/bin/bash\n")
+    assert _settle(_watcher(submit, clock, broker), clock) == 1
+    (submit / "new.sh").write_text("#!/bin/bash\necho new\n")
+    restarted = _watcher(submit, clock, broker)
+    assert _settle(restarted, clock) == 1
+    assert broker.paths == [str(submit / "job.sh"), str(submit / "new.sh")]
+
+
+def test_the_same_content_dropped_again_after_it_left_is_a_new_drop(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    job = submit / "job.sh"
+    job.write_text("#!/bin/bash\n")
+    watcher = _watcher(submit, clock, broker)
+    assert _settle(watcher, clock) == 1
+    kept = submit.parent / "submitted.sh"
+    job.rename(kept)  # the validator moves it away (the inode lives on in submitted/)
+    job.write_text("#!/bin/bash\n")
+    assert _settle(watcher, clock, events=True) == 1
+
+
+def test_a_broker_outage_defers_publishing_and_records_nothing(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    (submit / "job.sh").write_text("#!/bin/bash\n")
+    watcher = _watcher(submit, clock, broker)
+    broker.down = True
+    assert _settle(watcher, clock) == 0
+    assert len(watcher.ledger) == 0
+    broker.down = False
+    clock.now += 1.0
+    assert watcher.step(events=False) == 0  # still waiting out the pause
+    clock.now += 5.0
+    assert watcher.step(events=False) == 1
+    assert len(watcher.ledger) == 1
+
+
+def test_a_hundred_files_at_once_are_each_published_once(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    for n in range(100):
+        (submit / f"job-{n:03}.sh").write_text(f"#!/bin/bash\necho {n}\n")
+    watcher = _watcher(submit, clock, broker)
+    assert _settle(watcher, clock, events=True) == 100
+    clock.now += 31
+    assert watcher.step(events=True) == 0
+    assert len(set(broker.paths)) == len(broker.paths) == 100
+
+
+def test_hash_settled_refuses_a_file_changed_since_its_listing(submit: Path) -> None:
+    job = submit / "job.sh"
+    job.write_text("one\n")
+    listed = list_submit_tree(submit)[str(job)]
+    job.write_text("one and two\n")
+    assert hash_settled(listed) is None
+    job.unlink()
+    assert hash_settled(listed) is None
