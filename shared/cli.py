@@ -1,0 +1,71 @@
+"""``slurmk8s``: the command line for people. One function per subcommand.
+
+``validate FILE`` runs the same checks as the NAS validator, locally and quickly, and prints the
+same messages. Other subcommands (``explain JOBID``) are added beside it.
+
+Exit codes: 0 accepted, 1 rejected, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.config import NasSettings
+from shared.errors import ConfigError
+from shared.jobscript import check_script, format_problem, load_policy, policy_path
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+
+def validate(args: argparse.Namespace) -> int:
+    """Check a job file as the NAS validator would; print its verdict."""
+    path: Path = args.file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"slurmk8s: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        policy = load_policy(policy_path(fallback_to_repo=True))
+    except ConfigError as exc:
+        print(f"slurmk8s: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    user: str = args.user or getpass.getuser()
+    home = str(NasSettings().nas_root / "home" / user)
+    verdict = check_script(data, policy, user=user, home=home)
+    if verdict.accepted:
+        print(f"{path}: ok")
+        return EXIT_OK
+    print(f"{path}: rejected, {len(verdict.problems)} problem(s):")
+    for problem in verdict.problems:
+        print(format_problem(problem))
+    return EXIT_REJECTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="slurmk8s", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = commands.add_parser("validate", help="check a job file against the submit policy")
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument(
+        "--user", help="whose job it would be (for %%u and home paths); default: you"
+    )
+    check.set_defaults(func=validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``slurmk8s`` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with 2 on usage errors
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

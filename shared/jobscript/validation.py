@@ -1,0 +1,495 @@
+"""The submit-time checks: every problem of a job script at once, each with its line number.
+
+One function, ``check_script``, used by the NAS validator and ``slurmk8s validate``;
+``slurm/job_submit.lua`` applies the same rules to plain ``sbatch`` from the same policy file.
+Messages are plain sentences for the job's owner (line 0 means the whole file).
+
+Options refused in a job file, and why (the documented list):
+
+* ``--uid``, ``--gid``: change who the job runs as.
+* ``--container``: Slurm's own OCI runtime would run the job outside Kubernetes.
+* ``--get-user-env``: loads a login environment chosen outside the job file.
+* ``--export`` other than ``ALL`` or ``NONE``, ``--export-file``: variables injected into the
+  batch step could change how slurm-k8s's runner behaves (``PYTHONPATH``, ``LD_PRELOAD``…).
+* ``--wrap``: replaces the script with a command line; meaningless in a file.
+* ``--bb``, ``--bbf``, ``--network``, ``--x11``: reach outside the job's Pod.
+* ``--clusters``, ``--cluster-constraint``: would send the job to another cluster's policy.
+* ``--comment``: slurm-k8s records its submission key there.
+* ``--test-only``, ``--wait``, ``--help``, ``--usage``, ``--version``: sbatch would not submit,
+  or would block until the job ends.
+* ``--gpus-per-socket``: cannot be checked against the GPU limit (use ``--gpus``).
+* ``hetjob``/``packjob`` separators and more than ``max_nodes`` nodes.
+
+Allowed on purpose: ``--exclusive``, ``--reservation``, ``--begin``, ``--dependency``,
+``--partition``, ``--qos``, ``--account`` (Slurm enforces who may use them), ``--propagate``.
+
+Paths (``--output``, ``--error``, ``--input``, ``--chdir``) must resolve under a writable root
+after ``%u`` is replaced by the user and ``..``/``//`` are collapsed. A relative path resolves
+against ``--chdir`` when given, else against the user's NAS home (``<NAS>/home/<user>``), which is
+also the directory the validator runs sbatch in. ``/dev/null`` is always allowed. Symlinks are
+not followed: Slurm opens these files as the job's owner, so the roots are policy (where output
+belongs), while file permissions remain the security boundary.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.jobscript import resources
+from shared.jobscript.images import ImageError, parse_image
+from shared.jobscript.parsing import Option, ParsedScript, parse_script
+from shared.jobscript.policy import Policy
+from shared.messages import Problem
+
+REFUSED_OPTIONS: dict[str, str] = {
+    "uid": "it changes who the job runs as",
+    "gid": "it changes who the job runs as",
+    "container": "it runs the job in Slurm's own container runtime, outside Kubernetes",
+    "get-user-env": "it loads a login environment chosen outside the job file",
+    "export-file": "it injects environment variables into the job",
+    "wrap": "it replaces the script with a command line",
+    "bb": "burst buffer requests run outside the job",
+    "bbf": "burst buffer requests run outside the job",
+    "network": "network fabric requests reach outside the job's Pod",
+    "x11": "X11 forwarding reaches outside the job's Pod",
+    "clusters": "it sends the job to another cluster, outside this policy",
+    "cluster-constraint": "it sends the job to another cluster, outside this policy",
+    "comment": "slurm-k8s records its submission key in the job comment",
+    "test-only": "the job would not be submitted",
+    "wait": "sbatch would block until the job ends",
+    "help": "sbatch would print help instead of submitting",
+    "usage": "sbatch would print help instead of submitting",
+    "version": "sbatch would print its version instead of submitting",
+    "gpus-per-socket": "GPUs per socket cannot be checked against the GPU limit; use --gpus",
+}
+PATH_OPTIONS = ("chdir", "output", "error", "input")
+K8S_DIRECTIVES = ("IMAGE", "SHM")
+ALWAYS_WRITABLE = ("/dev/null",)
+SHELLS = ("sh", "bash", "dash")
+SYNTAX_TIMEOUT_S = 10.0
+
+SyntaxChecker = Callable[[bytes], list[Problem]]
+"""Checks a shell script's syntax; returns problems (tests substitute a fake)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one script."""
+
+    problems: tuple[Problem, ...]
+    parsed: ParsedScript | None
+
+    @property
+    def accepted(self) -> bool:
+        """True when there is nothing to report."""
+        return not self.problems
+
+
+def bash_syntax(data: bytes) -> list[Problem]:
+    """Run ``bash -n`` on the script (it parses, never executes) and report its errors."""
+    try:
+        done = subprocess.run(
+            ["bash", "-n"],
+            input=data,
+            capture_output=True,
+            timeout=SYNTAX_TIMEOUT_S,
+            # A non-interactive bash sources $BASH_ENV; give it nothing to source.
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return [Problem(line=0, message="the shell syntax check (bash -n) took too long")]
+    except OSError:
+        return []  # no bash here: sbatch's host will still run it; not the user's fault
+    problems = []
+    for text in done.stderr.decode(errors="replace").splitlines():
+        match = re.search(r"line (\d+): (.*)", text)
+        if match:
+            problems.append(Problem(line=int(match[1]), message=f"shell syntax: {match[2]}"))
+        elif text.strip():
+            problems.append(Problem(line=0, message=f"shell syntax: {text.strip()}"))
+    if done.returncode != 0 and not problems:
+        problems.append(Problem(line=0, message="the shell syntax check (bash -n) failed"))
+    return problems
+
+
+def check_script(
+    data: bytes,
+    policy: Policy,
+    *,
+    user: str,
+    home: str,
+    syntax: SyntaxChecker | None = bash_syntax,
+) -> Verdict:
+    """Check a job script against the policy.
+
+    Args:
+        data: the exact bytes that would be given to sbatch.
+        policy: limits and allowed places.
+        user: the owner's name (``%u`` in writable roots and paths).
+        home: the directory relative paths resolve against (the user's NAS home).
+        syntax: the shell syntax checker; None skips it.
+
+    Returns:
+        All problems, ordered by line.
+    """
+    problems: list[Problem] = list(_check_bytes(data, policy))
+    text = data.decode("utf-8", errors="surrogateescape")
+    parsed = parse_script(text)
+    if parsed.shebang is None:
+        problems.append(
+            Problem(
+                line=1,
+                message="the first line must name an interpreter, e.g. #!/bin/bash",
+            )
+        )
+    problems.extend(parsed.problems)
+    problems.extend(_check_options(parsed, policy, user=user, home=home))
+    problems.extend(_check_k8s(parsed, policy))
+    # bash -n on a NUL-carrying file only repeats the NUL problem in worse words.
+    shell = _is_shell(parsed.shebang) and b"\0" not in data
+    if syntax is not None and policy.bash_syntax_check and shell:
+        problems.extend(syntax(data))
+    ordered = sorted(problems, key=lambda p: p.line)
+    return Verdict(problems=tuple(dict.fromkeys(ordered)), parsed=parsed)
+
+
+def uses_k8s(data: bytes) -> bool:
+    """Whether the script has any ``#K8S_`` directive (those are slurm-k8s jobs)."""
+    return bool(parse_script(data.decode("utf-8", errors="surrogateescape")).k8s)
+
+
+def format_problem(problem: Problem) -> str:
+    """``line 4: message`` (``file: message`` for line 0)."""
+    where = f"line {problem.line}" if problem.line else "file"
+    return f"{where}: {problem.message}"
+
+
+def _is_shell(shebang: str | None) -> bool:
+    if shebang is None:
+        return False
+    words = shebang[2:].split()
+    if not words:
+        return False
+    program = posixpath.basename(words[0])
+    if program == "env" and len(words) > 1:
+        program = posixpath.basename(words[1])
+    return program in SHELLS
+
+
+def _check_bytes(data: bytes, policy: Policy) -> list[Problem]:
+    problems = []
+    if len(data) > policy.max_script_bytes:
+        problems.append(
+            Problem(
+                line=0,
+                message=f"the file is {len(data)} bytes; the limit is "
+                f"{policy.max_script_bytes} bytes",
+            )
+        )
+    if b"\0" in data:
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        problems.append(Problem(line=line, message="contains a NUL byte (is it a binary file?)"))
+    if b"\r\n" in data:
+        line = data[: data.index(b"\r\n")].count(b"\n") + 1
+        problems.append(
+            Problem(
+                line=line,
+                message="has Windows line endings (CRLF); save it with Unix (LF) line endings",
+            )
+        )
+    return problems
+
+
+def _check_options(parsed: ParsedScript, policy: Policy, *, user: str, home: str) -> list[Problem]:
+    problems: list[Problem] = []
+    for option in parsed.options:
+        reason = REFUSED_OPTIONS.get(option.name)
+        if reason is not None:
+            problems.append(
+                Problem(line=option.line, message=f"--{option.name} is not allowed: {reason}")
+            )
+        elif option.name == "export" and (option.value or "") not in ("ALL", "NONE"):
+            problems.append(
+                Problem(
+                    line=option.line,
+                    message=f"--export={option.value} is not allowed: only --export=ALL or "
+                    "--export=NONE (variables could change how slurm-k8s runs the job)",
+                )
+            )
+        elif option.name == "job-name" and "/" in (option.value or ""):
+            problems.append(
+                Problem(
+                    line=option.line,
+                    message="--job-name must not contain '/' (it can become part of file "
+                    "names through %x)",
+                )
+            )
+    problems.extend(_check_resources(parsed, policy))
+    problems.extend(_check_paths(parsed, policy, user=user, home=home))
+    return problems
+
+
+def _read_all(
+    parsed: ParsedScript, readers: dict[str, Callable[[str], object]]
+) -> tuple[dict[str, tuple[object, Option]], list[Problem]]:
+    """Read every occurrence (sbatch refuses a bad value anywhere); keep the last good one."""
+    values: dict[str, tuple[object, Option]] = {}
+    problems = []
+    for option in parsed.options:
+        reader = readers.get(option.name)
+        if reader is None or option.value is None:
+            continue
+        try:
+            values[option.name] = (reader(option.value), option)
+        except ValueError as exc:
+            problems.append(Problem(line=option.line, message=f"--{option.name}: {exc}"))
+    return values, problems
+
+
+_READERS: dict[str, Callable[[str], object]] = {
+    "cpus-per-task": resources.count,
+    "ntasks": resources.count,
+    "ntasks-per-node": resources.count,
+    "mincpus": resources.count,
+    "cpus-per-gpu": resources.count,
+    "mem": resources.size_mb,
+    "mem-per-cpu": resources.size_mb,
+    "mem-per-gpu": resources.size_mb,
+    "gres": resources.gres_gpus,
+    "gpus": resources.gpu_spec,
+    "gpus-per-node": resources.gpu_spec,
+    "gpus-per-task": resources.gpu_spec,
+    "nodes": resources.node_range,
+    "array": resources.array_tasks,
+}
+
+
+class _Values:
+    """The last good value of each resource option, with its line."""
+
+    def __init__(self, values: dict[str, tuple[object, Option]]) -> None:
+        self._values = values
+
+    def get(self, name: str) -> tuple[int, int] | None:
+        """(value, line) of an integer option, or None when not given."""
+        if name not in self._values:
+            return None
+        value, option = self._values[name]
+        assert isinstance(value, int)  # the readers in _READERS return int for these
+        return value, option.line
+
+    def option(self, name: str) -> tuple[object, Option] | None:
+        """The raw (value, option) pair."""
+        return self._values.get(name)
+
+
+def _check_resources(parsed: ParsedScript, policy: Policy) -> list[Problem]:
+    raw, problems = _read_all(parsed, _READERS)
+    values = _Values(raw)
+    tasks = values.get("ntasks") or values.get("ntasks-per-node") or (1, 0)
+    gpus, gpu_line = _gpus(values, tasks[0])
+    if gpus > policy.max_gpus:
+        problems.append(
+            Problem(line=gpu_line, message=f"asks for {gpus} GPUs; the limit is {policy.max_gpus}")
+        )
+    cpus, cpu_line = _cpus(values, tasks, gpus)
+    if cpus > policy.max_cpus:
+        problems.append(
+            Problem(line=cpu_line, message=f"asks for {cpus} CPUs; the limit is {policy.max_cpus}")
+        )
+    problems.extend(_check_memory(values, policy, cpus=cpus, gpus=gpus))
+    nodes = values.option("nodes")
+    if nodes is not None:
+        span, option = nodes
+        assert isinstance(span, tuple)  # resources.node_range returns (min, max)
+        if span[1] > policy.max_nodes:
+            problems.append(
+                Problem(
+                    line=option.line,
+                    message=f"--nodes={option.value}: multi-node jobs are not supported yet",
+                )
+            )
+    array = values.get("array")
+    if array is not None and array[0] > policy.max_array_tasks:
+        problems.append(
+            Problem(
+                line=array[1],
+                message=f"the job array has {array[0]} tasks; the limit is "
+                f"{policy.max_array_tasks}",
+            )
+        )
+    return problems
+
+
+def _gpus(values: _Values, tasks: int) -> tuple[int, int]:
+    """GPUs asked for, (count, line): the largest of the ways to ask."""
+    found = [(0, 0)]
+    for name in ("gres", "gpus", "gpus-per-node"):
+        if (value := values.get(name)) is not None:
+            found.append(value)
+    if (per_task := values.get("gpus-per-task")) is not None:
+        found.append((per_task[0] * tasks, per_task[1]))
+    return max(found)
+
+
+def _cpus(values: _Values, tasks: tuple[int, int], gpus: int) -> tuple[int, int]:
+    """CPUs asked for, (count, line): tasks x cpus-per-task, or more via cpus-per-gpu/mincpus."""
+    per_task = values.get("cpus-per-task") or (1, 0)
+    cpus, line = tasks[0] * per_task[0], max(tasks[1], per_task[1])
+    for name, factor in (("cpus-per-gpu", gpus), ("mincpus", 1)):
+        if (found := values.get(name)) is not None and found[0] * factor > cpus:
+            cpus, line = found[0] * factor, found[1]
+    return cpus, line
+
+
+def _check_memory(values: _Values, policy: Policy, *, cpus: int, gpus: int) -> list[Problem]:
+    problems = []
+    for name, factor in (("mem", 1), ("mem-per-cpu", cpus), ("mem-per-gpu", gpus)):
+        if (found := values.get(name)) is None:
+            continue
+        mb, line = found[0] * factor, found[1]
+        if name == "mem" and mb == 0:
+            problems.append(
+                Problem(
+                    line=line,
+                    message="--mem=0 asks for all of a node's memory; "
+                    f"the limit is {policy.max_mem_mb} MB",
+                )
+            )
+        elif mb > policy.max_mem_mb:
+            problems.append(
+                Problem(
+                    line=line,
+                    message=f"asks for {mb} MB of memory; the limit is {policy.max_mem_mb} MB",
+                )
+            )
+    return problems
+
+
+def canonical(path: str, base: str) -> str:
+    """An absolute path with ``.``, ``..`` and repeated slashes collapsed (no symlinks)."""
+    joined = posixpath.join(base, path)
+    normal = posixpath.normpath(joined)
+    # POSIX keeps a leading "//" as implementation-defined; Linux treats it as "/".
+    return "/" + normal.lstrip("/")
+
+
+def is_under(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether a canonical path is one of the roots or inside one."""
+    for root in roots:
+        top = canonical(root, "/")
+        if path == top or path.startswith(top.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _check_paths(parsed: ParsedScript, policy: Policy, *, user: str, home: str) -> list[Problem]:
+    problems = []
+    roots = policy.roots_for(user)
+    shown = ", ".join(roots)
+    base = home
+    chdir = parsed.last("chdir")
+    if chdir is not None and chdir.value is not None:
+        base = canonical(chdir.value.replace("%u", user), home)
+    for name in PATH_OPTIONS:
+        for option in (o for o in parsed.options if o.name == name):
+            value = (option.value or "").replace("%u", user)
+            where = canonical(value, home if name == "chdir" else base)
+            if where in ALWAYS_WRITABLE or is_under(where, roots):
+                continue
+            problems.append(
+                Problem(
+                    line=option.line,
+                    message=f"--{name} '{option.value}' is outside the folders you may "
+                    f"use ({shown})",
+                )
+            )
+    return problems
+
+
+def _check_k8s(parsed: ParsedScript, policy: Policy) -> list[Problem]:
+    problems = []
+    seen: dict[str, int] = {}
+    for directive in parsed.k8s:
+        if directive.name not in K8S_DIRECTIVES:
+            known = ", ".join(f"#K8S_{n}" for n in K8S_DIRECTIVES)
+            problems.append(
+                Problem(
+                    line=directive.line,
+                    message=f"unknown directive #K8S_{directive.name} (known: {known})",
+                )
+            )
+        elif directive.name in seen:
+            problems.append(
+                Problem(
+                    line=directive.line,
+                    message=f"#K8S_{directive.name} is given twice "
+                    f"(first on line {seen[directive.name]})",
+                )
+            )
+        else:
+            seen[directive.name] = directive.line
+    for line in parsed.late_k8s_lines:
+        problems.append(
+            Problem(
+                line=line,
+                message=f"this #K8S_ line comes after the first command (line "
+                f"{parsed.first_command_line}) and is not read; move it above that line",
+            )
+        )
+    problems.extend(_check_image(parsed, policy))
+    problems.extend(_check_shm(parsed, policy))
+    return problems
+
+
+def _check_image(parsed: ParsedScript, policy: Policy) -> list[Problem]:
+    problems = []
+    image = parsed.k8s_value("IMAGE")
+    if image is None:
+        problems.append(
+            Problem(
+                line=0,
+                message="no #K8S_IMAGE= line: name the container image that runs the job, "
+                "e.g. #K8S_IMAGE=nas-hub.local:5407/alpine:latest",
+            )
+        )
+    else:
+        try:
+            ref = parse_image(image.value)
+        except ImageError as exc:
+            problems.append(Problem(line=image.line, message=f"#K8S_IMAGE: {exc}"))
+        else:
+            if ref.registry not in policy.allowed_registries:
+                allowed = " ".join(policy.allowed_registries)
+                problems.append(
+                    Problem(
+                        line=image.line,
+                        message=f"#K8S_IMAGE registry '{ref.registry}' is not allowed "
+                        f"(allowed: {allowed})",
+                    )
+                )
+    return problems
+
+
+def _check_shm(parsed: ParsedScript, policy: Policy) -> list[Problem]:
+    problems = []
+    shm = parsed.k8s_value("SHM")
+    if shm is not None:
+        try:
+            mb = resources.size_mb(shm.value)
+        except ValueError as exc:
+            problems.append(Problem(line=shm.line, message=f"#K8S_SHM: {exc}"))
+        else:
+            if mb > policy.max_shm_mb:
+                problems.append(
+                    Problem(
+                        line=shm.line,
+                        message=f"#K8S_SHM asks for {mb} MB; the limit is {policy.max_shm_mb} MB",
+                    )
+                )
+    return problems
