@@ -1,0 +1,410 @@
+"""The collector's decisions, free of I/O: Slurm, Kubernetes and files come in as ports.
+
+``Collector.handle`` is the queue handler; ``Collector.reconcile`` is the periodic sweep. Both
+funnel into ``finish_run``, which is idempotent: a redelivered event or a second sweep finds
+the objects gone, the footer present and the summary already written, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+from shared.errors import PermanentError, ServiceError, TransientError
+from shared.jobpods import run_name
+from shared.logs import get_logger
+from shared.messages import Envelope, JobEnded, PodFinished
+from shared.podfacts import PodFacts
+from shared.slurmctl import TERMINAL_STATES
+
+_log = get_logger(__name__)
+
+FOOTER_MARK = "[slurm-k8s] outcome:"
+"""How the runner's last line starts; its presence means the output file is complete."""
+HEADER_MARK = "[slurm-k8s]"
+"""How the runner's lines start; a file with one was written by a containerised job."""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One run of a job: a requeue starts run ``restart_count + 1`` with fresh objects."""
+
+    job_id: int
+    restart_count: int
+
+    @property
+    def name(self) -> str:
+        """The run's object name (``job-42-r0``)."""
+        return run_name(self.job_id, self.restart_count)
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """Slurm's view of a job: slurmctld's record merged with accounting."""
+
+    job_id: int
+    ctld_state: str = ""
+    """JobState from slurmctld; "" when it no longer knows the job."""
+    acct_state: str = ""
+    """State from slurmdbd (``CANCELLED by …`` reduced to ``CANCELLED``); "" if none."""
+    restarts: int | None = None
+    """The current run's restart count; None when slurmctld no longer knows the job."""
+    exit_code: str = ""
+    reason: str = ""
+    node: str = ""
+    start: str = ""
+    end: str = ""
+    stdout: str = ""
+    user: str = ""
+    uid: int | None = None
+    gid: int | None = None
+    comment: str = ""
+    admin_comment: str = ""
+    gpus: int = 0
+
+    @property
+    def state(self) -> str:
+        """The most final state known: accounting's once terminal, else slurmctld's."""
+        if self.acct_state in TERMINAL_STATES:
+            return self.acct_state
+        return self.ctld_state or self.acct_state or "UNKNOWN"
+
+
+class RunStatus(Enum):
+    """What Slurm says about one run."""
+
+    FINISHED = "finished"
+    """Explicitly over: a later run started, or accounting has a terminal state."""
+    ENDING = "ending"
+    """slurmctld has a terminal state, accounting has not caught up yet."""
+    ACTIVE = "active"
+    """Pending, running, completing: leave everything alone."""
+    UNKNOWN = "unknown"
+    """Slurm does not know the job: never a reason to delete anything on its own."""
+
+
+def classify(job: SlurmJob | None, restart_count: int) -> RunStatus:
+    """Whether Slurm explicitly reports the run finished (pure; the fail-closed rule)."""
+    if job is None:
+        return RunStatus.UNKNOWN
+    if job.restarts is not None and job.restarts > restart_count:
+        return RunStatus.FINISHED
+    if job.ctld_state and job.ctld_state not in TERMINAL_STATES:
+        return RunStatus.ACTIVE
+    if job.acct_state in TERMINAL_STATES:
+        return RunStatus.FINISHED
+    if job.ctld_state in TERMINAL_STATES:
+        return RunStatus.ENDING
+    return RunStatus.UNKNOWN
+
+
+class SlurmPort(Protocol):
+    """Slurm as the collector needs it."""
+
+    def job(self, job_id: int) -> SlurmJob | None:
+        """Slurm's view, or None if neither slurmctld nor accounting know the job."""
+
+    def update(self, job_id: int, **fields: str) -> None:
+        """Set job fields (Comment, AdminComment)."""
+
+
+class ClusterPort(Protocol):
+    """The jobs namespace as the collector needs it."""
+
+    def pod(self, name: str) -> PodFacts | None:
+        """The run's Pod, or None if it is gone."""
+
+    def delete_run(self, name: str) -> None:
+        """Delete the run's Pod and its ServiceAccount (owner of the rest); gone is fine."""
+
+    def runs(self) -> list[RunKey]:
+        """Runs that still have labelled objects (Pods or ServiceAccounts)."""
+
+
+class FilesPort(Protocol):
+    """The job's files on the NAS and the run's handoff credentials."""
+
+    def has_runner_lines(self, output: Path, uid: int) -> bool:
+        """The output file (owned by uid) has the runner's header."""
+
+    def complete_output(self, output: Path, uid: int, footer: str) -> bool:
+        """Append the footer unless the runner's is there; True if appended."""
+
+    def summary_exists(self, output: Path) -> bool:
+        """``<output>.summary.json`` exists."""
+
+    def write_summary(self, output: Path, uid: int, gid: int, content: bytes) -> None:
+        """Write (or rewrite) ``<output>.summary.json`` owned by uid:gid."""
+
+    def remove_handoff(self, run: RunKey) -> None:
+        """Delete the run's handoff kubeconfig; gone is fine."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as told to the user."""
+
+    state: str
+    exit_code: int | None
+    reason: str
+    message: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        """Completed with exit code 0."""
+        return self.state == "COMPLETED" and self.exit_code in (0, None)
+
+
+def outcome_of(run: RunKey, job: SlurmJob | None, pod: PodFacts | None) -> Outcome:
+    """Combine Slurm's state with the container's exit (the container knows the why)."""
+    if job is None:
+        state = "UNKNOWN"
+    elif job.restarts is not None and job.restarts > run.restart_count:
+        state = "REQUEUED"
+    else:
+        state = job.state
+    exit_code: int | None = None
+    if pod is not None and pod.exit_code is not None:
+        exit_code = pod.exit_code
+    elif job is not None and job.exit_code:
+        head = job.exit_code.split(":", 1)[0]
+        exit_code = int(head) if head.isdigit() else None
+    reason = pod.reason if pod is not None and pod.reason else (job.reason if job else "")
+    message = pod.message if pod is not None else ""
+    return Outcome(state, exit_code, reason, message)
+
+
+def summary_of(
+    run: RunKey, job: SlurmJob | None, pod: PodFacts | None, outcome: Outcome, gpu_ids: str
+) -> dict[str, Any]:
+    """The summary document (no timestamps of its own: a rewrite gives the same bytes)."""
+    return {
+        "job_id": run.job_id,
+        "restart_count": run.restart_count,
+        "user": job.user if job else "",
+        "state": outcome.state,
+        "exit_code": outcome.exit_code,
+        "slurm_exit_code": job.exit_code if job else "",
+        "reason": outcome.reason,
+        "message": outcome.message,
+        "node": (pod.node if pod and pod.node else (job.node if job else "")),
+        "pod": f"{pod.namespace}/{pod.name}" if pod else "",
+        "image": pod.image if pod else "",
+        "image_digest": pod.image_digest if pod else "",
+        "started_at": (pod.started_at if pod and pod.started_at else (job.start if job else "")),
+        "finished_at": (pod.finished_at if pod and pod.finished_at else (job.end if job else "")),
+        "gpus": pod.gpus if pod else (job.gpus if job else 0),
+        "gpu_indices": gpu_ids,
+    }
+
+
+def encode_summary(summary: dict[str, Any]) -> bytes:
+    """Stable JSON bytes (sorted keys, trailing newline)."""
+    return (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+
+
+def footer_of(outcome: Outcome) -> str:
+    """The footer the runner would have printed, marked as the collector's."""
+    code = "unknown" if outcome.exit_code is None else str(outcome.exit_code)
+    reason = f" reason={outcome.reason}" if outcome.reason else ""
+    return (
+        f"{FOOTER_MARK} {outcome.state} exit_code={code}{reason}"
+        " (written by the collector: the job's runner ended before it could)\n"
+    )
+
+
+def comment_with_reason(comment: str, outcome: Outcome) -> str | None:
+    """The job comment with ``reason=…`` appended, keeping the validator's key; None if as is."""
+    if outcome.succeeded or not outcome.reason or "reason=" in comment:
+        return None
+    reason = " ".join(f"{outcome.reason}: {outcome.message}".split())[:200]
+    if not outcome.message:
+        reason = outcome.reason
+    return f"{comment}; reason={reason}" if comment else f"reason={reason}"
+
+
+def admin_comment_of(pod: PodFacts) -> str:
+    """The launcher's "pod=<ns>/<name> phase=<phase>" with the final phase."""
+    return f"pod={pod.namespace}/{pod.name} phase={pod.phase or 'Unknown'}"
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What ``finish_run`` did, for logs and tests."""
+
+    run: RunKey
+    status: RunStatus
+    done: bool
+    outcome: Outcome | None = None
+    notes: tuple[str, ...] = ()
+
+
+class Collector:
+    """The collector's handler and reconcile, over injected ports.
+
+    Args:
+        slurm: Slurm's view and job updates.
+        cluster: the jobs namespace.
+        files: output, summary and handoff files.
+    """
+
+    def __init__(self, slurm: SlurmPort, cluster: ClusterPort, files: FilesPort) -> None:
+        self._slurm = slurm
+        self._cluster = cluster
+        self._files = files
+        # The queue handler and the reconcile thread may reach the same run at once.
+        self._lock = threading.Lock()
+
+    def handle(self, envelope: Envelope) -> Sequence[Envelope]:
+        """Queue handler: finish runs on ``job.ended``; note Pod outcomes on ``pod.finished``."""
+        body = envelope.body
+        if isinstance(body, JobEnded):
+            self.finish_run(
+                RunKey(body.job_id, body.restart_count),
+                from_epilog=True,
+                uid=body.uid,
+                gid=body.gid,
+                gpu_ids=body.gpus,
+            )
+        elif isinstance(body, PodFinished):
+            self.note_pod_finished(body)
+        return ()
+
+    def note_pod_finished(self, event: PodFinished) -> None:
+        """Record the Pod's end on the job early.
+
+        Cleanup waits for the epilog: the runner may still be reading the Pod's log.
+        """
+        run = RunKey(event.job_id, event.restart_count)
+        pod = PodFacts(
+            event.namespace,
+            event.pod_name,
+            event.phase,
+            exit_code=event.exit_code,
+            reason=event.reason,
+        )
+        job = self._slurm.job(run.job_id)
+        if job is None or job.restarts is None or job.restarts != run.restart_count:
+            return
+        state = "COMPLETED" if event.exit_code == 0 else "FAILED"
+        self._record_on_job(run, job, pod, Outcome(state, event.exit_code, event.reason))
+
+    def finish_run(
+        self,
+        run: RunKey,
+        *,
+        from_epilog: bool,
+        uid: int | None = None,
+        gid: int | None = None,
+        gpu_ids: str = "",
+    ) -> Finished:
+        """Complete, summarise, record and clean up one run, if Slurm says it is over.
+
+        The epilog's event is itself evidence that the run ended, so an unknown job is
+        finished on it; the reconcile acts only on Slurm's explicit word.
+
+        Raises:
+            TransientError: Slurm has not recorded the end yet, or a dependency is down.
+        """
+        with self._lock:
+            job = self._slurm.job(run.job_id)
+            status = classify(job, run.restart_count)
+            if status is RunStatus.ACTIVE:
+                if from_epilog:
+                    raise TransientError(
+                        f"job {run.job_id} is still {job.ctld_state if job else '?'} in Slurm",
+                        delay=2,
+                    )
+                return Finished(run, status, done=False)
+            if not from_epilog and status is not RunStatus.FINISHED:
+                return Finished(run, status, done=False)
+            pod = self._cluster.pod(run.name)
+            outcome = outcome_of(run, job, pod)
+            notes = list(self._write_files(run, job, pod, outcome, uid, gid, gpu_ids))
+            notes += self._record_on_job(run, job, pod, outcome)
+            self._cluster.delete_run(run.name)
+            self._files.remove_handoff(run)
+            _log.info(
+                "run finished",
+                job_id=run.job_id,
+                restart_count=run.restart_count,
+                state=outcome.state,
+                exit_code=outcome.exit_code,
+                reason=outcome.reason,
+                via="epilog" if from_epilog else "reconcile",
+                notes=notes,
+            )
+            return Finished(run, status, done=True, outcome=outcome, notes=tuple(notes))
+
+    def reconcile(self) -> list[Finished]:
+        """Finish every labelled run Slurm reports explicitly finished; leave the rest."""
+        results: list[Finished] = []
+        for run in self._cluster.runs():
+            try:
+                results.append(self.finish_run(run, from_epilog=False))
+            except ServiceError as exc:
+                # One run's trouble must not stop the sweep; it is retried next sweep.
+                _log.warning("reconcile skipped a run", run=run.name, error=str(exc))
+        return results
+
+    def _write_files(
+        self,
+        run: RunKey,
+        job: SlurmJob | None,
+        pod: PodFacts | None,
+        outcome: Outcome,
+        uid: int | None,
+        gid: int | None,
+        gpu_ids: str,
+    ) -> list[str]:
+        if job is None or not job.stdout:
+            return ["output path unknown: no footer, no summary"]
+        owner = job.uid if job.uid is not None else uid
+        group = job.gid if job.gid is not None else gid
+        if owner is None or group is None:
+            return ["job owner unknown: no footer, no summary"]
+        output = Path(job.stdout)
+        notes: list[str] = []
+        try:
+            containerised = pod is not None or self._files.has_runner_lines(output, owner)
+            if not containerised:
+                return ["not a containerised run: output left alone"]
+            if self._files.complete_output(output, owner, footer_of(outcome)):
+                notes.append("footer appended")
+            # Without the Pod a rewrite would lose the image and container exit: keep the
+            # summary written while the Pod still existed.
+            if pod is not None or not self._files.summary_exists(output):
+                summary = summary_of(run, job, pod, outcome, gpu_ids)
+                self._files.write_summary(output, owner, group, encode_summary(summary))
+                notes.append("summary written")
+        except (PermanentError, OSError) as exc:
+            # The user's files are theirs to break; that never blocks freeing the GPUs.
+            notes.append(f"files skipped: {exc}")
+        return notes
+
+    def _record_on_job(
+        self, run: RunKey, job: SlurmJob | None, pod: PodFacts | None, outcome: Outcome
+    ) -> list[str]:
+        # Only the current run may speak for the job, and only while slurmctld knows it.
+        if job is None or job.restarts is None or job.restarts != run.restart_count:
+            return []
+        fields: dict[str, str] = {}
+        comment = comment_with_reason(job.comment, outcome)
+        if comment is not None:
+            fields["Comment"] = comment
+        if pod is not None:
+            admin = admin_comment_of(pod)
+            if admin != job.admin_comment:
+                fields["AdminComment"] = admin
+        if not fields:
+            return []
+        try:
+            self._slurm.update(run.job_id, **fields)
+        except PermanentError as exc:
+            return [f"job not updated: {exc}"]
+        return [f"job updated: {', '.join(sorted(fields))}"]

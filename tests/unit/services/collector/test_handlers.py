@@ -1,0 +1,338 @@
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from services.collector.handlers import (
+    FOOTER_MARK,
+    Collector,
+    Outcome,
+    RunKey,
+    RunStatus,
+    SlurmJob,
+    classify,
+    comment_with_reason,
+    footer_of,
+    outcome_of,
+)
+from shared.errors import PermanentError, TransientError
+from shared.messages import Envelope, JobEnded, PodFinished
+from shared.podfacts import PodFacts
+
+pytestmark = pytest.mark.unit
+
+RUN = RunKey(42, 0)
+OUT = "/mnt/test-k8s/results/42.out"
+DONE = SlurmJob(
+    job_id=42,
+    ctld_state="COMPLETED",
+    acct_state="COMPLETED",
+    restarts=0,
+    exit_code="0:0",
+    node="node1",
+    stdout=OUT,
+    user="alice",
+    uid=2001,
+    gid=2000,
+    comment="slurmk8s-key=abc",
+    admin_comment="pod=slurm-jobs/job-42-r0 phase=Running",
+)
+POD = PodFacts(
+    "slurm-jobs",
+    "job-42-r0",
+    "Succeeded",
+    node="node1",
+    image="nas-hub.local:5407/hello:1",
+    image_id="nas-hub.local:5407/hello@sha256:" + "a" * 64,
+    exit_code=0,
+    reason="Completed",
+    started_at="2026-11-29T04:00:00+00:00",
+    finished_at="2026-11-29T04:00:05+00:00",
+    gpus=1,
+)
+
+
+class FakeSlurm:
+    def __init__(self, jobs: dict[int, SlurmJob | None]) -> None:
+        self.jobs = jobs
+        self.updates: list[tuple[int, dict[str, str]]] = []
+
+    def job(self, job_id: int) -> SlurmJob | None:
+        return self.jobs.get(job_id)
+
+    def update(self, job_id: int, **fields: str) -> None:
+        self.updates.append((job_id, fields))
+        job = self.jobs[job_id]
+        assert job is not None
+        self.jobs[job_id] = replace(
+            job,
+            comment=fields.get("Comment", job.comment),
+            admin_comment=fields.get("AdminComment", job.admin_comment),
+        )
+
+
+class FakeCluster:
+    def __init__(self, pods: dict[str, PodFacts], extra_runs: list[RunKey] | None = None) -> None:
+        self.pods = pods
+        self.accounts = {name for name in pods} | {r.name for r in extra_runs or []}
+        self.deleted: list[str] = []
+
+    def pod(self, name: str) -> PodFacts | None:
+        return self.pods.get(name)
+
+    def delete_run(self, name: str) -> None:
+        self.deleted.append(name)
+        self.pods.pop(name, None)
+        self.accounts.discard(name)
+
+    def runs(self) -> list[RunKey]:
+        keys = set()
+        for name in self.accounts:
+            _, job, r = name.split("-")
+            keys.add(RunKey(int(job), int(r[1:])))
+        return sorted(keys, key=lambda k: (k.job_id, k.restart_count))
+
+
+class FakeFiles:
+    def __init__(self, header: bool = True, footer: bool = True) -> None:
+        self.header = header
+        self.footer = footer
+        self.summaries: dict[str, bytes] = {}
+        self.footers: list[str] = []
+        self.handoffs_removed: list[RunKey] = []
+        self.fail: Exception | None = None
+
+    def has_runner_lines(self, output: Path, uid: int) -> bool:
+        return self.header
+
+    def complete_output(self, output: Path, uid: int, footer: str) -> bool:
+        if self.fail:
+            raise self.fail
+        if self.footer:
+            return False
+        self.footer = True
+        self.footers.append(footer)
+        return True
+
+    def summary_exists(self, output: Path) -> bool:
+        return str(output) in self.summaries
+
+    def write_summary(self, output: Path, uid: int, gid: int, content: bytes) -> None:
+        assert (uid, gid) == (2001, 2000)
+        self.summaries[str(output)] = content
+
+    def remove_handoff(self, run: RunKey) -> None:
+        self.handoffs_removed.append(run)
+
+
+def ended(run: RunKey = RUN) -> Envelope:
+    return Envelope.wrap(
+        JobEnded(
+            job_id=run.job_id,
+            restart_count=run.restart_count,
+            node="node1",
+            user="alice",
+            uid=2001,
+            gid=2000,
+            gpus="0",
+        )
+    )
+
+
+def make(
+    job: SlurmJob | None = DONE, pod: PodFacts | None = POD, files: FakeFiles | None = None
+) -> tuple[Collector, FakeSlurm, FakeCluster, FakeFiles]:
+    slurm = FakeSlurm({42: job})
+    cluster = FakeCluster({"job-42-r0": pod} if pod else {})
+    files = files or FakeFiles()
+    return Collector(slurm, cluster, files), slurm, cluster, files
+
+
+# --- classify: the fail-closed rule -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (None, RunStatus.UNKNOWN),
+        (DONE, RunStatus.FINISHED),
+        (replace(DONE, ctld_state="RUNNING", acct_state="RUNNING"), RunStatus.ACTIVE),
+        (replace(DONE, ctld_state="COMPLETING", acct_state="COMPLETED"), RunStatus.ACTIVE),
+        (replace(DONE, acct_state=""), RunStatus.ENDING),
+        (replace(DONE, ctld_state="", restarts=None), RunStatus.FINISHED),
+        (replace(DONE, ctld_state="", restarts=None, acct_state="RUNNING"), RunStatus.UNKNOWN),
+        (
+            replace(DONE, ctld_state="PENDING", acct_state="REQUEUED", restarts=1),
+            RunStatus.FINISHED,
+        ),
+    ],
+)
+def test_only_explicit_terminal_states_count_as_finished(
+    job: SlurmJob | None, expected: RunStatus
+) -> None:
+    assert classify(job, 0) is expected
+
+
+# --- job.ended ------------------------------------------------------------------------------
+
+
+def test_ended_run_is_summarised_recorded_and_cleaned_up() -> None:
+    collector, slurm, cluster, files = make()
+    assert collector.handle(ended()) == ()
+    summary = json.loads(files.summaries[OUT])
+    assert summary["state"] == "COMPLETED"
+    assert summary["exit_code"] == 0
+    assert summary["image_digest"] == "sha256:" + "a" * 64
+    assert summary["pod"] == "slurm-jobs/job-42-r0"
+    assert summary["gpus"] == 1
+    assert summary["gpu_indices"] == "0"
+    assert summary["user"] == "alice"
+    assert cluster.deleted == ["job-42-r0"]
+    assert files.handoffs_removed == [RUN]
+    assert files.footers == [], "the runner's footer was there"
+    # success: no reason in the comment; the final phase in the AdminComment
+    assert slurm.updates == [(42, {"AdminComment": "pod=slurm-jobs/job-42-r0 phase=Succeeded"})]
+
+
+def test_redelivery_changes_nothing_and_raises_nothing() -> None:
+    collector, slurm, _, files = make()
+    collector.handle(ended())
+    first = dict(files.summaries)
+    collector.handle(ended())
+    assert files.summaries == first, "summary kept: the Pod is gone, its facts are not"
+    assert len(slurm.updates) == 1
+    assert len(files.footers) <= 1
+
+
+def test_missing_footer_is_appended_once_with_the_outcome() -> None:
+    oom = replace(POD, phase="Failed", exit_code=137, reason="OOMKilled")
+    job = replace(DONE, ctld_state="OUT_OF_MEMORY", acct_state="OUT_OF_MEMORY", exit_code="0:9")
+    collector, slurm, _, files = make(job=job, pod=oom, files=FakeFiles(footer=False))
+    collector.handle(ended())
+    collector.handle(ended())
+    assert len(files.footers) == 1
+    assert files.footers[0].startswith(
+        f"{FOOTER_MARK} OUT_OF_MEMORY exit_code=137 reason=OOMKilled"
+    )
+    comment = slurm.updates[0][1]["Comment"]
+    assert comment == "slurmk8s-key=abc; reason=OOMKilled"
+
+
+def test_slurm_still_completing_is_retried_not_guessed() -> None:
+    collector, _, cluster, _ = make(job=replace(DONE, ctld_state="COMPLETING"))
+    with pytest.raises(TransientError):
+        collector.handle(ended())
+    assert cluster.deleted == []
+
+
+def test_epilog_event_for_a_job_slurm_forgot_still_cleans_up() -> None:
+    collector, _, cluster, files = make(job=None)
+    collector.handle(ended())
+    assert cluster.deleted == ["job-42-r0"]
+    assert files.summaries == {}, "no output path without Slurm's record"
+
+
+def test_broken_user_files_never_block_the_cleanup() -> None:
+    files = FakeFiles()
+    files.fail = PermanentError("output is a symlink")
+    collector, _, cluster, _ = make(files=files)
+    result = collector.finish_run(RUN, from_epilog=True)
+    assert cluster.deleted == ["job-42-r0"]
+    assert any("symlink" in note for note in result.notes)
+
+
+def test_plain_jobs_output_is_left_alone() -> None:
+    collector, _, cluster, files = make(pod=None, files=FakeFiles(header=False))
+    collector.handle(ended())
+    assert files.summaries == {}
+    assert files.footers == []
+    assert cluster.deleted == ["job-42-r0"], "deleting nothing is harmless and idempotent"
+
+
+def test_requeued_run_is_reported_as_requeued_and_leaves_the_job_alone() -> None:
+    job = replace(DONE, ctld_state="PENDING", acct_state="PENDING", restarts=1, exit_code="0:0")
+    collector, slurm, cluster, files = make(job=job)
+    collector.handle(ended())
+    assert json.loads(files.summaries[OUT])["state"] == "REQUEUED"
+    assert slurm.updates == [], "the next run owns the job's comments now"
+    assert cluster.deleted == ["job-42-r0"]
+
+
+def test_pod_finished_records_failure_early_without_deleting() -> None:
+    running = replace(DONE, ctld_state="RUNNING", acct_state="RUNNING")
+    collector, slurm, cluster, _ = make(job=running)
+    event = PodFinished(
+        job_id=42,
+        restart_count=0,
+        namespace="slurm-jobs",
+        pod_name="job-42-r0",
+        phase="Failed",
+        exit_code=None,
+        reason="ErrImagePull",
+    )
+    collector.handle(Envelope.wrap(event))
+    assert cluster.deleted == []
+    fields = slurm.updates[0][1]
+    assert fields["Comment"] == "slurmk8s-key=abc; reason=ErrImagePull"
+    assert fields["AdminComment"] == "pod=slurm-jobs/job-42-r0 phase=Failed"
+
+
+# --- reconcile ------------------------------------------------------------------------------
+
+
+def test_reconcile_cleans_finished_runs_and_keeps_running_or_unknown_ones() -> None:
+    slurm = FakeSlurm(
+        {
+            42: DONE,
+            43: replace(DONE, job_id=43, ctld_state="RUNNING", acct_state="RUNNING"),
+            44: None,
+            45: replace(DONE, job_id=45, ctld_state="PENDING", acct_state="PENDING", restarts=1),
+            46: replace(DONE, job_id=46, acct_state=""),  # accounting lags: not yet
+        }
+    )
+    runs = [RunKey(j, 0) for j in (42, 43, 44, 45, 46)]
+    cluster = FakeCluster({}, extra_runs=runs)
+    collector = Collector(slurm, cluster, FakeFiles())
+    results = collector.reconcile()
+    assert sorted(cluster.deleted) == ["job-42-r0", "job-45-r0"]
+    assert {r.run.job_id: r.status for r in results if not r.done} == {
+        43: RunStatus.ACTIVE,
+        44: RunStatus.UNKNOWN,
+        46: RunStatus.ENDING,
+    }
+
+
+def test_reconcile_survives_one_runs_error() -> None:
+    class Flaky(FakeSlurm):
+        def job(self, job_id: int) -> SlurmJob | None:
+            if job_id == 43:
+                raise TransientError("slurmctld busy")
+            return super().job(job_id)
+
+    slurm = Flaky({42: DONE, 43: DONE})
+    cluster = FakeCluster({}, extra_runs=[RunKey(42, 0), RunKey(43, 0)])
+    Collector(slurm, cluster, FakeFiles()).reconcile()
+    assert cluster.deleted == ["job-42-r0"]
+
+
+# --- small pure pieces ----------------------------------------------------------------------
+
+
+def test_comment_keeps_the_validators_key_and_is_not_repeated() -> None:
+    failed = Outcome("FAILED", 3, "Error")
+    assert comment_with_reason("slurmk8s-key=k", failed) == "slurmk8s-key=k; reason=Error"
+    assert comment_with_reason("", failed) == "reason=Error"
+    assert comment_with_reason("slurmk8s-key=k; reason=Error", failed) is None
+    assert comment_with_reason("x", Outcome("COMPLETED", 0, "Completed")) is None
+
+
+def test_exit_code_comes_from_the_container_then_from_slurm() -> None:
+    assert outcome_of(RUN, replace(DONE, exit_code="3:0"), None).exit_code == 3
+    assert outcome_of(RUN, DONE, replace(POD, exit_code=5)).exit_code == 5
+
+
+def test_footer_names_state_code_and_reason() -> None:
+    footer = footer_of(Outcome("FAILED", 2, "Error"))
+    assert footer.startswith("[slurm-k8s] outcome: FAILED exit_code=2 reason=Error")
+    assert footer.endswith("\n")
