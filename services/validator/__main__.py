@@ -1,0 +1,86 @@
+"""``python -m services.validator``: consume ``file.detected``, submit or reject each job file.
+
+Parses the settings and the policy once, runs the consumer until SIGTERM/SIGINT (the message in
+flight is finished first). Exit status 0 on a clean stop, 2 on a configuration error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+import signal
+import sys
+from collections.abc import Callable
+
+from services.validator.config import ValidatorSettings
+from services.validator.filing import Journal
+from services.validator.handlers import ValidatorDeps, ValidatorHandler
+from services.validator.submitting import SlurmCli
+from shared.broker import VALIDATOR, Consumer
+from shared.config import BrokerSettings, NasSettings, TelemetrySettings
+from shared.errors import ConfigError
+from shared.jobscript import load_policy, policy_path
+from shared.lifecycle import install_stop_event
+from shared.logs import configure_logging, get_logger
+from shared.telemetry import configure_telemetry
+
+SERVICE = "validator"
+
+
+def account_name(uid: int) -> str | None:
+    """The login name of a uid, or None when it has no account."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def crash_seam(step_to_crash: str) -> Callable[[str], None]:
+    """A fault hook that SIGKILLs this process at one named step (integration tests only)."""
+
+    def fault(step: str) -> None:
+        if step == step_to_crash:
+            get_logger(SERVICE).warning("crash seam reached; killing myself", step=step)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return fault
+
+
+def main() -> int:
+    """Run the validator until stopped."""
+    stop = install_stop_event()
+    telemetry = TelemetrySettings()
+    configure_logging(telemetry, SERVICE)
+    configure_telemetry(telemetry, SERVICE)
+    log = get_logger(SERVICE)
+    settings = ValidatorSettings()
+    nas = NasSettings()
+    try:
+        path = policy_path()
+        policy = load_policy(path)
+    except ConfigError as exc:
+        log.error("validator.config_error", error=str(exc))
+        return 2
+    log.info("validator.starting", policy=str(path), submit_dir=str(nas.submit_dir))
+    slurm = SlurmCli(
+        timeout_s=settings.sbatch_timeout_s,
+        query_timeout_s=settings.query_timeout_s,
+        lookback_days=settings.lookback_days,
+    )
+    deps = ValidatorDeps(
+        policy=policy,
+        nas=nas,
+        slurm=slurm,
+        journal=Journal(nas.state_dir / "validator"),
+        accounts=account_name,
+    )
+    if settings.crash_at:
+        deps = dataclasses.replace(deps, fault=crash_seam(settings.crash_at))
+    Consumer(BrokerSettings(), VALIDATOR, ValidatorHandler(deps), stop).run()
+    log.info("validator.stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

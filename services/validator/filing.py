@@ -1,0 +1,184 @@
+"""The validator's filesystem work on the NAS: safe reads, no-clobber moves, companions, journal.
+
+Covers reading a dropped file safely, moving it without overwriting anything, writing receipts
+and error files, and the submission journal.
+
+Reading follows the drop-folder rules (CWE-59, TOCTOU): open with ``O_NOFOLLOW``, ``fstat`` the
+descriptor, read the bytes once; what was checked is what sbatch gets. Moves never overwrite:
+``link`` + ``unlink`` fails on an existing name, where ``rename`` would silently replace it.
+Files moved by root keep their owner; receipts and error files are given to the job file's
+owner (mode 0644) so they can read and remove them.
+
+The journal (``<state_dir>/validator/<key>.json``) records each step before it is taken —
+the job id right after sbatch returns, the destination before a move, the final event after —
+so a redelivered message resumes where a crashed validator stopped instead of starting over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.errors import TransientError
+
+#: Files larger than this are hashed but not kept in memory; they are rejected as too big.
+READ_LIMIT = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class JobFile:
+    """A dropped file as read once: who owns it, what it is, its bytes and their hash."""
+
+    path: Path
+    uid: int
+    gid: int
+    size: int
+    kind: str  # "file", "symlink", "hardlink" (st_nlink > 1) or "other"
+    sha256: str
+    data: bytes | None  # None when not a regular single-link file, or over READ_LIMIT
+
+
+def read_job_file(path: Path) -> JobFile:
+    """Open without following links, check what it is, read it once.
+
+    Raises:
+        FileNotFoundError: it is gone (moved by an earlier delivery, or removed).
+        TransientError: the NAS could not be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            st = os.lstat(path)
+            return JobFile(path, st.st_uid, st.st_gid, st.st_size, "symlink", "", None)
+        raise TransientError(f"cannot open {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return JobFile(path, st.st_uid, st.st_gid, st.st_size, "other", "", None)
+        digest = hashlib.sha256()
+        kept = bytearray()
+        size = 0
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+            if size <= READ_LIMIT:
+                kept += chunk
+        kind = "file" if st.st_nlink == 1 else "hardlink"
+        data = bytes(kept) if size <= READ_LIMIT else None
+        return JobFile(path, st.st_uid, st.st_gid, size, kind, digest.hexdigest(), data)
+
+
+def unique_destination(directory: Path, name: str, taken: tuple[str, ...] = ()) -> Path:
+    """A free name in ``directory``: ``hello.sh``, then ``hello.1.sh``, ``hello.2.sh``, and so on.
+
+    A name counts as taken if it or any of its companions (``taken`` suffixes, e.g.
+    ``.error``) exists, so a new file never lands beside an old file's receipt.
+    """
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:  # no dot, or a leading dot only
+        stem, dot, suffix = name, "", ""
+    for n in range(10_000):
+        candidate = name if n == 0 else f"{stem}.{n}{dot}{suffix}"
+        paths = [directory / candidate, *(directory / f"{candidate}{t}" for t in taken)]
+        if not any(os.path.lexists(p) for p in paths):
+            return directory / candidate
+    raise TransientError(f"no free name for {name} in {directory}")
+
+
+def move_no_clobber(source: Path, destination: Path) -> None:
+    """Move a file to a name that must not exist yet (idempotent after a crash).
+
+    Raises:
+        FileExistsError: the destination holds another file.
+        TransientError: the NAS refused the move.
+    """
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except FileExistsError:
+        # A crash between link and unlink leaves both names on one inode: finish the move.
+        if not _same_file(source, destination):
+            raise
+    except OSError as exc:
+        raise TransientError(f"cannot move {source} to {destination}: {exc.strerror}") from exc
+    try:
+        os.unlink(source)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise TransientError(f"cannot remove {source}: {exc.strerror}") from exc
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samestat(os.lstat(a), os.lstat(b))
+    except FileNotFoundError:
+        return False
+
+
+def write_for_owner(path: Path, content: str, *, uid: int, gid: int) -> None:
+    """Write a small file atomically, owned by the job file's owner, readable (0644).
+
+    Raises:
+        TransientError: the NAS refused the write.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        if os.geteuid() == 0:
+            os.chown(tmp, uid, gid)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise TransientError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+class Journal:
+    """One small JSON record per submission key, updated step by step.
+
+    Args:
+        directory: where the records live (created on first use).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    def read(self, key: str) -> dict[str, Any]:
+        """The record for a key ({} when there is none)."""
+        try:
+            loaded = json.loads((self._directory / f"{key}.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise TransientError(f"cannot read journal record {key}: {exc}") from exc
+        return loaded if isinstance(loaded, dict) else {}
+
+    def update(self, key: str, **fields: Any) -> dict[str, Any]:
+        """Merge fields into the record and make it durable before returning."""
+        record = self.read(key) | fields
+        path = self._directory / f"{key}.json"
+        tmp = path.with_name(f".{key}.json.tmp")
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(record, handle, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise TransientError(f"cannot write journal record {key}: {exc.strerror}") from exc
+        return record

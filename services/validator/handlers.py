@@ -1,0 +1,323 @@
+"""What the validator does with one ``file.detected`` event; every dependency is passed in.
+
+Steps, each recorded in the journal before the next, so a redelivery resumes instead of
+repeating: vet the file (owner, kind, content still as detected) → check it → find or make the
+Slurm job (key looked up in the journal, then in Slurm, before any sbatch) → choose a free name
+→ move → write the receipt or error file → publish. A stale event (the file changed or went
+away before we saw it) is acknowledged and dropped: the watcher publishes the new content itself.
+
+The submission key is the first 24 hex digits of sha256(path, content hash, mtime): the same
+bytes dropped again later at the same path are a new submission, a redelivery is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services.validator.filing import (
+    JobFile,
+    Journal,
+    move_no_clobber,
+    read_job_file,
+    unique_destination,
+    write_for_owner,
+)
+from services.validator.submitting import Slurm, SubmitRefused
+from shared.config import NasSettings
+from shared.errors import PermanentError
+from shared.jobscript import Policy, check_script, format_problem
+from shared.jobscript.parsing import parse_script
+from shared.jobscript.validation import SyntaxChecker, bash_syntax, canonical
+from shared.logs import get_logger
+from shared.messages import (
+    Envelope,
+    FileDetected,
+    JobRejected,
+    JobSubmitted,
+    Problem,
+    decode,
+    encode,
+)
+
+_log = get_logger(__name__)
+RECEIPT_SUFFIX = ".receipt.json"
+ERROR_SUFFIX = ".error"
+_COMPANIONS = (RECEIPT_SUFFIX, ERROR_SUFFIX)
+
+
+def _no_fault(_step: str) -> None:
+    """Production: crash seams do nothing."""
+
+
+@dataclass(frozen=True)
+class ValidatorDeps:
+    """Everything the handler touches outside its arguments."""
+
+    policy: Policy
+    nas: NasSettings
+    slurm: Slurm
+    journal: Journal
+    accounts: Callable[[int], str | None]
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    syntax: SyntaxChecker | None = bash_syntax
+    fault: Callable[[str], None] = _no_fault
+
+
+def submission_key(event: FileDetected) -> str:
+    """Stable for redeliveries of one drop; different for a new drop of the same bytes."""
+    text = f"{event.path}\0{event.sha256}\0{event.mtime_ns}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class ValidatorHandler:
+    """The validator's handler: ``handler(envelope) -> follow-up envelopes``."""
+
+    def __init__(self, deps: ValidatorDeps) -> None:
+        self._deps = deps
+
+    def __call__(self, envelope: Envelope) -> Sequence[Envelope]:
+        """Handle one ``file.detected`` event.
+
+        Raises:
+            PermanentError: the message is not a ``file.detected`` event.
+            TransientError: Slurm or the NAS is not available right now; retry later.
+        """
+        event = envelope.body
+        if not isinstance(event, FileDetected):
+            raise PermanentError(f"validator got a {event.type} event")
+        key = submission_key(event)
+        log = _log.bind(key=key, path=event.path)
+        record = self._deps.journal.read(key)
+        if "event" in record:
+            log.info("already handled; publishing its outcome again")
+            return [decode(record["event"].encode())]
+        if "destination" in record:
+            return self._finish(event, key, record)
+        try:
+            job = read_job_file(Path(event.path))
+        except FileNotFoundError:
+            log.info("stale event: the file is gone")
+            return []
+        if job.kind in ("file", "hardlink") and (
+            job.sha256 != event.sha256 or job.uid != event.owner_uid
+        ):
+            log.info("stale event: the file changed since it was detected")
+            return []
+        user, problems = self._vet(job)
+        if problems or user is None:
+            return self._reject(event, key, job, problems)
+        assert job.data is not None  # _vet refuses files it could not read whole
+        return self._submit(event, key, job, user, record)
+
+    def _vet(self, job: JobFile) -> tuple[str | None, list[Problem]]:
+        """The owner's name and every problem with the file (empty when acceptable)."""
+        policy = self._deps.policy
+        if job.kind == "symlink":
+            return None, [Problem(line=0, message="is a symbolic link; copy the file itself")]
+        if job.kind == "other":
+            return None, [Problem(line=0, message="is not a regular file")]
+        if job.kind == "hardlink":
+            return None, [
+                Problem(line=0, message="has other hard links; copy the file instead of linking")
+            ]
+        user = self._deps.accounts(job.uid)
+        if user is None:
+            return None, [
+                Problem(line=0, message=f"is owned by uid {job.uid}, which has no account here")
+            ]
+        if job.uid == 0 and not policy.allow_root_owned_files:
+            return None, [
+                Problem(
+                    line=0,
+                    message="is owned by root; jobs run as the file's owner, so copy it in "
+                    "as yourself",
+                )
+            ]
+        if job.data is None:
+            return user, [
+                Problem(
+                    line=0,
+                    message=f"the file is {job.size} bytes; the limit is "
+                    f"{policy.max_script_bytes} bytes",
+                )
+            ]
+        home = self._home(user)
+        problems = list(
+            check_script(
+                job.data, policy, user=user, home=str(home), syntax=self._deps.syntax
+            ).problems
+        )
+        if not home.is_dir():
+            problems.insert(
+                0,
+                Problem(
+                    line=0,
+                    message=f"your NAS home folder {home} does not exist; ask an administrator",
+                ),
+            )
+        return user, problems
+
+    def _home(self, user: str) -> Path:
+        return self._deps.nas.nas_root / "home" / user
+
+    def _reject(
+        self, event: FileDetected, key: str, job: JobFile, problems: Sequence[Problem]
+    ) -> Sequence[Envelope]:
+        destination = unique_destination(
+            self._deps.nas.failed_dir, Path(event.path).name, _COMPANIONS
+        )
+        record = self._deps.journal.update(
+            key,
+            outcome="rejected",
+            destination=str(destination),
+            uid=job.uid,
+            gid=job.gid,
+            kind=job.kind,
+            problems=[[p.line, p.message] for p in problems],
+        )
+        return self._finish(event, key, record)
+
+    def _submit(
+        self, event: FileDetected, key: str, job: JobFile, user: str, record: dict[str, Any]
+    ) -> Sequence[Envelope]:
+        deps = self._deps
+        assert job.data is not None
+        job_id = record.get("job_id") or deps.slurm.find_job(user=user, key=key)
+        if job_id is None:
+            try:
+                job_id = deps.slurm.submit(
+                    job.data,
+                    user=user,
+                    key=key,
+                    cwd=self._home(user),
+                    job_name=_default_job_name(job.data, event.path),
+                )
+            except SubmitRefused as exc:
+                problems = [Problem(line=0, message=f"sbatch: {r}") for r in exc.reasons]
+                return self._reject(event, key, job, problems)
+            deps.fault("after-sbatch")
+        submitted_at = record.get("submitted_at") or deps.now().isoformat()
+        deps.journal.update(key, job_id=job_id, submitted_at=submitted_at, user=user)
+        deps.fault("after-journal")
+        output = deps.slurm.stdout_path(job_id) or expand_output(
+            job.data, job_id=job_id, user=user, home=str(self._home(user)), path=event.path
+        )
+        destination = unique_destination(deps.nas.submitted_dir, Path(event.path).name, _COMPANIONS)
+        record = deps.journal.update(
+            key,
+            outcome="submitted",
+            destination=str(destination),
+            uid=job.uid,
+            gid=job.gid,
+            kind=job.kind,
+            output_path=output,
+        )
+        return self._finish(event, key, record)
+
+    def _finish(self, event: FileDetected, key: str, record: dict[str, Any]) -> list[Envelope]:
+        """Move the file to its recorded destination, write its companion, publish."""
+        deps = self._deps
+        source, destination = Path(event.path), Path(record["destination"])
+        if os.path.lexists(source) and _still_the_same(source, event, record["kind"]):
+            move_no_clobber(source, destination)
+        deps.fault("after-move")
+        uid, gid = int(record["uid"]), int(record["gid"])
+        body: JobSubmitted | JobRejected
+        if record["outcome"] == "submitted":
+            receipt = destination.with_name(destination.name + RECEIPT_SUFFIX)
+            body = JobSubmitted(
+                job_id=int(record["job_id"]),
+                user=record["user"],
+                uid=uid,
+                source_path=event.path,
+                receipt_path=str(receipt),
+                submission_key=key,
+                output_path=record["output_path"],
+                submitted_at=datetime.fromisoformat(record["submitted_at"]),
+            )
+            write_for_owner(receipt, _receipt_text(body, event, destination), uid=uid, gid=gid)
+        else:
+            problems = tuple(Problem(line=line, message=msg) for line, msg in record["problems"])
+            error = destination.with_name(destination.name + ERROR_SUFFIX)
+            body = JobRejected(
+                source_path=event.path,
+                failed_path=str(destination),
+                error_path=str(error),
+                sha256=event.sha256,
+                problems=problems,
+            )
+            write_for_owner(error, _error_text(event, problems), uid=uid, gid=gid)
+        envelope = Envelope.wrap(body, occurred_at=deps.now())
+        deps.journal.update(key, event=encode(envelope).decode())
+        _log.info(
+            "job file filed",
+            key=key,
+            outcome=record["outcome"],
+            destination=str(destination),
+            job_id=record.get("job_id"),
+        )
+        return [envelope]
+
+
+def _still_the_same(source: Path, event: FileDetected, kind: str) -> bool:
+    """Whether the file at ``source`` is still the one this key is about."""
+    if kind not in ("file", "hardlink"):
+        return True
+    try:
+        return read_job_file(source).sha256 == event.sha256
+    except FileNotFoundError:
+        return False
+
+
+def _receipt_text(body: JobSubmitted, event: FileDetected, destination: Path) -> str:
+    receipt = {
+        "job_id": body.job_id,
+        "user": body.user,
+        "uid": body.uid,
+        "submitted_at": body.submitted_at.isoformat(),
+        "submission_key": body.submission_key,
+        "sha256": event.sha256,
+        "size": event.size,
+        "source_path": event.path,
+        "submitted_path": str(destination),
+        "output_path": body.output_path,
+    }
+    return json.dumps(receipt, indent=2) + "\n"
+
+
+def _error_text(event: FileDetected, problems: Sequence[Problem]) -> str:
+    name = Path(event.path).name
+    header = f"slurm-k8s did not submit {name}: {len(problems)} problem(s) to fix"
+    return "\n".join([header, *(format_problem(p) for p in problems)]) + "\n"
+
+
+def _default_job_name(data: bytes, path: str) -> str:
+    """The file's name, like ``sbatch FILE`` would use, unless the script names the job."""
+    parsed = parse_script(data.decode("utf-8", errors="surrogateescape"))
+    return "" if parsed.last("job-name") is not None else Path(path).name
+
+
+def expand_output(data: bytes, *, job_id: int, user: str, home: str, path: str) -> str:
+    """The job's output path with Slurm's common patterns expanded (when scontrol cannot say).
+
+    Covers ``%j %A %u %x %%``; array and node patterns (``%a %N %n %s %t``) are kept as they are.
+    """
+    parsed = parse_script(data.decode("utf-8", errors="surrogateescape"))
+    chdir = parsed.last("chdir")
+    base = canonical(chdir.value.replace("%u", user), home) if chdir and chdir.value else home
+    output = parsed.last("output")
+    pattern = output.value if output and output.value else "slurm-%j.out"
+    name_option = parsed.last("job-name")
+    name = name_option.value if name_option and name_option.value else Path(path).name
+    text = pattern.replace("%%", "\0")
+    for token, value in (("%j", str(job_id)), ("%A", str(job_id)), ("%u", user), ("%x", name)):
+        text = text.replace(token, value)
+    return posixpath.normpath(posixpath.join(base, text.replace("\0", "%")))

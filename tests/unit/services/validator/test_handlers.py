@@ -1,0 +1,231 @@
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.validator.filing import Journal
+from services.validator.handlers import ValidatorDeps, ValidatorHandler, submission_key
+from services.validator.submitting import SubmitRefused
+from shared.config import NasSettings
+from shared.errors import PermanentError, TransientError
+from shared.jobscript.policy import REPO_PATH, load_policy
+from shared.messages import Envelope, FileDetected, JobRejected, JobStarted, JobSubmitted
+
+pytestmark = pytest.mark.unit
+
+ALICE = 2001
+REPO = Path(__file__).parents[4]
+HELLO = (REPO / "examples" / "hello.sh").read_bytes()
+NOW = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeSlurm:
+    jobs: dict[str, int] = field(default_factory=dict)  # key -> job id
+    submitted: list[tuple[bytes, str, str, Path, str]] = field(default_factory=list)
+    fail: Exception | None = None
+
+    def submit(self, script: bytes, *, user: str, key: str, cwd: Path, job_name: str) -> int:
+        if self.fail is not None:
+            raise self.fail
+        self.submitted.append((script, user, key, cwd, job_name))
+        self.jobs[key] = 100 + len(self.submitted)
+        return self.jobs[key]
+
+    def find_job(self, *, user: str, key: str) -> int | None:
+        return self.jobs.get(key)
+
+    def stdout_path(self, job_id: int) -> str | None:
+        return None
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture
+def nas(tmp_path: Path) -> NasSettings:
+    settings = NasSettings(NAS_ROOT=tmp_path)
+    for d in (settings.submit_dir, settings.failed_dir, settings.submitted_dir):
+        d.mkdir(parents=True)
+    (tmp_path / "home" / "alice").mkdir(parents=True)
+    return settings
+
+
+def make_deps(nas: NasSettings, slurm: FakeSlurm, crash_at: str = "") -> ValidatorDeps:
+    def fault(step: str) -> None:
+        if step == crash_at:
+            raise Crash(step)
+
+    return ValidatorDeps(
+        policy=load_policy(REPO_PATH),
+        nas=nas,
+        slurm=slurm,
+        journal=Journal(nas.state_dir / "validator"),
+        accounts={ALICE: "alice", 0: "root"}.get,
+        now=lambda: NOW,
+        syntax=None,
+        fault=fault,
+    )
+
+
+def drop(nas: NasSettings, name: str, data: bytes, uid: int = ALICE) -> Envelope:
+    path = nas.submit_dir / name
+    path.write_bytes(data)
+    os.chown(path, uid, uid)
+    st = path.stat()
+    return Envelope.wrap(
+        FileDetected(
+            path=str(path),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            sha256=hashlib.sha256(data).hexdigest(),
+            owner_uid=uid,
+        )
+    )
+
+
+def test_good_file_is_submitted_as_owner_with_receipt(nas: NasSettings) -> None:
+    slurm = FakeSlurm()
+    event = drop(nas, "hello.sh", HELLO)
+    [out] = ValidatorHandler(make_deps(nas, slurm))(event)
+    assert isinstance(out.body, JobSubmitted)
+    script, user, key, cwd, job_name = slurm.submitted[0]
+    assert (script, user, cwd) == (HELLO, "alice", nas.nas_root / "home" / "alice")
+    assert key == submission_key(event.body)  # type: ignore[arg-type]
+    assert job_name == ""  # the script names itself
+    moved = nas.submitted_dir / "hello.sh"
+    receipt = json.loads((nas.submitted_dir / "hello.sh.receipt.json").read_text())
+    assert not (nas.submit_dir / "hello.sh").exists()
+    assert moved.stat().st_uid == ALICE
+    assert (nas.submitted_dir / "hello.sh.receipt.json").stat().st_uid == ALICE
+    assert receipt["job_id"] == out.body.job_id == 101
+    assert receipt["user"] == "alice"
+    assert receipt["output_path"] == "/mnt/test-k8s/results/101.out"
+    assert receipt["submitted_at"] == NOW.isoformat()
+
+
+def test_bad_file_goes_to_failed_with_every_reason(nas: NasSettings) -> None:
+    slurm = FakeSlurm()
+    data = b"#!/bin/bash\n#SBATCH --uid=0 -c 64\n#K8S_IMAGE=docker.io/x\necho\n"
+    [out] = ValidatorHandler(make_deps(nas, slurm))(drop(nas, "bad.sh", data))
+    assert isinstance(out.body, JobRejected)
+    assert slurm.submitted == []
+    lines = (nas.failed_dir / "bad.sh.error").read_text().splitlines()
+    assert lines[0] == "slurm-k8s did not submit bad.sh: 3 problem(s) to fix"
+    assert lines[1:] == [
+        "line 2: --uid is not allowed: it changes who the job runs as",
+        "line 2: asks for 64 CPUs; the limit is 2",
+        "line 3: #K8S_IMAGE registry 'docker.io' is not allowed (allowed: nas-hub.local:5407)",
+    ]
+    assert (nas.failed_dir / "bad.sh").read_bytes() == data
+    assert (nas.failed_dir / "bad.sh.error").stat().st_uid == ALICE
+
+
+def test_same_name_never_overwrites(nas: NasSettings) -> None:
+    handler = ValidatorHandler(make_deps(nas, FakeSlurm()))
+    handler(drop(nas, "x.sh", b"#!/bin/sh\necho 1\n"))
+    handler(drop(nas, "x.sh", b"#!/bin/sh\necho 2\n"))
+    assert sorted(p.name for p in nas.failed_dir.iterdir()) == [
+        "x.1.sh", "x.1.sh.error", "x.sh", "x.sh.error",
+    ]  # fmt: skip
+    assert (nas.failed_dir / "x.1.sh").read_bytes() == b"#!/bin/sh\necho 2\n"
+
+
+def test_redelivery_makes_no_second_job(nas: NasSettings) -> None:
+    slurm = FakeSlurm()
+    handler = ValidatorHandler(make_deps(nas, slurm))
+    event = drop(nas, "hello.sh", HELLO)
+    first = handler(event)
+    again = handler(event)
+    assert len(slurm.submitted) == 1
+    assert [e.message_id for e in again] == [e.message_id for e in first]
+
+
+@pytest.mark.parametrize("step", ["after-sbatch", "after-journal", "after-move"])
+def test_crash_at_any_step_then_redelivery_makes_one_job(nas: NasSettings, step: str) -> None:
+    slurm = FakeSlurm()
+    event = drop(nas, "hello.sh", HELLO)
+    with pytest.raises(Crash):
+        ValidatorHandler(make_deps(nas, slurm, crash_at=step))(event)
+    [out] = ValidatorHandler(make_deps(nas, slurm))(event)
+    assert len(slurm.submitted) == 1
+    assert isinstance(out.body, JobSubmitted)
+    assert out.body.job_id == 101
+    assert (nas.submitted_dir / "hello.sh.receipt.json").exists()
+    assert not (nas.submit_dir / "hello.sh").exists()
+
+
+def test_journal_lost_but_slurm_knows_the_key(nas: NasSettings) -> None:
+    event = drop(nas, "hello.sh", HELLO)
+    slurm = FakeSlurm(jobs={submission_key(event.body): 77})  # type: ignore[arg-type]
+    [out] = ValidatorHandler(make_deps(nas, slurm))(event)
+    assert slurm.submitted == []
+    assert isinstance(out.body, JobSubmitted)
+    assert out.body.job_id == 77
+
+
+def test_transient_sbatch_failure_leaves_the_file_waiting(nas: NasSettings) -> None:
+    slurm = FakeSlurm(fail=TransientError("Unable to contact slurm controller"))
+    event = drop(nas, "hello.sh", HELLO)
+    with pytest.raises(TransientError):
+        ValidatorHandler(make_deps(nas, slurm))(event)
+    assert (nas.submit_dir / "hello.sh").exists()
+    slurm.fail = None
+    [out] = ValidatorHandler(make_deps(nas, slurm))(event)
+    assert isinstance(out.body, JobSubmitted)
+
+
+def test_sbatch_refusal_is_filed_with_its_words(nas: NasSettings) -> None:
+    slurm = FakeSlurm(fail=SubmitRefused(["Batch job submission failed: Invalid account"]))
+    [out] = ValidatorHandler(make_deps(nas, slurm))(drop(nas, "hello.sh", HELLO))
+    assert isinstance(out.body, JobRejected)
+    assert (
+        "file: sbatch: Batch job submission failed: Invalid account"
+        in (nas.failed_dir / "hello.sh.error").read_text()
+    )
+
+
+def test_changed_or_vanished_file_is_a_stale_event(nas: NasSettings) -> None:
+    slurm = FakeSlurm()
+    handler = ValidatorHandler(make_deps(nas, slurm))
+    event = drop(nas, "hello.sh", HELLO)
+    (nas.submit_dir / "hello.sh").write_bytes(HELLO + b"echo more\n")
+    assert handler(event) == []
+    (nas.submit_dir / "hello.sh").unlink()
+    assert handler(event) == []
+    assert slurm.submitted == []
+
+
+@pytest.mark.parametrize(
+    ("uid", "reason"),
+    [(0, "is owned by root"), (4242, "is owned by uid 4242, which has no account here")],
+)
+def test_root_or_unknown_owner_is_rejected(nas: NasSettings, uid: int, reason: str) -> None:
+    [out] = ValidatorHandler(make_deps(nas, FakeSlurm()))(drop(nas, "h.sh", HELLO, uid=uid))
+    assert isinstance(out.body, JobRejected)
+    assert reason in out.body.problems[0].message
+
+
+def test_symlink_is_rejected_not_followed(nas: NasSettings, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("#!/bin/sh\n")
+    link = nas.submit_dir / "link.sh"
+    link.symlink_to(secret)
+    event = Envelope.wrap(
+        FileDetected(path=str(link), size=1, mtime_ns=1, sha256="0" * 64, owner_uid=0)
+    )
+    [out] = ValidatorHandler(make_deps(nas, FakeSlurm()))(event)
+    assert isinstance(out.body, JobRejected)
+    assert (nas.failed_dir / "link.sh").is_symlink()
+    assert secret.exists()
+
+
+def test_other_events_are_permanent_errors(nas: NasSettings) -> None:
+    event = Envelope.wrap(JobStarted(job_id=1, restart_count=0, node="n", user="a", uid=1, gid=1))
+    with pytest.raises(PermanentError):
+        ValidatorHandler(make_deps(nas, FakeSlurm()))(event)
