@@ -27,3 +27,18 @@ lab_make_gpu_devices() {
     [ -c "$f" ] || { rm -f "$f"; mknod -m 0666 "$f" c 1 3; }
   done
 }
+
+# Four fake GPUs shared by Slurm (gres.conf File=) and Kubernetes (the fake-gpu device plugin).
+# They are null-device character nodes (major 1, minor 3): openable, harmless, and real device
+# files so both schedulers' device handling (cgroup device rules, DeviceSpecs) is exercised.
+: "${LAB_GPU_FILES:=/dev/fakegpu0 /dev/fakegpu1 /dev/fakegpu2 /dev/fakegpu3}"
+export LAB_GPU_FILES
+lab_make_gpu_devices() {
+  local f
+  for f in $LAB_GPU_FILES; do
+    if [ ! -c "$f" ]; then
+      rm -f "$f"
+      mknod -m 0666 "$f" c 1 3
+    fi
+  done
+}
