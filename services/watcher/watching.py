@@ -198,11 +198,19 @@ class Watcher:
                 force_polling=self.polling,
                 poll_delay_ms=self.settings.poll_delay_ms,
                 recursive=True,
+                # A user's private sub-folder must not stop the watch; listings report it.
+                ignore_permission_denied=True,
             ):
                 self.step(events=bool(changes))
-        except OSError as exc:
-            # watchfiles raises FileNotFoundError/OSError when the folder vanishes under it.
-            raise NasUnavailable(f"lost the watch on {self.submit_dir}: {exc}") from exc
+        except FileNotFoundError as exc:
+            raise NasUnavailable(f"{self.submit_dir} vanished: {exc}") from exc
+        except (OSError, RuntimeError) as exc:
+            # inotify can run out (max_user_watches, max_user_instances) or fail inside
+            # watchfiles (WatchfilesRustInternalError); polling needs neither.
+            if self.polling:
+                raise NasUnavailable(f"lost the watch on {self.submit_dir}: {exc}") from exc
+            _log.warning("watcher.inotify_failed", error=str(exc), fallback="polling")
+            self.polling = True
 
     def step(self, *, events: bool) -> int:
         """One pass: list if anything may have changed, publish what settled.

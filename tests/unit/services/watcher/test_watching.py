@@ -1,9 +1,12 @@
 import hashlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from services.watcher import watching
 from services.watcher.config import WatcherSettings
 from services.watcher.ledger import Ledger
 from services.watcher.watching import Watcher, hash_settled, list_submit_tree
@@ -197,3 +200,25 @@ def test_hash_settled_refuses_a_file_changed_since_its_listing(submit: Path) -> 
     assert hash_settled(listed) is None
     job.unlink()
     assert hash_settled(listed) is None
+
+
+def test_inotify_failure_falls_back_to_polling(
+    submit: Path, clock: Clock, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bool] = []
+    stop = threading.Event()
+
+    def fake_watch(
+        *_paths: object, force_polling: bool, **_kwargs: object
+    ) -> Iterator[set[object]]:
+        calls.append(force_polling)
+        if not force_polling:
+            raise OSError(28, "OS file watch limit reached")
+        stop.set()
+        yield set()
+
+    monkeypatch.setattr(watching.watchfiles, "watch", fake_watch)
+    watcher = _watcher(submit, clock, broker)
+    watcher.run(stop)
+    assert calls == [False, True]
+    assert watcher.polling

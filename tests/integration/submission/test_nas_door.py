@@ -1,0 +1,255 @@
+"""The NAS door end to end on the lab: files dropped by alice in the real submit folder become
+alice's Slurm jobs with receipts, or land in failed/ with an error file; nothing is left behind
+and nothing is submitted twice.
+
+Runs our own watcher and validator (``python -m services.<name>``) against the lab's NAS,
+RabbitMQ and Slurm. If the lab's resident services are also running, ours share the work
+with them (the second watcher stands by on the ledger lock; validators share the queue):
+every assertion holds either way. File names carry a per-run id, so runs never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+DEADLINE_S = 180.0
+HELLO = REPO / "examples" / "hello.sh"
+HELLO_TEXT = (
+    "#!/bin/bash\n"
+    "#SBATCH --job-name=hello\n"
+    "#SBATCH --cpus-per-task=1\n"
+    "#SBATCH --mem=1G\n"
+    "#SBATCH --output=/mnt/test-k8s/results/%j.out\n"
+    "#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n"
+    "\n"
+    'echo "Hello from Slurm-K8s!"\n'
+)
+# No #K8S_IMAGE and an identity-changing option: refused on two counts.
+BAD_TEXT = "#!/bin/bash\n#SBATCH --uid=0\necho nope\n"
+
+
+def _lab_env() -> dict[str, str]:
+    """The lab's settings (``lab/env.sh``) over the current environment."""
+    if os.environ.get("AMQP_URL") and os.environ.get("NAS_ROOT"):
+        return dict(os.environ)
+    done = subprocess.run(
+        ["bash", "-c", f"source <(bash {REPO / 'lab' / 'env.sh'}) && env -0"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
+    if not env.get("AMQP_URL"):
+        if os.environ.get("CI"):
+            pytest.fail("the lab is not up: lab/env.sh gives no AMQP_URL (make lab)")
+        pytest.skip("the lab is not up: lab/env.sh gives no AMQP_URL (make lab)")
+    return env
+
+
+def run_as(user: str, argv: list[str], *, stdin: bytes | None = None) -> None:
+    """Run a command as a lab user, failing the test if it fails."""
+    subprocess.run(["runuser", "-u", user, "--", *argv], input=stdin, check=True, timeout=60)
+
+
+def drop_as(user: str, path: Path, content: str) -> None:
+    """Write a file in the submit folder as ``user`` (so the file is theirs)."""
+    run_as(user, ["sh", "-c", 'cat > "$0"', str(path)], stdin=content.encode())
+
+
+def _slurm(*argv: str) -> str:
+    done = subprocess.run(list(argv), capture_output=True, check=True, timeout=60, text=True)
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def lab() -> dict[str, str]:
+    env = _lab_env()
+    nas = Path(env["NAS_ROOT"])
+    if not (nas / "slurm-jobs" / "submit").is_dir():
+        pytest.fail(f"{nas}/slurm-jobs/submit is missing: is the lab's NAS up?")
+    return env
+
+
+@pytest.fixture(scope="module")
+def services(lab: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Our watcher and validator, running for the whole module."""
+    logs = tmp_path_factory.mktemp("door-logs")
+    env = {**lab, "LOG_FORMAT": "json"}
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for name in ("watcher", "validator"):
+        with (logs / f"{name}.log").open("ab") as out:
+            procs.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        [sys.executable, "-m", f"services.{name}"],
+                        cwd=REPO,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    ),
+                )
+            )
+    time.sleep(1)
+    for name, proc in procs:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited at start:\n{(logs / f'{name}.log').read_text()[-3000:]}")
+    yield
+    for _name, proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for name, proc in procs:
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = -9
+        sys.stderr.write(f"--- {name} (exit {code}) ---\n")
+        sys.stderr.write((logs / f"{name}.log").read_text()[-3000:])
+
+
+@pytest.fixture
+def jobs_dir(lab: dict[str, str]) -> Path:
+    return Path(lab["NAS_ROOT"]) / "slurm-jobs"
+
+
+@pytest.fixture
+def run_id() -> str:
+    return f"door-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def cancel_later() -> Iterator[Callable[[int], None]]:
+    """Jobs to scancel at the end of the test, so the shared lab is left quiet."""
+    ids: list[int] = []
+    yield ids.append
+    if ids:
+        subprocess.run(["scancel", *map(str, ids)], check=False, timeout=60)
+
+
+def _wait(done: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
+    end = time.monotonic() + deadline_s
+    while not done():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _outcome(jobs: Path, name: str) -> str | None:
+    """Where a dropped file ended: 'submitted', 'failed', or None while it is still on its way.
+
+    The validator never overwrites, so a file keeps its name unless one was taken; with
+    per-run names it is never taken.
+    """
+    if (jobs / "submitted" / f"{name}.receipt.json").is_file():
+        return "submitted"
+    if (jobs / "failed" / f"{name}.error").is_file():
+        return "failed"
+    return None
+
+
+def _receipt(jobs: Path, name: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads((jobs / "submitted" / f"{name}.receipt.json").read_text())
+    return data
+
+
+def _job_user(job_id: int) -> str:
+    text = _slurm("scontrol", "show", "job", str(job_id))
+    # "UserId=alice(2001) GroupId=..."
+    return text.split("UserId=", 1)[1].split("(", 1)[0]
+
+
+def test_hello_dropped_by_alice_becomes_alices_job_with_a_receipt(
+    services: None, jobs_dir: Path, run_id: str, cancel_later: Callable[[int], None]
+) -> None:
+    name = f"{run_id}-hello.sh"
+    content = HELLO.read_text() if HELLO.is_file() else HELLO_TEXT
+    drop_as("alice", jobs_dir / "submit" / name, content)
+    _wait(lambda: _outcome(jobs_dir, name) is not None, f"{name} to be handled")
+    assert _outcome(jobs_dir, name) == "submitted", jobs_dir / "failed" / f"{name}.error"
+    receipt = _receipt(jobs_dir, name)
+    job_id = int(str(receipt["job_id"]))
+    cancel_later(job_id)
+    assert receipt["user"] == "alice"
+    assert _job_user(job_id) == "alice"
+    assert (jobs_dir / "submitted" / name).read_text() == content
+    assert not (jobs_dir / "submit" / name).exists()
+
+
+def test_a_bad_file_lands_in_failed_with_its_reasons(
+    services: None, jobs_dir: Path, run_id: str
+) -> None:
+    name = f"{run_id}-bad.sh"
+    drop_as("alice", jobs_dir / "submit" / name, BAD_TEXT)
+    _wait(lambda: _outcome(jobs_dir, name) is not None, f"{name} to be handled")
+    assert _outcome(jobs_dir, name) == "failed"
+    error = (jobs_dir / "failed" / f"{name}.error").read_text()
+    assert "K8S_IMAGE" in error
+    assert "uid" in error
+    assert (jobs_dir / "failed" / name).read_text() == BAD_TEXT
+    assert not (jobs_dir / "submit" / name).exists()
+
+
+def test_a_hundred_files_at_once_are_each_accounted_for_once(
+    services: None, jobs_dir: Path, run_id: str, cancel_later: Callable[[int], None]
+) -> None:
+    good = {
+        f"{run_id}-{n:03}-good.sh": HELLO_TEXT.replace(
+            "#SBATCH --job-name=hello\n", f"#SBATCH --job-name=bulk{n}\n#SBATCH --hold\n"
+        )
+        for n in range(70)
+    }
+    bad = {f"{run_id}-{n:03}-bad.sh": BAD_TEXT + f"# {n}\n" for n in range(70, 100)}
+    files = {**good, **bad}
+    # Written into a hidden staging folder first, then moved in by one `mv`: "at once".
+    staging = jobs_dir / "submit" / f".{run_id}"
+    run_as("alice", ["mkdir", str(staging)])
+    for name, content in files.items():
+        drop_as("alice", staging / name, content)
+    started = time.monotonic()
+    run_as(
+        "alice",
+        ["sh", "-c", 'mv "$0"/* "$0/.." && rmdir "$0"', str(staging)],
+    )
+
+    def outcomes() -> dict[str, str | None]:
+        return {name: _outcome(jobs_dir, name) for name in files}
+
+    try:
+        _wait(lambda: None not in outcomes().values(), "all 100 files to be handled", 600)
+    finally:
+        for name in good:
+            receipt = jobs_dir / "submitted" / f"{name}.receipt.json"
+            if receipt.is_file():
+                cancel_later(int(json.loads(receipt.read_text())["job_id"]))
+    elapsed = time.monotonic() - started
+    print(f"\nmeasured: 100 files (70 good, 30 bad) dropped -> all handled in {elapsed:.1f} s")
+    final = outcomes()
+    assert {n for n, o in final.items() if o == "submitted"} == set(good)
+    assert {n for n, o in final.items() if o == "failed"} == set(bad)
+    for name in files:  # exactly one place each, nothing left behind
+        assert not (jobs_dir / "submit" / name).exists()
+        in_submitted = (jobs_dir / "submitted" / name).exists()
+        in_failed = (jobs_dir / "failed" / name).exists()
+        assert in_submitted != in_failed, name
+    job_ids = [int(str(_receipt(jobs_dir, name)["job_id"])) for name in good]
+    assert len(set(job_ids)) == len(good)
+    # One Slurm job per file: every key of this run appears on exactly one job.
+    keys = {str(_receipt(jobs_dir, name)["submission_key"]) for name in good}
+    listing = _slurm("squeue", "--all", "--noheader", "--format=%i|%k", "-u", "alice")
+    comments = [line.split("|", 1)[1].strip() for line in listing.splitlines() if "|" in line]
+    ours = [c for c in comments if c.removeprefix("slurmk8s-key=") in keys]
+    assert len(ours) == len(set(ours)) == len(good)
