@@ -46,6 +46,14 @@ def validate(args: argparse.Namespace) -> int:
     return EXIT_REJECTED
 
 
+def explain(args: argparse.Namespace) -> int:
+    """Print Slurm's and the Pod's view of a job with a one-line diagnosis."""
+    from shared.explaining import explain_job  # deferred: validate stays light
+
+    print(explain_job(args.jobid), end="")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per command."""
     parser = argparse.ArgumentParser(prog="slurmk8s", description=__doc__.splitlines()[0])
@@ -56,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--user", help="whose job it would be (for %%u and home paths); default: you"
     )
     check.set_defaults(func=validate)
+    why = commands.add_parser("explain", help="what a job is doing or did, and why")
+    why.add_argument("jobid", type=int, metavar="JOBID")
+    why.set_defaults(func=explain)
     return parser
 
 
