@@ -18,16 +18,6 @@ export LAB_NODE
 # Unprivileged lab users (fixed ids so tests and the NAS agree across machines).
 LAB_USERS="alice:2001 bob:2002"
 LAB_NAS_GID=2000   # group "nasusers": both users, owner group of the NAS tree
-# Four fake GPUs for Slurm's gres (gres.conf needs existing files) and the device plugin.
-LAB_GPU_FILES="/dev/fakegpu0 /dev/fakegpu1 /dev/fakegpu2 /dev/fakegpu3"
-lab_make_gpu_devices() {
-  local f
-  for f in $LAB_GPU_FILES; do
-    # Same major/minor as /dev/null: harmless to open, and a real character device.
-    [ -c "$f" ] || { rm -f "$f"; mknod -m 0666 "$f" c 1 3; }
-  done
-}
-
 # Four fake GPUs shared by Slurm (gres.conf File=) and Kubernetes (the fake-gpu device plugin).
 # They are null-device character nodes (major 1, minor 3): openable, harmless, and real device
 # files so both schedulers' device handling (cgroup device rules, DeviceSpecs) is exercised.

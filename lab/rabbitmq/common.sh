@@ -7,8 +7,8 @@ RMQ_ADMIN=labadmin
 
 # Fast liveness without the Erlang CLI's start-up cost (~1 s a call). `-detached` writes no
 # pid file and the node name is not on the command line: the lab's rabbitmq user runs
-# exactly one Erlang VM, the broker.
-rmq_pid() { pgrep -u rabbitmq -x beam.smp | head -1; }
+# one broker; `-s rabbit boot` tells it from the CLI tools' own short-lived Erlang VMs.
+rmq_pid() { pgrep -u rabbitmq -f '^[^ ]*beam.smp .* -s rabbit boot' | head -1; }
 rmq_running() { [ -n "$(rmq_pid)" ]; }
 # `key=value` lines; values never contain spaces or quotes (hex).
 rmq_cred() { sed -n "s/^$1=//p" "$RMQ_CREDENTIALS" 2>/dev/null; }
