@@ -222,3 +222,14 @@ def test_inotify_failure_falls_back_to_polling(
     watcher.run(stop)
     assert calls == [False, True]
     assert watcher.polling
+
+
+@pytest.mark.parametrize(("mode", "polling"), [("auto", True), ("false", False)])
+def test_on_nfs_the_watcher_polls_and_widens_the_window(
+    submit: Path, monkeypatch: pytest.MonkeyPatch, mode: str, polling: bool
+) -> None:
+    monkeypatch.setattr(watching, "filesystem_of", lambda _path: "nfs4")
+    settings = WatcherSettings(force_polling=mode)  # type: ignore[arg-type]
+    watcher = Watcher(settings, submit, Ledger(submit.parent / "s", 60), Broker().publish)
+    assert watcher.polling is polling
+    assert watcher.tracker.window_s == settings.network_stability_window_s
