@@ -12,7 +12,12 @@ import time
 from collections.abc import Mapping, Sequence
 
 from services.hooks.events import build_event
-from services.hooks.flushing import flush_once, flush_until_empty, spawn_flusher
+from services.hooks.flushing import (
+    flush_once,
+    flush_until_empty,
+    flusher_running,
+    spawn_flusher,
+)
 from services.hooks.hooklog import HookLog
 from services.hooks.publishing import AmqpSender
 from services.hooks.settings import HookSettings, load_settings
@@ -42,7 +47,10 @@ def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
     }
     if result.remaining:
         fields["error"] = result.error
-        fields["flusher_pid"] = spawn_flusher(env)
+        if flusher_running(spool):
+            fields["flusher"] = "already running"
+        else:
+            fields["flusher_pid"] = spawn_flusher(env)
     log.write("hook.done", elapsed_ms=round((time.monotonic() - started) * 1000, 1), **fields)
     return 0
 

@@ -82,6 +82,16 @@ def flusher_lock(spool: Spool) -> Iterator[bool]:
         os.close(fd)  # closing releases the lock
 
 
+def flusher_running(spool: Spool) -> bool:
+    """Whether a flusher holds the lock (then the hook need not start another).
+
+    A flusher that is just finishing may miss an event spooled this instant; that event is
+    not lost, it goes out with the node's next hook run.
+    """
+    with flusher_lock(spool) as held:
+        return not held
+
+
 def flush_until_empty(
     spool: Spool,
     make_sender: Callable[[], Sender],

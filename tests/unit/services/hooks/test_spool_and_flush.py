@@ -180,3 +180,20 @@ def test_hook_exits_zero_even_when_the_spool_cannot_be_written(tmp_path: Path) -
     }
     assert main(["prolog"], env) == 0
     assert "hook.failed" in (tmp_path / "hooks.log").read_text()
+
+
+def test_hook_starts_no_second_flusher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spawned: list[object] = []
+    monkeypatch.setattr("services.hooks.__main__.spawn_flusher", spawned.append)
+    env = {
+        **ENV,
+        "HOOKS_ENV_FILE": str(tmp_path / "none"),
+        "HOOKS_SPOOL_DIR": str(tmp_path / "outbox"),
+        "HOOKS_LOG_FILE": str(tmp_path / "hooks.log"),
+        "AMQP_URL": "amqp://u:p@127.0.0.1:1/",
+    }
+    with flusher_lock(Spool(tmp_path / "outbox")) as held:
+        assert held
+        assert main(["epilog"], env) == 0
+    assert spawned == []
+    assert '"flusher": "already running"' in (tmp_path / "hooks.log").read_text()
