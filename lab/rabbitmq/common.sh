@@ -12,3 +12,10 @@ rmq_pid() { pgrep -u rabbitmq -f '^[^ ]*beam.smp .* -s rabbit boot' | head -1; }
 rmq_running() { [ -n "$(rmq_pid)" ]; }
 # `key=value` lines; values never contain spaces or quotes (hex).
 rmq_cred() { sed -n "s/^$1=//p" "$RMQ_CREDENTIALS" 2>/dev/null; }
+# Running and not a zombie (PID 1 here is not an init that reaps promptly).
+rmq_proc_alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}

@@ -9,8 +9,8 @@ if rmq_running; then
   pid=$(rmq_pid)
   # shutdown (unlike stop) waits until the OS process is gone.
   rabbitmqctl -q shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  if kill -0 "$pid" 2>/dev/null; then
+  for _ in $(seq 1 60); do rmq_proc_alive "$pid" || break; sleep 0.5; done
+  if rmq_proc_alive "$pid"; then
     log "rabbitmq: did not stop in 30 s, killing $pid"
     kill -KILL "$pid" 2>/dev/null || true
   fi

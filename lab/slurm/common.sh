@@ -3,12 +3,19 @@ SLURM_STATE="$LAB_STATE/slurm"
 DB_PASSWORD_FILE="$SLURM_STATE/db-password"
 SLURM_RUN=/run/slurm
 
+# proc_alive PID: running, not a zombie (PID 1 here is not an init that reaps promptly).
+proc_alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
 # pid_alive FILE NAME: the pid in FILE is a live process called NAME (pid files outlive
 # crashes, and pids get reused).
 pid_alive() {
   local pid
   pid=$(cat "$1" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] && proc_alive "$pid"
 }
 munge_up() { pid_alive /run/munge/munged.pid munged && munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 mariadb_up() { mariadb-admin --connect-timeout=2 ping >/dev/null 2>&1; }
@@ -33,8 +40,8 @@ stop_pid() {
   pid_alive "$1" "$2" || { log "$2: not running"; return 0; }
   pid=$(cat "$1")
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  if kill -0 "$pid" 2>/dev/null; then
+  for _ in $(seq 1 60); do proc_alive "$pid" || break; sleep 0.5; done
+  if proc_alive "$pid"; then
     log "$2: still running after 30 s, killing $pid"
     kill -KILL "$pid" 2>/dev/null || true
   fi
