@@ -159,8 +159,13 @@ def check_script(
 
 
 def uses_k8s(data: bytes) -> bool:
-    """Whether the script has any ``#K8S_`` directive (those are slurm-k8s jobs)."""
-    return bool(parse_script(data.decode("utf-8", errors="surrogateescape")).k8s)
+    """Whether any line starts with ``#K8S_``: the script means to be a slurm-k8s job.
+
+    Scripts without one are plain Slurm jobs, which ``job_submit.lua`` lets through untouched.
+    A misplaced ``#K8S_`` line (after the first command) still counts, so it is reported
+    instead of the job silently running outside Kubernetes.
+    """
+    return any(line.startswith(b"#K8S_") for line in data.split(b"\n"))
 
 
 def format_problem(problem: Problem) -> str:

@@ -1,0 +1,37 @@
+-- Test driver: loads slurm/job_submit.lua outside slurmctld with a stub `slurm` table.
+-- usage: lua driver.lua JOB_SUBMIT_LUA MODE POLICY USER WORK_DIR SCRIPT_FILE [field=value...]
+--   check  : print "line<TAB>message" for each problem of the script
+--   wrap   : print the wrapper for the script, byte for byte
+--   submit : call slurm_job_submit with a job_desc built from the fields; print
+--            "rc=<code>", the user messages, then "script:" and the (maybe wrapped) script
+local lua_file, mode, policy_path, user, work_dir, script_file = arg[1], arg[2], arg[3], arg[4], arg[5], arg[6]
+local M
+local messages = {}
+slurm = {
+  SUCCESS = 0, ERROR = -1,
+  log_info = function() end, log_error = function() end, log_debug = function() end,
+  log_user = function(fmt, ...) messages[#messages + 1] = string.format(fmt, ...) end,
+  slurmk8s_expose = function(m) M = m end,
+}
+dofile(lua_file)
+local handle = assert(io.open(script_file, "rb"))
+local script = handle:read("*a")
+handle:close()
+if mode == "check" then
+  local policy = assert(M.load_policy(policy_path))
+  local problems = M.check_script(script, policy, user, work_dir)
+  for _, p in ipairs(problems) do io.write(p.line, "\t", p.message, "\n") end
+elseif mode == "wrap" then
+  io.write(M.wrap_script(script))
+elseif mode == "submit" then
+  M.DEFAULT_POLICY_PATH = policy_path
+  local job_desc = { script = script, work_dir = work_dir, user_name = user }
+  for i = 7, #arg do
+    local key, value = arg[i]:match("^([^=]+)=(.*)$")
+    job_desc[key] = tonumber(value) or value
+  end
+  local rc = slurm_job_submit(job_desc, {}, 2001)
+  io.write("rc=", rc, "\n")
+  for _, m in ipairs(messages) do io.write(m, "\n") end
+  io.write("script:\n", job_desc.script)
+end

@@ -1,0 +1,118 @@
+"""job_submit.lua, run by the Lua that slurmctld links (5.1 on Debian 12; 5.3 if that is all)."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.jobscript.policy import REPO_PATH, load_policy
+from shared.jobscript.validation import check_script
+from shared.jobscript.wrapping import extract_original_script, wrap_script
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).parents[3]
+JOB_SUBMIT = REPO / "slurm" / "job_submit.lua"
+DRIVER = Path(__file__).with_name("driver.lua")
+CASES = json.loads((REPO / "tests" / "data" / "submission_cases.json").read_text())
+HOME = "/mnt/test-k8s/home/alice"
+LUA = shutil.which("lua5.1") or shutil.which("lua5.3")
+if LUA is None:
+    pytest.skip("no lua5.1/lua5.3 interpreter", allow_module_level=True)
+
+
+def script_of(case: dict[str, Any]) -> bytes:
+    text = case["script"] + ("# " + "x" * 97 + "\n") * case.get("pad_lines", 0)
+    return text.encode()
+
+
+def run_lua(mode: str, script: bytes, tmp_path: Path, *fields: str) -> str:
+    job = tmp_path / "job.sh"
+    job.write_bytes(script)
+    done = subprocess.run(
+        [LUA, str(DRIVER), str(JOB_SUBMIT), mode, str(REPO_PATH), "alice", HOME, str(job), *fields],
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout.decode()
+
+
+def python_verdict(script: bytes) -> list[str]:
+    verdict = check_script(script, load_policy(REPO_PATH), user="alice", home=HOME)
+    return [f"{p.line}\t{p.message}" for p in verdict.problems]
+
+
+@pytest.mark.parametrize("case", CASES["bad"] + CASES["good"], ids=lambda c: c["name"])
+def test_lua_reports_exactly_what_python_reports(case: dict[str, Any], tmp_path: Path) -> None:
+    script = script_of(case)
+    expected = python_verdict(script)
+    assert bool(expected) == (case in CASES["bad"])
+    assert run_lua("check", script, tmp_path).splitlines() == expected
+
+
+def test_lua_wrapper_equals_python_wrapper(tmp_path: Path) -> None:
+    for script in (
+        b"",
+        b"a",
+        b"ab",
+        (REPO / "examples" / "hello.sh").read_bytes(),
+        bytes(range(256)),
+    ):
+        wrapped = run_lua("wrap", script, tmp_path)
+        assert wrapped == wrap_script(script)
+        assert extract_original_script(wrapped) == script
+
+
+def submit(tmp_path: Path, script: bytes, *fields: str) -> tuple[str, list[str], str]:
+    out = run_lua("submit", script, tmp_path, *fields)
+    head, _, new_script = out.partition("script:\n")
+    lines = head.splitlines()
+    return lines[0], lines[1:], new_script
+
+
+def test_plain_slurm_job_passes_untouched(tmp_path: Path) -> None:
+    plain = b"#!/bin/bash\n#SBATCH -c 64 --uid=0\necho plain\n"
+    assert submit(tmp_path, plain) == ("rc=0", [], plain.decode())
+
+
+def test_good_k8s_job_is_wrapped(tmp_path: Path) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    rc, messages, new_script = submit(tmp_path, hello, "cpus_per_task=1", "num_tasks=1")
+    assert (rc, messages) == ("rc=0", [])
+    assert extract_original_script(new_script) == hello
+
+
+def test_bad_job_is_refused_one_problem_per_line(tmp_path: Path) -> None:
+    bad = b"#!/bin/bash\n#SBATCH --uid=0 -c 64\n#K8S_IMAGE=docker.io/x\necho\n"
+    rc, messages, new_script = submit(tmp_path, bad)
+    assert rc == "rc=-1"
+    assert messages == [
+        "line 2: --uid is not allowed: it changes who the job runs as",
+        "line 2: asks for 64 CPUs; the limit is 2",
+        "line 3: #K8S_IMAGE registry 'docker.io' is not allowed (allowed: nas-hub.local:5407)",
+    ]
+    assert new_script == bad.decode()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (("cpus_per_task=64",), "file: asks for 64 CPUs; the limit is 2"),
+        (("min_mem_per_node=64000",), "file: asks for 64000 MB of memory"),
+        (("tres_per_node=gres:gpu:8",), "file: asks for 8 GPUs; the limit is 4"),
+        (("min_nodes=2", "max_nodes=4"), "file: multi-node jobs are not supported yet"),
+        (("array_inx=0-999",), "file: the job array has 1000 tasks"),
+        (("container=/tmp/oci",), "file: --container is not allowed"),
+        (("std_err=/etc/x",), "file: --error '/etc/x' (in /mnt/test-k8s/home/alice) is outside"),
+    ],
+)
+def test_values_set_outside_the_script_are_checked(
+    tmp_path: Path, fields: tuple[str, ...], expected: str
+) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    rc, messages, _ = submit(tmp_path, hello, *fields)
+    assert rc == "rc=-1"
+    assert any(m.startswith(expected) for m in messages), messages
