@@ -170,11 +170,11 @@ def test_broker_down_spools_exits_zero_and_flush_delivers_later(
     assert spooled(job_env) == []
 
 
-def test_detached_flusher_delivers_when_the_broker_answers(
+def test_next_hook_delivers_what_an_outage_left_behind(
     installed: None, events: Events, job_env: dict[str, str]
 ) -> None:
-    # The inline attempt fails (closed port) but the flusher started by the hook uses the
-    # same settings; so point the flusher at the real broker via the env file instead.
+    # The broker address comes from a services.env file here, as slurmd's bare environment
+    # makes it in production.
     env_file = Path(job_env["HOOKS_SPOOL_DIR"]).parent / "services.env"
     env_file.write_text(f"AMQP_URL={job_env['AMQP_URL']}\n")
     spool = Path(job_env["HOOKS_SPOOL_DIR"])
