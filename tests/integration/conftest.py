@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -73,8 +74,10 @@ def _tcp_open(host: str, port: int, timeout: float = 2.0) -> bool:
 def _check_rabbitmq(env: dict[str, str]) -> str | None:
     if not env.get("AMQP_URL"):
         return "AMQP_URL is not set (no RabbitMQ credentials yet)"
-    if not _tcp_open("127.0.0.1", 5672):
-        return "RabbitMQ is not listening on 127.0.0.1:5672"
+    parts = urlsplit(env["AMQP_URL"])
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    if not _tcp_open(host, port):
+        return f"RabbitMQ is not listening on {host}:{port}"
     return None
 
 
