@@ -25,6 +25,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
+RunAs = Callable[..., "subprocess.CompletedProcess[str]"]  # the conftest's run_as fixture
 DEADLINE_S = 180.0
 HELLO = REPO / "examples" / "hello.sh"
 HELLO_TEXT = (
@@ -41,32 +42,9 @@ HELLO_TEXT = (
 BAD_TEXT = "#!/bin/bash\n#SBATCH --uid=0\necho nope\n"
 
 
-def _lab_env() -> dict[str, str]:
-    """The lab's settings (``lab/env.sh``) over the current environment."""
-    if os.environ.get("AMQP_URL") and os.environ.get("NAS_ROOT"):
-        return dict(os.environ)
-    done = subprocess.run(
-        ["bash", "-c", f"source <(bash {REPO / 'lab' / 'env.sh'}) && env -0"],
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
-    if not env.get("AMQP_URL"):
-        if os.environ.get("CI"):
-            pytest.fail("the lab is not up: lab/env.sh gives no AMQP_URL (make lab)")
-        pytest.skip("the lab is not up: lab/env.sh gives no AMQP_URL (make lab)")
-    return env
-
-
-def run_as(user: str, argv: list[str], *, stdin: bytes | None = None) -> None:
-    """Run a command as a lab user, failing the test if it fails."""
-    subprocess.run(["runuser", "-u", user, "--", *argv], input=stdin, check=True, timeout=60)
-
-
-def drop_as(user: str, path: Path, content: str) -> None:
+def drop_as(run_as: RunAs, user: str, path: Path, content: str) -> None:
     """Write a file in the submit folder as ``user`` (so the file is theirs)."""
-    run_as(user, ["sh", "-c", 'cat > "$0"', str(path)], stdin=content.encode())
+    run_as(user, ["sh", "-c", 'cat > "$0"', str(path)], input=content, check=True)
 
 
 def _slurm(*argv: str) -> str:
@@ -75,19 +53,20 @@ def _slurm(*argv: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def lab() -> dict[str, str]:
-    env = _lab_env()
-    nas = Path(env["NAS_ROOT"])
-    if not (nas / "slurm-jobs" / "submit").is_dir():
-        pytest.fail(f"{nas}/slurm-jobs/submit is missing: is the lab's NAS up?")
-    return env
+def lab(lab_env: dict[str, str], require: Callable[[str], None]) -> dict[str, str]:
+    require("rabbitmq")
+    require("slurm")
+    submit = Path(lab_env["NAS_ROOT"]) / "slurm-jobs" / "submit"
+    if not submit.is_dir():
+        pytest.fail(f"{submit} is missing: is the lab's NAS up? (lab/nas/up.sh)")
+    return lab_env
 
 
 @pytest.fixture(scope="module")
 def services(lab: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Our watcher and validator, running for the whole module."""
     logs = tmp_path_factory.mktemp("door-logs")
-    env = {**lab, "LOG_FORMAT": "json"}
+    env = {**os.environ, **lab, "LOG_FORMAT": "json"}
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     for name in ("watcher", "validator"):
         with (logs / f"{name}.log").open("ab") as out:
@@ -173,11 +152,11 @@ def _job_user(job_id: int) -> str:
 
 
 def test_hello_dropped_by_alice_becomes_alices_job_with_a_receipt(
-    services: None, jobs_dir: Path, run_id: str, cancel_later: Callable[[int], None]
+    services: None, run_as: RunAs, jobs_dir: Path, run_id: str, cancel_later: Callable[[int], None]
 ) -> None:
     name = f"{run_id}-hello.sh"
     content = HELLO.read_text() if HELLO.is_file() else HELLO_TEXT
-    drop_as("alice", jobs_dir / "submit" / name, content)
+    drop_as(run_as, "alice", jobs_dir / "submit" / name, content)
     _wait(lambda: _outcome(jobs_dir, name) is not None, f"{name} to be handled")
     assert _outcome(jobs_dir, name) == "submitted", jobs_dir / "failed" / f"{name}.error"
     receipt = _receipt(jobs_dir, name)
@@ -190,10 +169,10 @@ def test_hello_dropped_by_alice_becomes_alices_job_with_a_receipt(
 
 
 def test_a_bad_file_lands_in_failed_with_its_reasons(
-    services: None, jobs_dir: Path, run_id: str
+    services: None, run_as: RunAs, jobs_dir: Path, run_id: str
 ) -> None:
     name = f"{run_id}-bad.sh"
-    drop_as("alice", jobs_dir / "submit" / name, BAD_TEXT)
+    drop_as(run_as, "alice", jobs_dir / "submit" / name, BAD_TEXT)
     _wait(lambda: _outcome(jobs_dir, name) is not None, f"{name} to be handled")
     assert _outcome(jobs_dir, name) == "failed"
     error = (jobs_dir / "failed" / f"{name}.error").read_text()
@@ -204,7 +183,7 @@ def test_a_bad_file_lands_in_failed_with_its_reasons(
 
 
 def test_a_hundred_files_at_once_are_each_accounted_for_once(
-    services: None, jobs_dir: Path, run_id: str, cancel_later: Callable[[int], None]
+    services: None, run_as: RunAs, jobs_dir: Path, run_id: str, cancel_later: Callable[[int], None]
 ) -> None:
     good = {
         f"{run_id}-{n:03}-good.sh": HELLO_TEXT.replace(
@@ -216,14 +195,11 @@ def test_a_hundred_files_at_once_are_each_accounted_for_once(
     files = {**good, **bad}
     # Written into a hidden staging folder first, then moved in by one `mv`: "at once".
     staging = jobs_dir / "submit" / f".{run_id}"
-    run_as("alice", ["mkdir", str(staging)])
+    run_as("alice", ["mkdir", str(staging)], check=True)
     for name, content in files.items():
-        drop_as("alice", staging / name, content)
+        drop_as(run_as, "alice", staging / name, content)
     started = time.monotonic()
-    run_as(
-        "alice",
-        ["sh", "-c", 'mv "$0"/* "$0/.." && rmdir "$0"', str(staging)],
-    )
+    run_as("alice", ["sh", "-c", 'mv "$0"/* "$0/.." && rmdir "$0"', str(staging)], check=True)
 
     def outcomes() -> dict[str, str | None]:
         return {name: _outcome(jobs_dir, name) for name in files}
