@@ -72,7 +72,9 @@ def run_command(argv: Sequence[str], timeout_s: float) -> str:
     lowered = message.lower()
     if any(text in lowered for text in _UNKNOWN_JOB):
         raise SlurmJobUnknown(f"{' '.join(argv[:2])}: {message}")
-    if ("access" in lowered and "denied" in lowered) or "not authorized" in lowered:
+    refused = ("access" in lowered and "denied" in lowered) or "not authorized" in lowered
+    # slurmctld refuses any update of a job that has finished (COMPLETING included).
+    if refused or "already finished" in lowered:
         raise PermanentError(f"{' '.join(argv[:2])}: {message}")
     if any(text in lowered for text in _UNREACHABLE):
         raise TransientError(f"{' '.join(argv[:2])}: {message}", delay=5)

@@ -393,6 +393,10 @@ class Collector:
         # Only the current run may speak for the job, and only while slurmctld knows it.
         if job is None or job.restarts is None or job.restarts != run.restart_count:
             return []
+        if job.ctld_state in TERMINAL_STATES or job.ctld_state == "COMPLETING":
+            # slurmctld refuses updates of finished jobs ("Job has already finished"); the
+            # reason was recorded while it ran (pod.finished, the runner), or is in the summary.
+            return ["job finished: Slurm takes no more comments"]
         fields: dict[str, str] = {}
         comment = comment_with_reason(job.comment, outcome)
         if comment is not None:

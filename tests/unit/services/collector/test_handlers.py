@@ -191,8 +191,8 @@ def test_ended_run_is_summarised_recorded_and_cleaned_up() -> None:
     assert cluster.deleted == ["job-42-r0"]
     assert files.handoffs_removed == [RUN]
     assert files.footers == [], "the runner's footer was there"
-    # success: no reason in the comment; the final phase in the AdminComment
-    assert slurm.updates == [(42, {"AdminComment": "pod=slurm-jobs/job-42-r0 phase=Succeeded"})]
+    # slurmctld refuses updates of finished jobs: none is attempted
+    assert slurm.updates == []
 
 
 def test_redelivery_changes_nothing_and_raises_nothing() -> None:
@@ -201,22 +201,21 @@ def test_redelivery_changes_nothing_and_raises_nothing() -> None:
     first = dict(files.summaries)
     collector.handle(ended())
     assert files.summaries == first, "summary kept: the Pod is gone, its facts are not"
-    assert len(slurm.updates) == 1
+    assert slurm.updates == []
     assert len(files.footers) <= 1
 
 
 def test_missing_footer_is_appended_once_with_the_outcome() -> None:
     oom = replace(POD, phase="Failed", exit_code=137, reason="OOMKilled")
     job = replace(DONE, ctld_state="OUT_OF_MEMORY", acct_state="OUT_OF_MEMORY", exit_code="0:9")
-    collector, slurm, _, files = make(job=job, pod=oom, files=FakeFiles(footer=False))
+    collector, _, _, files = make(job=job, pod=oom, files=FakeFiles(footer=False))
     collector.handle(ended())
     collector.handle(ended())
     assert len(files.footers) == 1
     assert files.footers[0].startswith(
         f"{FOOTER_MARK} OUT_OF_MEMORY exit_code=137 reason=OOMKilled"
     )
-    comment = slurm.updates[0][1]["Comment"]
-    assert comment == "slurmk8s-key=abc; reason=OOMKilled"
+    assert json.loads(files.summaries[OUT])["reason"] == "OOMKilled"
 
 
 def test_slurm_still_completing_is_retried_not_guessed() -> None:
