@@ -217,7 +217,7 @@ def test_inotify_failure_falls_back_to_polling(
         stop.set()
         yield set()
 
-    monkeypatch.setattr(watching.watchfiles, "watch", fake_watch)
+    monkeypatch.setattr("watchfiles.watch", fake_watch)
     watcher = _watcher(submit, clock, broker)
     watcher.run(stop)
     assert calls == [False, True]
@@ -229,7 +229,7 @@ def test_on_nfs_the_watcher_polls_and_widens_the_window(
     submit: Path, monkeypatch: pytest.MonkeyPatch, mode: str, polling: bool
 ) -> None:
     monkeypatch.setattr(watching, "filesystem_of", lambda _path: "nfs4")
-    settings = WatcherSettings(force_polling=mode)  # type: ignore[arg-type]
+    settings = WatcherSettings(force_polling=mode)
     watcher = Watcher(settings, submit, Ledger(submit.parent / "s", 60), Broker().publish)
     assert watcher.polling is polling
     assert watcher.tracker.window_s == settings.network_stability_window_s
