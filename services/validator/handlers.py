@@ -69,6 +69,7 @@ class ValidatorDeps:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     syntax: SyntaxChecker | None = bash_syntax
     fault: Callable[[str], None] = _no_fault
+    home_of: Callable[[str], Path] | None = None  # default: <NAS>/home/<user>
 
 
 def submission_key(event: FileDetected) -> str:
@@ -166,6 +167,9 @@ class ValidatorHandler:
         return user, problems
 
     def _home(self, user: str) -> Path:
+        """Where relative paths resolve and sbatch runs: the user's NAS home."""
+        if self._deps.home_of is not None:
+            return self._deps.home_of(user)
         return self._deps.nas.nas_root / "home" / user
 
     def _reject(
