@@ -19,6 +19,11 @@ put() {  # put SRC DEST MODE
   log "hooks: installed $2"
   changed=1
 }
+# A Lua syntax error would break every submission (and slurmctld's reconfigure): keep the
+# installed, working version and say so instead.
+if command -v luac5.3 >/dev/null && ! luac5.3 -p "$REPO_ROOT/slurm/job_submit.lua"; then
+  die "hooks: slurm/job_submit.lua does not parse (luac5.3 -p); not installed"
+fi
 put "$REPO_ROOT/slurm/slurm-k8s.conf" /etc/slurm/slurm-k8s.conf 644
 put "$REPO_ROOT/slurm/job_submit.lua" /etc/slurm/job_submit.lua 644
 put "$REPO_ROOT/slurm/prolog" /etc/slurm/slurm-k8s/prolog 755
