@@ -38,6 +38,7 @@ from services.watcher.scanning import (
 from shared.errors import BrokerUnavailable, PublishRejected, TransientError
 from shared.logs import get_logger
 from shared.messages import Envelope, FileDetected
+from shared.telemetry import tracer
 
 _log = get_logger("watcher")
 _CHUNK = 1 << 16
@@ -265,7 +266,17 @@ class Watcher:
                 owner_uid=item.stat.uid,
             )
             try:
-                self.publish(Envelope.wrap(body))
+                # The root of the job's trace: every later span descends from this file.
+                with tracer().start_as_current_span(
+                    "watcher file.detected",
+                    attributes={
+                        "file.path": body.path,
+                        "file.size": body.size,
+                        "file.sha256": body.sha256,
+                        "file.owner_uid": body.owner_uid,
+                    },
+                ):
+                    self.publish(Envelope.wrap(body))
             except (BrokerUnavailable, PublishRejected) as exc:
                 # The file stays unhandled and is offered again once the pause is over.
                 _log.error("watcher.publish_failed", path=item.stat.path, error=str(exc))

@@ -168,6 +168,25 @@ def test_hello_dropped_by_alice_becomes_alices_job_with_a_receipt(
     assert not (jobs_dir / "submit" / name).exists()
 
 
+def test_a_file_in_a_users_sub_folder_is_submitted_too(
+    services: None,
+    run_as: RunAs,
+    jobs_dir: Path,
+    run_id: str,
+    cancel_later: Callable[[int], None],
+) -> None:
+    folder = jobs_dir / "submit" / f"{run_id}-alice"
+    run_as("alice", ["mkdir", str(folder)], check=True)
+    name = f"{run_id}-nested.sh"
+    drop_as(run_as, "alice", folder / name, HELLO_TEXT)
+    _wait(lambda: _outcome(jobs_dir, name) is not None, f"{name} to be handled")
+    assert _outcome(jobs_dir, name) == "submitted"
+    job_id = int(str(_receipt(jobs_dir, name)["job_id"]))
+    cancel_later(job_id)
+    assert _job_user(job_id) == "alice"
+    run_as("alice", ["rmdir", str(folder)], check=True)
+
+
 def test_a_bad_file_lands_in_failed_with_its_reasons(
     services: None, run_as: RunAs, jobs_dir: Path, run_id: str
 ) -> None:
