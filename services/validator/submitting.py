@@ -164,7 +164,11 @@ class SlurmCli:
         Raises:
             TransientError: Slurm could not be asked (we must not guess "not found").
         """
-        queue = self._query(["squeue", "--all", "--noheader", "--format=%i|%k", "-u", user])
+        # --states=all: a job that already ended is still in slurmctld's memory (MinJobAge)
+        # before accounting may have it; the default states would miss exactly that job.
+        queue = self._query(
+            ["squeue", "--all", "--states=all", "--noheader", "--format=%i|%k", "-u", user]
+        )
         found = _match_key(queue, key)
         if found is not None:
             return found

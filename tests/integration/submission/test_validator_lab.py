@@ -145,7 +145,7 @@ def sbatch_as_alice(
 
 def jobs_with_key(key: str) -> list[str]:
     listing = subprocess.run(
-        ["squeue", "--all", "--noheader", "--format=%i|%k"],
+        ["squeue", "--all", "--states=all", "--noheader", "--format=%i|%k"],
         capture_output=True,
         text=True,
         check=True,

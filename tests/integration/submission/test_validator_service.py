@@ -1,0 +1,180 @@
+"""``python -m services.validator`` killed between sbatch and ack, on the lab's real broker.
+
+The service runs as a process on a throwaway RabbitMQ vhost (so no other validator can take
+the message) against a private NAS tree and the lab's real Slurm. The crash seam
+``VALIDATOR_CRASH_AT=after-sbatch`` makes it SIGKILL itself right after sbatch returned a job
+id, before anything was journalled, moved or acked: the worst moment. RabbitMQ redelivers the
+unacked message to the restarted service, which must find the job by its key in Slurm and
+finish the filing, with no second job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+
+from services.validator.handlers import submission_key
+from services.validator.submitting import COMMENT_PREFIX
+from shared.broker import Publisher
+from shared.config import BrokerSettings, NasSettings
+from shared.messages import Envelope, FileDetected
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+DEADLINE_S = 120.0
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def vhost_url(amqp_url: str) -> Iterator[str]:
+    """AMQP_URL of a throwaway vhost the service user may use."""
+    parts = urlsplit(amqp_url)
+    vhost = f"test-validator-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "", ".*", ".*", ".*")
+    try:
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def tree(lab_env: dict[str, str], slurm_ready: str) -> Iterator[NasSettings]:
+    """A private NAS tree whose home/alice is the lab's real one (where jobs may write)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (files are given to alice, sbatch runs through runuser)")
+    nas = Path(lab_env.get("NAS_ROOT", "/mnt/test-k8s"))
+    root = nas / f".validator-service-test-{uuid.uuid4().hex[:8]}"
+    settings = NasSettings(NAS_ROOT=root)
+    for d in (settings.submit_dir, settings.failed_dir, settings.submitted_dir):
+        d.mkdir(parents=True)
+    (root / "home").mkdir()
+    (root / "home" / "alice").symlink_to(nas / "home" / "alice")
+    yield settings
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cancel_later() -> Iterator[Callable[[int], None]]:
+    ids: list[int] = []
+    yield ids.append
+    if ids:
+        subprocess.run(["scancel", *map(str, ids)], check=False, timeout=60)
+
+
+def start_validator(
+    lab_env: dict[str, str], url: str, tree: NasSettings, log: Path, **extra: str
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **lab_env,
+        "AMQP_URL": url,
+        "NAS_ROOT": str(tree.nas_root),
+        "LOG_FORMAT": "json",
+        **extra,
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.validator"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def jobs_with_key(key: str) -> list[int]:
+    listing = subprocess.run(
+        ["squeue", "--all", "--states=all", "--noheader", "--format=%i|%k"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [
+        int(line.split("|")[0].split("_")[0])
+        for line in listing.splitlines()
+        if line.endswith(COMMENT_PREFIX + key)
+    ]
+
+
+def wait_for(done: Callable[[], bool], what: str) -> None:
+    end = time.monotonic() + DEADLINE_S
+    while not done():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_killed_between_sbatch_and_ack_makes_no_second_job(
+    lab_env: dict[str, str],
+    vhost_url: str,
+    tree: NasSettings,
+    tmp_path: Path,
+    cancel_later: Callable[[int], None],
+) -> None:
+    # Given alice's hello.sh in the submit folder and its event on the broker
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    path = tree.submit_dir / "hello.sh"
+    path.write_bytes(hello)
+    alice = pwd.getpwnam("alice")
+    os.chown(path, alice.pw_uid, alice.pw_gid)
+    st = path.stat()
+    detected = FileDetected(
+        path=str(path),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        sha256=hashlib.sha256(hello).hexdigest(),
+        owner_uid=alice.pw_uid,
+    )
+    key = submission_key(detected)
+    publisher = Publisher(BrokerSettings(AMQP_URL=vhost_url))
+    try:
+        publisher.publish(Envelope.wrap(detected))
+    finally:
+        publisher.close()
+
+    # When the validator dies right after sbatch returned
+    log = tmp_path / "validator.log"
+    crashing = start_validator(lab_env, vhost_url, tree, log, VALIDATOR_CRASH_AT="after-sbatch")
+    try:
+        code = crashing.wait(timeout=DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        crashing.kill()
+        crashing.wait()
+        pytest.fail(f"the validator never reached the crash seam:\n{log.read_text()[-3000:]}")
+    assert code == -signal.SIGKILL, log.read_text()[-3000:]
+    submitted = jobs_with_key(key)
+    for job in submitted:
+        cancel_later(job)
+    assert len(submitted) == 1, "sbatch ran before the crash"
+    assert path.exists(), "nothing was moved before the crash"
+
+    # Then the restarted validator gets the redelivery and finishes without a second sbatch
+    receipt = tree.submitted_dir / "hello.sh.receipt.json"
+    survivor = start_validator(lab_env, vhost_url, tree, log)
+    try:
+        wait_for(receipt.exists, "the receipt")
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(timeout=60)
+    assert jobs_with_key(key) == submitted
+    assert json.loads(receipt.read_text())["job_id"] == submitted[0]
+    assert not path.exists()
