@@ -6,8 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 version=
 if rmq_running; then
-  version=$(curl -sf -m 5 -u "$RMQ_ADMIN:$(rmq_cred admin_password)" \
-    http://127.0.0.1:15672/api/overview 2>/dev/null | jq -r '.rabbitmq_version // empty' 2>/dev/null)
+  version=$(printf 'user = "%s:%s"\n' "$RMQ_ADMIN" "$(rmq_cred admin_password)" \
+    | curl -sf -m 5 -K - http://127.0.0.1:15672/api/overview 2>/dev/null | jq -r '.rabbitmq_version // empty' 2>/dev/null)
   [ -n "$version" ] || version="(running, management API not answering)"
 fi
 if [ -n "$version" ]; then echo "rabbitmq: up $version"; else echo "rabbitmq: down"; fi

@@ -48,8 +48,11 @@ chmod 600 "$RMQ_CREDENTIALS"
 pw=$(rmq_cred password) admin_pw=$(rmq_cred admin_password)
 
 api() {  # api METHOD PATH [JSON] -> HTTP status on stdout
-  curl -sS -o /dev/null -w '%{http_code}' -u "$RMQ_ADMIN:$admin_pw" -X "$1" \
-    -H 'content-type: application/json' ${3:+--data "$3"} "http://127.0.0.1:15672/api$2"
+  # Credentials and body go in a config on stdin, not on the command line (ps shows that).
+  { printf 'user = "%s:%s"\n' "$RMQ_ADMIN" "$admin_pw"
+    [ -z "${3:-}" ] || printf 'data = "%s"\n' "${3//\"/\\\"}"
+  } | curl -sS -K - -o /dev/null -w '%{http_code}' -X "$1" \
+        -H 'content-type: application/json' "http://127.0.0.1:15672/api$2"
 }
 
 # The management listener can come up a moment after the broker reports booted.
