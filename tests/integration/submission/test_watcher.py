@@ -235,7 +235,9 @@ def test_a_file_dropped_while_down_is_found_and_old_ones_are_not_republished(
     first = submit / "first.sh"
     first.write_bytes(_job("first"))
     events.wait_for(first)
+    asked = time.monotonic()
     assert watcher.stop() == 0  # SIGTERM: a clean stop
+    print(f"\nmeasured: stopped {time.monotonic() - asked:.2f} s after SIGTERM")
     later = submit / "while-down.sh"
     later.write_bytes(_job("later"))
     make_watcher()
@@ -244,6 +246,23 @@ def test_a_file_dropped_while_down_is_found_and_old_ones_are_not_republished(
     sentinel.write_bytes(_job("sentinel"))
     events.wait_for(sentinel)
     assert events.count(first) == 1  # still in submit/, but recorded as published
+
+
+def test_the_periodic_rescan_finds_files_the_events_missed(
+    submit: Path, events: Events, make_watcher: Callable[..., WatcherProcess]
+) -> None:
+    # Polling that never comes round stands in for a lost event (inotify queue overflow,
+    # an NFS client's write): only the rescan can find the file.
+    make_watcher(
+        WATCHER_FORCE_POLLING="true",
+        WATCHER_POLL_DELAY_MS="3600000",
+        WATCHER_RESCAN_INTERVAL_S="2",
+    )
+    time.sleep(1)  # past the rescan at start
+    missed = submit / "missed.sh"
+    missed.write_bytes(_job("missed"))
+    body = events.wait_for(missed)
+    assert body["sha256"] == _sha(missed)
 
 
 def test_touching_a_file_publishes_nothing_new(
