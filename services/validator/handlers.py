@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -205,7 +206,7 @@ class ValidatorHandler:
                     job_name=_default_job_name(job.data, event.path),
                 )
             except SubmitRefused as exc:
-                problems = [Problem(line=0, message=f"sbatch: {r}") for r in exc.reasons]
+                problems = sorted(map(_sbatch_problem, exc.reasons), key=lambda p: p.line)
                 return self._reject(event, key, job, problems)
             deps.fault("after-sbatch")
         submitted_at = record.get("submitted_at") or deps.now().isoformat()
@@ -279,6 +280,14 @@ def _still_the_same(source: Path, event: FileDetected, kind: str) -> bool:
         return read_job_file(source).sha256 == event.sha256
     except FileNotFoundError:
         return False
+
+
+def _sbatch_problem(reason: str) -> Problem:
+    """One of sbatch's error lines; job_submit.lua's "line N: …" keeps its line number."""
+    match = re.match(r"^line (\d+): (.*)$", reason)
+    if match:
+        return Problem(line=int(match[1]), message=match[2])
+    return Problem(line=0, message=f"sbatch: {reason}")
 
 
 def _receipt_text(body: JobSubmitted, event: FileDetected, destination: Path) -> str:

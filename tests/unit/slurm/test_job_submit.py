@@ -1,6 +1,7 @@
 """job_submit.lua, run by the Lua that slurmctld links (5.1 on Debian 12; 5.3 if that is all)."""
 
 import json
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -116,3 +117,81 @@ def test_values_set_outside_the_script_are_checked(
     rc, messages, _ = submit(tmp_path, hello, *fields)
     assert rc == "rc=-1"
     assert any(m.startswith(expected) for m in messages), messages
+
+
+FRAGMENTS = [
+    "#SBATCH -c {n}",
+    "#SBATCH --cpus-per-task={n} --ntasks {n}",
+    "#SBATCH -n{n} --mincpus={n}",
+    "#SBATCH --mem={n}{unit}",
+    "#SBATCH --mem-per-cpu={n}{unit}",
+    "#SBATCH --mem-per-gpu={n}G --gpus={n}",
+    "#SBATCH --gres=gpu:{n}",
+    "#SBATCH --gres=gpu:a100:{n},nic:1",
+    "#SBATCH -G a100:{n}",
+    "#SBATCH --gpus-per-task={n} -n {n}",
+    "#SBATCH --cpus-per-gpu={n} --gpus-per-node={n}",
+    "#SBATCH -N {n}-{n}",
+    "#SBATCH --nodes={n}",
+    "#SBATCH -a 0-{n}00%{n}",
+    "#SBATCH --array=1,{n},7:{n}",
+    "#SBATCH -o {path}",
+    "#SBATCH --error={path}",
+    '#SBATCH "--input={path}"',
+    "#SBATCH -D {path}",
+    "#SBATCH --chdir={path} -o out/%j.log",
+    "#SBATCH --export={export}",
+    "#SBATCH --{refused}",
+    "#SBATCH --{refused}=x",
+    "#SBATCH --job-name={name}",
+    "#SBATCH --ti 10 --par gpu  # comment --uid=0",
+    "#SBATCH --mem",
+    "#SBATCH -Z",
+    "#SBATCH hetjob",
+    "#SBATCH 'unterminated",
+    "#SLURM -c {n}",
+    "#PBS -l nodes={n}",
+    "#BSUB -n {n}",
+    "  #SBATCH -c 99",
+    "#K8S_IMAGE={image}",
+    "#K8S_SHM={n}{unit}",
+    "#K8S_{k8s}=1",
+    "#K8S_broken",
+    "# a comment",
+    "",
+]
+BODY = ["echo hi", "if true; then", "fi", "#SBATCH -c 64", "#K8S_IMAGE=x/y", "done"]
+CHOICES = {
+    "n": ["0", "1", "2", "3", "5", "17", "x", "-1"],
+    "unit": ["", "K", "M", "G", "T", "g", "X"],
+    "path": [
+        "/mnt/test-k8s/results/%j.out", "/mnt/test-k8s/home/%u/a", "/etc/passwd", "rel/%x.out",
+        "../bob/x", "/mnt/test-k8s//results/../home/alice/x", "/dev/null", "/mnt/test-k8s/resultsX",
+    ],
+    "export": ["ALL", "NONE", "ALL,X=1", "PATH"],
+    "refused": ["uid", "gid", "container", "get-user-env", "wrap", "bb", "x11", "comment", "wait"],
+    "name": ["hello", "a/b", "x y"],
+    "image": [
+        "nas-hub.local:5407/alpine:latest", "docker.io/library/alpine", "alpine", "",
+        "nas-hub.local:5407/Alpine", "nas-hub.local:5407/a__b/c-d.e:v1@sha256:" + "a" * 64,
+        "nas-hub.local:99999/a", "localhost/x:1", "nas-hub.local:5407/a..b",
+    ],
+    "k8s": ["IMAGE", "SHM", "FOO", "image"],
+}  # fmt: skip
+
+
+def random_script(rng: random.Random) -> bytes:
+    lines = [rng.choice(["#!/bin/bash", "#!/usr/bin/env sh", "#!/usr/bin/python3", "echo"])]
+    for _ in range(rng.randint(0, 8)):
+        fragment = rng.choice(FRAGMENTS)
+        lines.append(fragment.format(**{k: rng.choice(v) for k, v in CHOICES.items()}))
+    lines += rng.sample(BODY, rng.randint(0, 3))
+    text = "\n".join(lines) + rng.choice(["\n", "", "\r\n"])
+    return text.encode()
+
+
+def test_lua_and_python_agree_on_generated_scripts(tmp_path: Path) -> None:
+    rng = random.Random(20261129)  # fixed seed: the same scripts every run
+    for _ in range(150):
+        script = random_script(rng)
+        assert run_lua("check", script, tmp_path).splitlines() == python_verdict(script), script

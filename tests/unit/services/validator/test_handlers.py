@@ -190,6 +190,16 @@ def test_sbatch_refusal_is_filed_with_its_words(nas: NasSettings) -> None:
     )
 
 
+def test_job_submit_lua_refusal_keeps_its_line_numbers(nas: NasSettings) -> None:
+    reasons = ["line 2: asks for 9 CPUs; the limit is 2", "Batch job submission failed"]
+    slurm = FakeSlurm(fail=SubmitRefused(reasons))
+    ValidatorHandler(make_deps(nas, slurm))(drop(nas, "hello.sh", HELLO))
+    assert (nas.failed_dir / "hello.sh.error").read_text().splitlines()[1:] == [
+        "file: sbatch: Batch job submission failed",
+        "line 2: asks for 9 CPUs; the limit is 2",
+    ]
+
+
 def test_changed_or_vanished_file_is_a_stale_event(nas: NasSettings) -> None:
     slurm = FakeSlurm()
     handler = ValidatorHandler(make_deps(nas, slurm))
