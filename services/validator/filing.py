@@ -108,7 +108,13 @@ def move_no_clobber(source: Path, destination: Path) -> None:
         # A crash between link and unlink leaves both names on one inode: finish the move.
         if not _same_file(source, destination):
             raise
+    except IsADirectoryError:
+        _rename_directory(source, destination)
+        return
     except OSError as exc:
+        if exc.errno == errno.EPERM and os.path.isdir(source):  # Linux: EPERM for dirs
+            _rename_directory(source, destination)
+            return
         raise TransientError(f"cannot move {source} to {destination}: {exc.strerror}") from exc
     try:
         os.unlink(source)
@@ -116,6 +122,16 @@ def move_no_clobber(source: Path, destination: Path) -> None:
         pass
     except OSError as exc:
         raise TransientError(f"cannot remove {source}: {exc.strerror}") from exc
+
+
+def _rename_directory(source: Path, destination: Path) -> None:
+    """Directories cannot be hard-linked; rename refuses a non-empty target, check the rest."""
+    if os.path.lexists(destination):
+        raise FileExistsError(errno.EEXIST, "destination exists", str(destination))
+    try:
+        os.rename(source, destination)
+    except OSError as exc:
+        raise TransientError(f"cannot move {source} to {destination}: {exc.strerror}") from exc
 
 
 def _same_file(a: Path, b: Path) -> bool:
