@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables are for the scripts that source this
 # Sourced by the lab/rabbitmq scripts.
 RMQ_STATE="$LAB_STATE/rabbitmq"
 RMQ_CREDENTIALS="$RMQ_STATE/credentials"

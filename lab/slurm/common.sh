@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables are for the scripts that source this
 # Sourced by the lab/slurm scripts (after lib.sh).
 SLURM_STATE="$LAB_STATE/slurm"
 DB_PASSWORD_FILE="$SLURM_STATE/db-password"

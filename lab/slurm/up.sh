@@ -68,7 +68,7 @@ render() {  # render TEMPLATE DEST MODE OWNER -> returns 0 when DEST changed
   rm -f "$tmp"
   log "slurm: wrote $2"
 }
-conf_changed= gres_changed= dbd_changed=
+conf_changed='' gres_changed='' dbd_changed=''
 render "$here/slurm.conf.in" /etc/slurm/slurm.conf 644 root && conf_changed=1
 render "$here/gres.conf.in" /etc/slurm/gres.conf 644 root && gres_changed=1
 render "$here/slurmdbd.conf.in" /etc/slurm/slurmdbd.conf 600 slurm && dbd_changed=1
