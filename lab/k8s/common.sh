@@ -1,0 +1,74 @@
+# Paths and helpers shared by lab/k8s/{up,down,status,env}.sh; sourced after ../lib.sh.
+K8S_BIN="$LAB_CACHE/k8s/$K8S_VERSION/bin"
+K8S_DIR="$LAB_STATE/k8s"
+PKI="$K8S_DIR/pki"
+RUN_DIR="$LAB_STATE/run"
+ETCD_DATA="$LAB_STATE/etcd"
+CTRD_DIR="$LAB_STATE/containerd"          # config, hosts.toml tree, image store (kept by down)
+CTRD_RUN=/run/slurm-k8s-lab/containerd     # sockets and shim state (tmpfs, per boot)
+CTRD_SOCK="$CTRD_RUN/containerd.sock"
+CNI_CONF_DIR="$LAB_STATE/cni/net.d"
+CNI_BIN_DIR=/usr/lib/cni
+REG_DIR="$LAB_STATE/registry"
+KUBELET_ROOT=/var/lib/kubelet              # device plugins only look under this path
+ADMIN_KUBECONFIG="$K8S_DIR/admin.kubeconfig"
+PAUSE_IMAGE="$REGISTRY/pause:3.10"
+POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/16
+APISERVER=https://127.0.0.1:6443
+K8S_COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet containerd registry"
+
+pidfile() { echo "$RUN_DIR/$1.pid"; }
+
+# Alive = the pid in our pid file is running the expected program (pids get reused).
+alive() { # NAME EXE-BASENAME
+  local pf pid
+  pf=$(pidfile "$1")
+  [ -s "$pf" ] || return 1
+  pid=$(cat "$pf")
+  [ -d "/proc/$pid" ] || return 1
+  [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" = "$2" ]
+}
+
+# Starts a daemon detached from this shell (own session, no controlling terminal), logging to
+# $LAB_LOG/NAME.log, its pid in $RUN_DIR/NAME.pid.
+start_daemon() { # NAME CMD ARGS...
+  local name=$1; shift
+  mkdir -p "$RUN_DIR" "$LAB_LOG"
+  printf '\n===== %(%F %T)T starting %s\n' -1 "$*" >> "$LAB_LOG/$name.log"
+  setsid nohup "$@" >> "$LAB_LOG/$name.log" 2>&1 < /dev/null &
+  echo $! > "$(pidfile "$name")"
+}
+
+stop_daemon() { # NAME EXE-BASENAME
+  local pf pid i
+  pf=$(pidfile "$1")
+  if alive "$1" "$2"; then
+    pid=$(cat "$pf")
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
+    if [ -d "/proc/$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
+    log "k8s: stopped $1 (pid $pid)"
+  fi
+  rm -f "$pf"
+}
+
+wait_for() { # SECONDS DESCRIPTION CMD...
+  local deadline=$(( $(date +%s) + $1 )) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 1
+  done
+}
+
+# Health probes (each prints nothing, answers by exit status).
+etcd_healthy() { curl -sf --max-time 3 http://127.0.0.1:2379/health | grep -q '"health":"true"'; }
+admin_curl() { curl -sf --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$@"; }
+apiserver_healthy() { [ "$(admin_curl "$APISERVER/readyz" 2>/dev/null)" = ok ]; }
+kcm_healthy() { [ "$(curl -skf --max-time 3 https://127.0.0.1:10257/healthz)" = ok ]; }
+scheduler_healthy() { [ "$(curl -skf --max-time 3 https://127.0.0.1:10259/healthz)" = ok ]; }
+kubelet_healthy() { [ "$(curl -sf --max-time 3 http://127.0.0.1:10248/healthz)" = ok ]; }
+containerd_healthy() { ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; }
+registry_healthy() { curl -sf --max-time 3 -o /dev/null "http://127.0.0.1:5407/v2/"; }
+
+kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Brings up the lab's single-node Kubernetes: a local registry with locally built images,
+# containerd (CRI, CNI bridge), etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet and a fake GPU device plugin, then the cluster objects in manifests/. Idempotent:
+# what is healthy (and started with the same settings) is left running; only what is down or
+# reconfigured is (re)started. Runs as root without systemd.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
+# shellcheck source=common.sh
+. "$here/common.sh"
+[ "$(id -u)" = 0 ] || die "k8s: run as root"
+t0=$(date +%s)
+
+# ensure_daemon NAME EXE HEALTH-FN TIMEOUT [FILE...] -- CMD...
+# The fingerprint (command line + the config files listed) tells "same settings" from "changed".
+ensure_daemon() {
+  local name=$1 exe=$2 health=$3 timeout=$4; shift 4
+  local files=()
+  while [ "$1" != -- ]; do files+=("$1"); shift; done
+  shift
+  local fp fpfile="$RUN_DIR/$name.fingerprint"
+  fp=$( { printf '%s\n' "$@"; cat "${files[@]}" 2>/dev/null; } | sha256sum | cut -d' ' -f1)
+  if alive "$name" "$exe"; then
+    if [ "$(cat "$fpfile" 2>/dev/null)" != "$fp" ]; then
+      log "k8s: $name settings changed: restarting"
+      stop_daemon "$name" "$exe"
+    elif wait_for "$timeout" "$name" "$health"; then
+      log "k8s: $name already up (pid $(cat "$(pidfile "$name")"))"
+      return 0
+    else
+      log "k8s: $name running but unhealthy for ${timeout}s: restarting"
+      stop_daemon "$name" "$exe"
+    fi
+  fi
+  log "k8s: starting $name"
+  start_daemon "$name" "$@"
+  echo "$fp" > "$fpfile"
+  up_or_dead() { alive "$name" "$exe" || return 0; "$health"; }
+  if ! wait_for "$timeout" "$name" up_or_dead || ! "$health"; then
+    tail -n 30 "$LAB_LOG/$name.log" >&2 || true
+    die "k8s: $name did not become healthy within ${timeout}s (log: $LAB_LOG/$name.log)"
+  fi
+  log "k8s: $name up (pid $(cat "$(pidfile "$name")"))"
+}
+
+# --- binaries ------------------------------------------------------------------------------
+bash "$here/build.sh"
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl fake-gpu-plugin; do
+  [ -x "$K8S_BIN/$b" ] || die "k8s: $K8S_BIN/$b missing after build"
+done
+for p in containerd containerd-shim-runc-v2 runc ctr docker-registry skopeo debootstrap curl openssl iptables; do
+  command -v "$p" >/dev/null || die "k8s: $p not installed (lab/packages.sh installs it)"
+done
+
+mkdir -p "$K8S_DIR" "$RUN_DIR" "$LAB_LOG" "$ETCD_DATA" "$CTRD_DIR" "$CTRD_RUN" "$CNI_CONF_DIR" "$REG_DIR/data"
+chmod 700 "$ETCD_DATA"
+lab_make_gpu_devices
+# The registry's name must resolve on this machine only (containerd and skopeo both use it).
+if ! grep -qE '^127\.0\.0\.1[[:space:]].*\bnas-hub\.local\b' /etc/hosts; then
+  echo "127.0.0.1 nas-hub.local" >> /etc/hosts
+  log "k8s: added nas-hub.local to /etc/hosts"
+fi
+# Pods have no route out of this machine anyway (no masquerading); the kernel still needs
+# forwarding on for pod <-> host traffic across the bridge.
+sysctl -qw net.ipv4.ip_forward=1
+
+# --- PKI and kubeconfigs -------------------------------------------------------------------
+# shellcheck source=pki.sh
+. "$here/pki.sh"
+
+# --- registry ------------------------------------------------------------------------------
+cat > "$REG_DIR/config.yml" <<YAML
+version: 0.1
+log: {level: info, fields: {service: registry}}
+storage:
+  filesystem: {rootdirectory: $REG_DIR/data}
+  delete: {enabled: true}
+http:
+  addr: 127.0.0.1:5407
+YAML
+ensure_daemon registry docker-registry registry_healthy 30 "$REG_DIR/config.yml" -- \
+  /usr/bin/docker-registry serve "$REG_DIR/config.yml"
+
+# --- images --------------------------------------------------------------------------------
+bash "$here/../images/build.sh"
+
+# --- containerd ----------------------------------------------------------------------------
+mkdir -p "$CTRD_DIR/certs.d/$REGISTRY"
+cat > "$CTRD_DIR/certs.d/$REGISTRY/hosts.toml" <<TOML
+# The lab's site registry speaks plain http on this machine.
+server = "http://$REGISTRY"
+
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+TOML
+cat > "$CNI_CONF_DIR/10-lab.conflist" <<JSON
+{
+  "cniVersion": "0.4.0",
+  "name": "lab",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni-lab0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$POD_CIDR"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$LAB_STATE/cni/ipam"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
+cat > "$CTRD_DIR/config.toml" <<TOML
+# containerd for the lab kubelet; independent of /etc/containerd and any system containerd.
+version = 2
+root = "$CTRD_DIR/root"
+state = "$CTRD_RUN/state"
+
+[grpc]
+  address = "$CTRD_SOCK"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # WHY: processes here lack CAP_SYS_RESOURCE; runc cannot lower oom_score_adj (sandboxes ask
+  # for -998) and every sandbox fails with "can't get final child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CNI_BIN_DIR"
+    conf_dir = "$CNI_CONF_DIR"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$CTRD_DIR/certs.d"
+TOML
+ensure_daemon containerd containerd containerd_healthy 30 \
+  "$CTRD_DIR/config.toml" "$CNI_CONF_DIR/10-lab.conflist" "$CTRD_DIR/certs.d/$REGISTRY/hosts.toml" -- \
+  /usr/bin/containerd --config "$CTRD_DIR/config.toml"
+
+# --- etcd ----------------------------------------------------------------------------------
+ensure_daemon etcd etcd etcd_healthy 60 -- \
+  "$K8S_BIN/etcd" --name lab --data-dir "$ETCD_DATA" \
+  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster lab=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
+  --quota-backend-bytes 2147483648 --log-level warn
+
+# --- control plane -------------------------------------------------------------------------
+FEATURE_GATES="PodLogsQuerySplitStreams=true"   # alpha in 1.37: split stdout/stderr pod logs
+# WHY --endpoint-reconciler-type=none: the reconciler refuses a loopback advertise address, and
+# the lab keeps the API on 127.0.0.1; nothing here routes the kubernetes Service (no kube-proxy).
+ensure_daemon kube-apiserver kube-apiserver apiserver_healthy 120 -- \
+  "$K8S_BIN/kube-apiserver" \
+  --bind-address=127.0.0.1 --secure-port=6443 --advertise-address=127.0.0.1 \
+  --endpoint-reconciler-type=none \
+  --etcd-servers=http://127.0.0.1:2379 \
+  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+  --client-ca-file="$PKI/ca.crt" \
+  --authorization-mode=Node,RBAC --anonymous-auth=true \
+  --enable-admission-plugins=NodeRestriction \
+  --allow-privileged=true \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority="$PKI/ca.crt" \
+  --kubelet-preferred-address-types=InternalIP,Hostname \
+  --feature-gates="$FEATURE_GATES" \
+  --profiling=false --v=1
+
+ensure_daemon kube-controller-manager kube-controller-manager kcm_healthy 60 -- \
+  "$K8S_BIN/kube-controller-manager" \
+  --bind-address=127.0.0.1 \
+  --kubeconfig="$K8S_DIR/controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$K8S_DIR/controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$K8S_DIR/controller-manager.kubeconfig" \
+  --use-service-account-credentials=true \
+  --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+  --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --leader-elect=false --profiling=false --v=1
+
+ensure_daemon kube-scheduler kube-scheduler scheduler_healthy 60 -- \
+  "$K8S_BIN/kube-scheduler" \
+  --bind-address=127.0.0.1 \
+  --kubeconfig="$K8S_DIR/scheduler.kubeconfig" \
+  --authentication-kubeconfig="$K8S_DIR/scheduler.kubeconfig" \
+  --authorization-kubeconfig="$K8S_DIR/scheduler.kubeconfig" \
+  --leader-elect=false --profiling=false --v=1
+
+# --- kubelet -------------------------------------------------------------------------------
+cat > "$K8S_DIR/kubelet-config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: 10250
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+tlsCertFile: $PKI/kubelet-serving-$LAB_NODE.crt
+tlsPrivateKeyFile: $PKI/kubelet-serving-$LAB_NODE.key
+containerRuntimeEndpoint: unix://$CTRD_SOCK
+imageServiceEndpoint: unix://$CTRD_SOCK
+# containerd 1.6 has no RuntimeConfig RPC, so the kubelet uses this value (must match runc's).
+cgroupDriver: cgroupfs
+# This VM has a cgroup v1 hierarchy; 1.37 still runs there when told not to fail.
+failCgroupV1: false
+failSwapOn: false
+registerNode: true
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+maxPods: 110
+serializeImagePulls: false
+# WHY: the disk may be 80% full; default thresholds would taint the node DiskPressure.
+evictionHard:
+  memory.available: "100Mi"
+  nodefs.available: "1%"
+  nodefs.inodesFree: "1%"
+  imagefs.available: "1%"
+  imagefs.inodesFree: "1%"
+imageGCHighThresholdPercent: 95
+imageGCLowThresholdPercent: 90
+# WHY: without CAP_SYS_RESOURCE the kubelet cannot lower its own oom_score_adj (default -999).
+oomScoreAdj: 0
+featureGates:
+  PodLogsQuerySplitStreams: true
+YAML
+ensure_daemon kubelet kubelet kubelet_healthy 90 "$K8S_DIR/kubelet-config.yaml" -- \
+  "$K8S_BIN/kubelet" \
+  --config="$K8S_DIR/kubelet-config.yaml" \
+  --kubeconfig="$K8S_DIR/kubelet.kubeconfig" \
+  --hostname-override="$LAB_NODE" --node-ip=127.0.0.1 \
+  --root-dir="$KUBELET_ROOT" --v=1
+
+# --- fake GPUs -----------------------------------------------------------------------------
+gpu_plugin_healthy() { [ -S "$KUBELET_ROOT/device-plugins/fake-gpu.sock" ]; }
+ensure_daemon fake-gpu-plugin fake-gpu-plugin gpu_plugin_healthy 30 -- \
+  "$K8S_BIN/fake-gpu-plugin" --resource nvidia.com/gpu --devices "$LAB_GPU_FILES" \
+  --dir "$KUBELET_ROOT/device-plugins"
+
+# --- node and cluster objects --------------------------------------------------------------
+node_ready() {
+  [ "$(kubectl_admin get node "$LAB_NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+wait_for 120 "node Ready" node_ready || die "k8s: node $LAB_NODE not Ready (see $LAB_LOG/kubelet.log)"
+log "k8s: node $LAB_NODE Ready"
+
+mkdir -p "$NAS_ROOT"
+for m in "$here"/manifests/*.yaml; do
+  sed -e "s#\${NAS_ROOT}#$NAS_ROOT#g" -e "s#\${LAB_NODE}#$LAB_NODE#g" "$m" | kubectl_admin apply -f - >/dev/null
+done
+log "k8s: applied $(ls "$here"/manifests/*.yaml | wc -l) manifest(s)"
+
+gpus_allocatable() {
+  [ "$(kubectl_admin get node "$LAB_NODE" -o jsonpath='{.status.allocatable.nvidia\.com/gpu}')" = 4 ]
+}
+wait_for 60 "gpus" gpus_allocatable || die "k8s: node does not advertise nvidia.com/gpu=4 (see $LAB_LOG/fake-gpu-plugin.log)"
+pvc_bound() {
+  [ "$(kubectl_admin -n slurm-jobs get pvc nas -o jsonpath='{.status.phase}')" = Bound ]
+}
+wait_for 60 "pvc" pvc_bound || die "k8s: PVC slurm-jobs/nas not Bound"
+log "k8s: up in $(( $(date +%s) - t0 )) s; KUBECONFIG=$ADMIN_KUBECONFIG"
