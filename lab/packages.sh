@@ -10,6 +10,7 @@ PACKAGES=(
   containerd runc containernetworking-plugins docker-registry skopeo busybox-static debootstrap
   jq iptables conntrack socat lua5.3 openssl ca-certificates util-linux procps iproute2 psmisc
   acl gettext-base curl python3 python3-venv python3-pip
+  lua5.1  # the Lua slurmctld links (job_submit_lua.so): install-hooks checks syntax with it
 )
 
 # One dpkg-query for all: packages dpkg never heard of print nothing, so compare names.

@@ -19,10 +19,10 @@ put() {  # put SRC DEST MODE
   log "hooks: installed $2"
   changed=1
 }
-# A Lua syntax error would break every submission (and slurmctld's reconfigure): keep the
-# installed, working version and say so instead.
-if command -v luac5.3 >/dev/null && ! luac5.3 -p "$REPO_ROOT/slurm/job_submit.lua"; then
-  die "hooks: slurm/job_submit.lua does not parse (luac5.3 -p); not installed"
+# A Lua syntax error would break every submission: keep the installed, working version and
+# say so instead. Debian's job_submit_lua.so links Lua 5.1, so check with 5.1's compiler.
+if command -v luac5.1 >/dev/null && ! luac5.1 -p "$REPO_ROOT/slurm/job_submit.lua"; then
+  die "hooks: slurm/job_submit.lua does not parse as Lua 5.1 (luac5.1 -p); not installed"
 fi
 put "$REPO_ROOT/slurm/slurm-k8s.conf" /etc/slurm/slurm-k8s.conf 644
 put "$REPO_ROOT/slurm/job_submit.lua" /etc/slurm/job_submit.lua 644
