@@ -22,10 +22,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from services.watcher.scanning import PublishedKey
-from shared.errors import ConfigError
+from shared.errors import ConfigError, TransientError
 from shared.logs import get_logger
 
 _log = get_logger("watcher.ledger")
+
+
+class LedgerUnavailable(TransientError):
+    """The ledger on the NAS cannot be written right now."""
 
 
 class Ledger:
@@ -72,12 +76,20 @@ class Ledger:
             self._keys.add(key)
 
     def record(self, key: PublishedKey) -> None:
-        """Append a key and make it durable before returning."""
+        """Append a key and make it durable before returning.
+
+        Raises:
+            LedgerUnavailable: the NAS refused the write (the file is published again later,
+                which the validator absorbs).
+        """
         line = json.dumps({"path": key.path, "sha256": key.sha256, "ino": key.ino}) + "\n"
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise LedgerUnavailable(f"cannot append to {self.path}: {exc}") from exc
         self._keys.add(key)
 
     def prune(self, present: Mapping[str, int], now: float) -> int:
@@ -103,7 +115,11 @@ class Ledger:
         for key in expired:
             self._keys.discard(key)
             self._missing_since.pop(key, None)
-        self._compact()
+        try:
+            self._compact()
+        except OSError as exc:
+            # The file still holds the dropped entries; they only cost a line each on load.
+            _log.warning("ledger.compact_failed", file=str(self.path), error=str(exc))
         return len(expired)
 
     def _compact(self) -> None:

@@ -12,6 +12,7 @@ drops silently (inotify queue overflow). Library and filesystem errors are trans
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -104,14 +105,17 @@ def hash_settled(stat: FileStat) -> HashedFile | None:
         if isinstance(exc, PermissionError):
             raise
         return None  # ELOOP: replaced by a symlink since the listing
-    with os.fdopen(fd, "rb") as fh:
-        before = os.fstat(fh.fileno())
-        if not stat_mode.S_ISREG(before.st_mode) or _signature(before) != stat.signature:
-            return None
-        digest = hashlib.sha256()
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-        after = os.fstat(fh.fileno())
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            before = os.fstat(fh.fileno())
+            if not stat_mode.S_ISREG(before.st_mode) or _signature(before) != stat.signature:
+                return None
+            digest = hashlib.sha256()
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+            after = os.fstat(fh.fileno())
+    except OSError:
+        return None  # EIO, ESTALE on NFS...: judged again on a later listing
     if _signature(after) != stat.signature:
         return None
     return HashedFile(stat, digest.hexdigest())
@@ -176,7 +180,9 @@ class Watcher:
         while not stop.is_set():
             try:
                 self._watch(stop)
-            except NasUnavailable as exc:
+            except TransientError as exc:
+                # The NAS (listing, ledger) or the watch is gone for now: wait it out; files
+                # dropped meanwhile are found by the rescan at the restart of the watch.
                 _log.warning("watcher.nas_unavailable", error=str(exc), retry_in_s=5)
                 stop.wait(5)
 
@@ -186,32 +192,39 @@ class Watcher:
         # The backlog (files dropped while we were down) is found by the first rescan, which
         # is due at once.
         self._next_rescan = self.clock()
-        try:
-            for changes in watchfiles.watch(
-                self.submit_dir,
-                watch_filter=None,  # our own rules decide (scanning.is_job_path), on listings
-                debounce=self.settings.tick_ms,
-                step=50,
-                stop_event=stop,
-                rust_timeout=self.settings.tick_ms,
-                yield_on_timeout=True,
-                raise_interrupt=False,
-                force_polling=self.polling,
-                poll_delay_ms=self.settings.poll_delay_ms,
-                recursive=True,
-                # A user's private sub-folder must not stop the watch; listings report it.
-                ignore_permission_denied=True,
-            ):
+        changes_seen = watchfiles.watch(
+            self.submit_dir,
+            watch_filter=None,  # our own rules decide (scanning.is_job_path), on listings
+            debounce=self.settings.tick_ms,
+            step=50,
+            stop_event=stop,
+            rust_timeout=self.settings.tick_ms,
+            yield_on_timeout=True,
+            raise_interrupt=False,
+            force_polling=self.polling,
+            poll_delay_ms=self.settings.poll_delay_ms,
+            recursive=True,
+            # A user's private sub-folder must not stop the watch; listings report it.
+            ignore_permission_denied=True,
+        )
+        with contextlib.closing(changes_seen):
+            while True:
+                # Only watchfiles' own errors are handled here; step() raises ours.
+                try:
+                    changes = next(changes_seen)
+                except StopIteration:
+                    return  # stop was set
+                except FileNotFoundError as exc:
+                    raise NasUnavailable(f"{self.submit_dir} vanished: {exc}") from exc
+                except (OSError, RuntimeError) as exc:
+                    # inotify can run out (max_user_watches, max_user_instances) or fail
+                    # inside watchfiles (WatchfilesRustInternalError); polling needs neither.
+                    if self.polling:
+                        raise NasUnavailable(f"lost the watch on {self.submit_dir}: {exc}") from exc
+                    _log.warning("watcher.inotify_failed", error=str(exc), fallback="polling")
+                    self.polling = True
+                    return
                 self.step(events=bool(changes))
-        except FileNotFoundError as exc:
-            raise NasUnavailable(f"{self.submit_dir} vanished: {exc}") from exc
-        except (OSError, RuntimeError) as exc:
-            # inotify can run out (max_user_watches, max_user_instances) or fail inside
-            # watchfiles (WatchfilesRustInternalError); polling needs neither.
-            if self.polling:
-                raise NasUnavailable(f"lost the watch on {self.submit_dir}: {exc}") from exc
-            _log.warning("watcher.inotify_failed", error=str(exc), fallback="polling")
-            self.polling = True
 
     def step(self, *, events: bool) -> int:
         """One pass: list if anything may have changed, publish what settled.

@@ -8,9 +8,9 @@ import pytest
 
 from services.watcher import watching
 from services.watcher.config import WatcherSettings
-from services.watcher.ledger import Ledger
+from services.watcher.ledger import Ledger, LedgerUnavailable
 from services.watcher.watching import Watcher, hash_settled, list_submit_tree
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, TransientError
 from shared.messages import Envelope, FileDetected
 
 pytestmark = pytest.mark.unit
@@ -233,3 +233,24 @@ def test_on_nfs_the_watcher_polls_and_widens_the_window(
     watcher = Watcher(settings, submit, Ledger(submit.parent / "s", 60), Broker().publish)
     assert watcher.polling is polling
     assert watcher.tracker.window_s == settings.network_stability_window_s
+
+
+def test_a_ledger_write_failure_is_transient_and_the_file_is_offered_again(
+    submit: Path, clock: Clock, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (submit / "job.sh").write_text("#!/bin/bash\n")
+    watcher = _watcher(submit, clock, broker)
+    real_record = watcher.ledger.record
+
+    def failing(_key: object) -> None:
+        raise LedgerUnavailable("NAS is read-only")
+
+    monkeypatch.setattr(watcher.ledger, "record", failing)
+    watcher.step(events=False)
+    clock.now += 2.5
+    with pytest.raises(TransientError):
+        watcher.step(events=False)
+    monkeypatch.setattr(watcher.ledger, "record", real_record)
+    assert watcher.step(events=False) == 1  # published again: the validator absorbs it
+    assert len(broker.bodies) == 2
+    assert broker.bodies[0] == broker.bodies[1]
