@@ -990,6 +990,8 @@ local function policy_path()
 end
 
 function slurm_job_submit(job_desc, part_list, submit_uid)
+  -- Plain Slurm jobs never depend on our policy file, not even on it being readable.
+  if job_desc.script == nil or not M.uses_k8s(job_desc.script) then return slurm.SUCCESS end
   local policy, err = M.load_policy(policy_path())
   if policy == nil then
     slurm.log_error("slurm-k8s: %s", err)

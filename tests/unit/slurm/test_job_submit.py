@@ -195,3 +195,19 @@ def test_lua_and_python_agree_on_generated_scripts(tmp_path: Path) -> None:
     for _ in range(150):
         script = random_script(rng)
         assert run_lua("check", script, tmp_path).splitlines() == python_verdict(script), script
+
+
+def test_unreadable_policy_refuses_only_slurm_k8s_jobs(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-policy.conf")
+    job = tmp_path / "job.sh"
+    for script, rc in (
+        (b"#!/bin/sh\necho plain\n", "rc=0"),
+        (b"#!/bin/sh\n#K8S_IMAGE=a/b\n", "rc=-1"),
+    ):
+        job.write_bytes(script)
+        done = subprocess.run(
+            [LUA, str(DRIVER), str(JOB_SUBMIT), "submit", missing, "alice", HOME, str(job)],
+            capture_output=True,
+            check=True,
+        )
+        assert done.stdout.decode().splitlines()[0] == rc
