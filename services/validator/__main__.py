@@ -11,6 +11,7 @@ import os
 import pwd
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 from services.validator.config import ValidatorSettings
@@ -26,6 +27,8 @@ from shared.logs import configure_logging, get_logger
 from shared.telemetry import configure_telemetry
 
 SERVICE = "validator"
+# Finished records are only needed while redeliveries can still come; an hour is plenty often.
+PRUNE_EVERY_S = 3600.0
 
 
 def account_name(uid: int) -> str | None:
@@ -45,6 +48,21 @@ def crash_seam(step_to_crash: str) -> Callable[[str], None]:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return fault
+
+
+def journal_pruner(journal: Journal, *, keep_s: float) -> Callable[[], None]:
+    """An idle hook that forgets finished journal records, at most once an hour."""
+    last = [0.0]
+
+    def prune() -> None:
+        now = time.time()
+        if now - last[0] >= PRUNE_EVERY_S:
+            last[0] = now
+            removed = journal.prune(older_than_s=keep_s, now=now)
+            if removed:
+                get_logger(SERVICE).info("journal pruned", removed=removed)
+
+    return prune
 
 
 def main() -> int:
@@ -68,16 +86,23 @@ def main() -> int:
         query_timeout_s=settings.query_timeout_s,
         lookback_days=settings.lookback_days,
     )
+    journal = Journal(nas.state_dir / "validator")
     deps = ValidatorDeps(
         policy=policy,
         nas=nas,
         slurm=slurm,
-        journal=Journal(nas.state_dir / "validator"),
+        journal=journal,
         accounts=account_name,
     )
     if settings.crash_at:
         deps = dataclasses.replace(deps, fault=crash_seam(settings.crash_at))
-    Consumer(BrokerSettings(), VALIDATOR, ValidatorHandler(deps), stop).run()
+    Consumer(
+        BrokerSettings(),
+        VALIDATOR,
+        ValidatorHandler(deps),
+        stop,
+        on_idle=journal_pruner(journal, keep_s=settings.lookback_days * 86400.0),
+    ).run()
     log.info("validator.stopped")
     return 0
 

@@ -198,3 +198,25 @@ class Journal:
         except OSError as exc:
             raise TransientError(f"cannot write journal record {key}: {exc.strerror}") from exc
         return record
+
+    def prune(self, *, older_than_s: float, now: float) -> int:
+        """Forget finished records older than ``older_than_s``; return how many went.
+
+        Only records with a final event are dropped: an unfinished one is a job that still
+        needs filing. A redelivery after pruning finds the file gone and is a stale no-op.
+        """
+        removed = 0
+        try:
+            entries = list(self._directory.glob("*.json"))
+        except OSError:
+            return 0
+        for path in entries:
+            try:
+                if now - path.stat().st_mtime < older_than_s:
+                    continue
+                if "event" in self.read(path.stem):
+                    path.unlink()
+                    removed += 1
+            except (OSError, TransientError):
+                continue  # a record we cannot read now is looked at again next time
+        return removed

@@ -99,3 +99,16 @@ def test_journal_merges_steps(tmp_path: Path) -> None:
     journal.update("k", job_id=5)
     journal.update("k", destination="/x")
     assert journal.read("k") == {"job_id": 5, "destination": "/x"}
+
+
+def test_prune_forgets_only_old_finished_records(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.update("done", event="{}")
+    journal.update("pending", job_id=1)
+    journal.update("fresh", event="{}")
+    old = 1_000_000.0
+    for key in ("done", "pending"):
+        os.utime(tmp_path / f"{key}.json", (old, old))
+    now = (tmp_path / "fresh.json").stat().st_mtime
+    assert journal.prune(older_than_s=3600, now=now) == 1
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["fresh", "pending"]
