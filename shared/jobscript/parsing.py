@@ -76,6 +76,9 @@ DIRECTIVE_PREFIXES = ("#SBATCH", "#SLURM")
 FOREIGN_PREFIXES = ("#PBS", "#BSUB")
 K8S_PREFIX = "#K8S_"
 HETJOB_WORDS = ("hetjob", "packjob")
+# C's isspace() in the C locale, which sbatch uses; str.isspace() would also accept
+# Unicode separators and \x1c-\x1f, reading directives past the point where sbatch stops.
+C_SPACE = " \t\n\v\f\r"
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def tokenise(text: str) -> list[str]:
             i += 1
             current.append(text[i])
             in_word = True
-        elif ch.isspace():
+        elif ch in C_SPACE:
             if in_word:
                 words.append("".join(current))
                 current, in_word = [], False
@@ -268,7 +271,7 @@ def split_lines(text: str) -> list[str]:
 
 
 def _is_comment_or_blank(line: str) -> bool:
-    stripped = line.lstrip()
+    stripped = line.lstrip(C_SPACE)
     return stripped == "" or stripped.startswith("#")
 
 
@@ -332,7 +335,8 @@ def parse_script(text: str) -> ParsedScript:
 
 def _parse_k8s(number: int, line: str) -> K8sDirective | Problem:
     name, eq, value = line[len(K8S_PREFIX) :].partition("=")
-    name, value = name.strip(), value.strip()
+    name, value = name.strip(C_SPACE), value.strip(C_SPACE)
     if not eq or not name:
-        return Problem(line=number, message=f"'{line.strip()}' is not of the form #K8S_NAME=value")
+        shown = line.strip(C_SPACE)
+        return Problem(line=number, message=f"'{shown}' is not of the form #K8S_NAME=value")
     return K8sDirective(line=number, name=name, value=value)

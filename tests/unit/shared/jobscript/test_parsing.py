@@ -127,3 +127,10 @@ def test_k8s_directives_keep_their_lines() -> None:
 def test_shebang_is_recorded() -> None:
     assert parse_script("#!/bin/bash -l\n").shebang == "#!/bin/bash -l"
     assert parse_script("echo\n").shebang is None
+
+
+def test_only_c_whitespace_counts_like_sbatch() -> None:
+    # "\x1c" is whitespace to Python but not to C's isspace(): sbatch stops at this line.
+    parsed = parse_script("#!/bin/sh\n\x1c#SBATCH -c 1\n#SBATCH -c 64\n")
+    assert parsed.first_command_line == 2
+    assert parsed.options == ()
