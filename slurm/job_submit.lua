@@ -164,18 +164,24 @@ function M.tokenise(text)
     if quote ~= nil then
       if ch == quote then
         quote = nil
-      elseif ch == "\\" and i < n then
-        i = i + 1
-        current[#current + 1] = text:sub(i, i)
+      elseif ch == "\\" then
+        if i < n then
+          i = i + 1
+          current[#current + 1] = text:sub(i, i)
+        end
       else
         current[#current + 1] = ch
       end
     elseif ch == "'" or ch == '"' then
       quote, in_word = ch, true
-    elseif ch == "\\" and i < n then
-      i = i + 1
-      current[#current + 1] = text:sub(i, i)
+    elseif ch == "\\" then
+      -- sbatch checks for a word break before applying an escape: an unquoted backslash
+      -- before whitespace (or at the end) vanishes and the word still ends.
       in_word = true
+      if i < n and not text:sub(i + 1, i + 1):match("%s") then
+        i = i + 1
+        current[#current + 1] = text:sub(i, i)
+      end
     elseif ch:match("%s") then
       if in_word then
         words[#words + 1] = table.concat(current)

@@ -138,20 +138,17 @@ def tokenise(text: str) -> list[str]:
     i = 0
     while i < len(text):
         ch = text[i]
-        if quote is not None:
+        if ch == "\\":
+            i, escaped = _escape(text, i, quoted=quote is not None)
+            current.append(escaped)
+            in_word = True
+        elif quote is not None:
             if ch == quote:
                 quote = None
-            elif ch == "\\" and i + 1 < len(text):
-                i += 1
-                current.append(text[i])
             else:
                 current.append(ch)
         elif ch in "'\"":
             quote, in_word = ch, True
-        elif ch == "\\" and i + 1 < len(text):
-            i += 1
-            current.append(text[i])
-            in_word = True
         elif ch in C_SPACE:
             if in_word:
                 words.append("".join(current))
@@ -167,6 +164,17 @@ def tokenise(text: str) -> list[str]:
     if in_word:
         words.append("".join(current))
     return words
+
+
+def _escape(text: str, i: int, *, quoted: bool) -> tuple[int, str]:
+    """The character a backslash at ``i`` escapes, and where it ends.
+
+    sbatch checks for a word break before applying an escape: an unquoted backslash before
+    whitespace (or at the end of the line) vanishes and the word still ends there.
+    """
+    if i + 1 >= len(text) or (not quoted and text[i + 1] in C_SPACE):
+        return i, ""
+    return i + 1, text[i + 1]
 
 
 def resolve_long(spelled: str) -> tuple[str | None, str]:
