@@ -85,3 +85,15 @@ def test_parser_reads_what_sbatch_reads(
     option = parsed.last("job-name")
     # Without --job-name, a script read from stdin is named "sbatch".
     assert (option.value if option else "sbatch") == recorded
+
+
+@pytest.mark.parametrize(
+    ("directive", "name"), [("#PBS -N pbsname", "pbsname"), ("#BSUB -J bsubname", "bsubname")]
+)
+def test_sbatch_translates_foreign_directives_which_is_why_we_refuse_them(
+    directive: str, name: str, slurm_ready: str, lab_env: dict[str, str]
+) -> None:
+    script = f"#!/bin/sh\n{directive}\necho done\n"
+    home = Path(lab_env.get("NAS_ROOT", "/mnt/test-k8s")) / "home" / "alice"
+    assert sbatch_name(home, script) == name
+    assert [p.line for p in parse_script(script).problems] == [2]
