@@ -145,6 +145,14 @@ def _receipt(jobs: Path, name: str) -> dict[str, object]:
     return data
 
 
+def _tidy(jobs: Path, run_id: str) -> None:
+    """Remove this run's files from submitted/ and failed/; called only when a test passed,
+    so a failure leaves its evidence on the NAS."""
+    for folder in (jobs / "submitted", jobs / "failed"):
+        for path in folder.glob(f"{run_id}-*"):
+            path.unlink()
+
+
 def _job_user(job_id: int) -> str:
     text = _slurm("scontrol", "show", "job", str(job_id))
     # "UserId=alice(2001) GroupId=..."
@@ -166,6 +174,7 @@ def test_hello_dropped_by_alice_becomes_alices_job_with_a_receipt(
     assert _job_user(job_id) == "alice"
     assert (jobs_dir / "submitted" / name).read_text() == content
     assert not (jobs_dir / "submit" / name).exists()
+    _tidy(jobs_dir, run_id)
 
 
 def test_a_file_in_a_users_sub_folder_is_submitted_too(
@@ -185,6 +194,7 @@ def test_a_file_in_a_users_sub_folder_is_submitted_too(
     cancel_later(job_id)
     assert _job_user(job_id) == "alice"
     run_as("alice", ["rmdir", str(folder)], check=True)
+    _tidy(jobs_dir, run_id)
 
 
 def test_a_bad_file_lands_in_failed_with_its_reasons(
@@ -199,6 +209,7 @@ def test_a_bad_file_lands_in_failed_with_its_reasons(
     assert "uid" in error
     assert (jobs_dir / "failed" / name).read_text() == BAD_TEXT
     assert not (jobs_dir / "submit" / name).exists()
+    _tidy(jobs_dir, run_id)
 
 
 def test_a_hundred_files_at_once_are_each_accounted_for_once(
@@ -248,3 +259,4 @@ def test_a_hundred_files_at_once_are_each_accounted_for_once(
     comments = [line.split("|", 1)[1].strip() for line in listing.splitlines() if "|" in line]
     ours = [c for c in comments if c.removeprefix("slurmk8s-key=") in keys]
     assert len(ours) == len(set(ours)) == len(good)
+    _tidy(jobs_dir, run_id)
