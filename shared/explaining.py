@@ -21,6 +21,7 @@ from shared.podfacts import PodEvent, PodFacts
 from shared.slurmctl import AccountingRecord, JobRecord, SlurmCtl, gpu_count
 
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+_NOT_ENDED = frozenset({"PENDING", "RUNNING", "CONFIGURING", "SUSPENDED", "REQUEUED"})
 _SHOWN_FIELDS = (
     ("Partition", "Partition"),
     ("Node", "NodeList"),
@@ -181,25 +182,18 @@ def _running(ex: Explanation) -> str:
     return f"Pod {pod.name} is {pod.phase}; the job step is finishing"
 
 
-def render(ex: Explanation) -> str:
-    """The page: heading, diagnosis, Slurm, priority, Pod, events, summary, notes."""
-    job = ex.job
-    name = job.get("JobName") if job else ""
-    user = job.user if job else (ex.acct.user if ex.acct else "")
-    lines = [
-        f"Job {ex.job_id}{f' ({name})' if name else ''}{f', user {user}' if user else ''}: "
-        f"{ex.state}",
-        f"Diagnosis: {diagnose(ex)}",
-        "",
-        "Slurm",
-    ]
+def _slurm_lines(ex: Explanation) -> list[str]:
+    job, lines = ex.job, ["Slurm"]
     if job is not None:
-        reason = job.reason or "None"
         lines.append(
-            f"  State: {job.state} (reason: {reason})  Exit code: {job.get('ExitCode') or '-'}"
-            f"  Restarts: {job.restarts}"
+            f"  State: {job.state} (reason: {job.reason or 'None'})"
+            f"  Exit code: {job.get('ExitCode') or '-'}  Restarts: {job.restarts}"
         )
-        lines += [f"  {label}: {job.get(key)}" for label, key in _SHOWN_FIELDS if job.get(key)]
+        for label, key in _SHOWN_FIELDS:
+            if job.get(key):
+                # Before the end, EndTime is when the time limit would end the job.
+                shown = "Ends by" if key == "EndTime" and job.state in _NOT_ENDED else label
+                lines.append(f"  {shown}: {job.get(key)}")
     if ex.acct is not None:
         lines.append(
             f"  Accounting: {ex.acct.state}, exit {ex.acct.exit_code}, "
@@ -213,18 +207,30 @@ def render(ex: Explanation) -> str:
     if ex.gpu_holders:
         holders = ", ".join(f"{j} ({g})" for j, g in ex.gpu_holders)
         lines.append(f"  GPUs held by running jobs: {holders}")
-    lines += ["", f"Pod {JOB_NAMESPACE}/{ex.pod_name}" if ex.pod_name else "Pod"]
+    return lines
+
+
+def _container_state(pod: PodFacts) -> str:
+    if pod.exit_code is not None:
+        state = f"terminated, exit {pod.exit_code}"
+    elif pod.reason:
+        state = "waiting"
+    elif pod.started_at:
+        state = f"running since {pod.started_at}"
+    else:
+        state = "-"
+    if pod.reason:
+        state += f" ({pod.reason}{': ' + pod.message if pod.message else ''})"
+    return state
+
+
+def _pod_lines(ex: Explanation) -> list[str]:
+    lines = [f"Pod {JOB_NAMESPACE}/{ex.pod_name}" if ex.pod_name else "Pod"]
     pod = ex.pod
     if pod is not None:
-        container = (
-            f"terminated, exit {pod.exit_code}"
-            if pod.exit_code is not None
-            else ("waiting" if pod.reason else "-")
-        )
-        reason = f" ({pod.reason}{': ' + pod.message if pod.message else ''})" if pod.reason else ""
         lines += [
             f"  Phase: {pod.phase}{'  (being deleted)' if pod.terminating else ''}",
-            f"  Container: {container}{reason}",
+            f"  Container: {_container_state(pod)}",
             f"  Node: {pod.node or '-'}  GPUs: {pod.gpus}",
             f"  Image: {pod.image}",
             f"  Digest: {pod.image_digest or '-'}",
@@ -240,6 +246,23 @@ def render(ex: Explanation) -> str:
             + (f" (x{e.count})" if e.count > 1 else "")
             for e in ex.events[-15:]
         ]
+    return lines
+
+
+def render(ex: Explanation) -> str:
+    """The page: heading, diagnosis, Slurm, priority, Pod, events, summary, notes."""
+    job = ex.job
+    name = job.get("JobName") if job else ""
+    user = job.user if job else (ex.acct.user if ex.acct else "")
+    lines = [
+        f"Job {ex.job_id}{f' ({name})' if name else ''}{f', user {user}' if user else ''}: "
+        f"{ex.state}",
+        f"Diagnosis: {diagnose(ex)}",
+        "",
+        *_slurm_lines(ex),
+        "",
+        *_pod_lines(ex),
+    ]
     if ex.summary is not None:
         lines += ["", f"Summary ({ex.summary_path})"]
         lines += [f"  {k}: {v}" for k, v in sorted(ex.summary.items()) if v not in ("", None)]
