@@ -14,7 +14,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,3 +191,23 @@ def test_next_hook_delivers_what_an_outage_left_behind(
     got = receive(events, 2, job_env["SLURM_JOB_ID"])
     assert sorted(d["body"]["type"] for d in got) == ["job.ended", "job.started"]
     assert spooled(job_env) == []
+
+
+def test_slurmd_runs_the_hooks_for_a_real_job(
+    installed: None,
+    events: Events,
+    slurm_ready: str,
+    run_as: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    done = run_as(
+        "alice",
+        ["sbatch", "--parsable", "--gres=gpu:1", "-o", "/dev/null", "--wrap", "true"],
+    )
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip().split(";")[0]
+    got = receive(events, 2, job_id, wait_s=90)
+    assert [d["body"]["type"] for d in got] == ["job.started", "job.ended"]
+    body = got[0]["body"]
+    assert (body["user"], body["uid"], body["node"]) == ("alice", 2001, slurm_ready)
+    assert body["gpus"] != "", "SLURM_JOB_GPUS reaches the prolog"
+    assert got[0]["message_id"] != got[1]["message_id"]
