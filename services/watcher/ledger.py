@@ -3,7 +3,8 @@
 One JSON object a line in ``<state_dir>/watcher/published.jsonl``, appended and fsynced only
 after the broker confirmed the message. A crash between the confirm and the append publishes
 that file again after restart; that is harmless, because the validator is idempotent on the
-message's key (path + sha256). A torn last line from a crash is skipped on load.
+event (the same path, content and mtime give the same submission key, looked up before any
+sbatch). A torn last line from a crash is skipped on load.
 
 Entries whose file has left submit/ (the validator moved it) are forgotten after a grace
 period and the file is compacted. A lock file makes a second watcher on the same NAS wait as

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import NamedTuple
 
 # Names editors, downloaders and copy tools use while a file is not finished, and the names
 # the validator itself writes (an .error or receipt dropped back into submit/ is not a job).
 IGNORED_SUFFIXES = (".tmp", ".part", ".swp", ".swo", ".swx", "~", ".error", ".receipt.json")
-MAX_DEPTH = 2  # submit/<file> is depth 1, submit/<folder>/<file> depth 2
 
 
 def is_job_name(name: str) -> bool:
@@ -31,14 +29,6 @@ def is_job_name(name: str) -> bool:
 def is_job_folder(name: str) -> bool:
     """Whether a sub-folder of submit/ is searched for job files (hidden ones are not)."""
     return bool(name) and not name.startswith(".")
-
-
-def is_job_path(relative: PurePosixPath) -> bool:
-    """Whether a path relative to submit/ is a job file by name and depth."""
-    parts = relative.parts
-    if not 1 <= len(parts) <= MAX_DEPTH:
-        return False
-    return all(is_job_folder(p) for p in parts[:-1]) and is_job_name(parts[-1])
 
 
 class Signature(NamedTuple):

@@ -149,7 +149,7 @@ class Watcher:
     ledger: Ledger
     publish: Publish
     clock: Callable[[], float] = time.monotonic
-    polling: bool = False
+    polling: bool = field(init=False, default=False)
     tracker: StabilityTracker = field(init=False)
     _next_rescan: float = field(init=False, default=0.0)
     _broker_wait_until: float = field(init=False, default=0.0)
@@ -194,7 +194,7 @@ class Watcher:
         self._next_rescan = self.clock()
         changes_seen = watchfiles.watch(
             self.submit_dir,
-            watch_filter=None,  # our own rules decide (scanning.is_job_path), on listings
+            watch_filter=None,  # scanning's rules decide, on listings, not on events
             debounce=self.settings.tick_ms,
             step=50,
             stop_event=stop,
@@ -295,8 +295,9 @@ class Watcher:
                 _log.error("watcher.publish_failed", path=item.stat.path, error=str(exc))
                 self._broker_wait_until = self.clock() + self.settings.broker_retry_s
                 break
-            # Only after the confirm: a crash before this line re-publishes, which the
-            # validator absorbs (idempotent on path + sha256).
+            # Only after the confirm: a crash before this line publishes the same event again
+            # after restart, which the validator absorbs (same path, content and mtime make
+            # the same submission key).
             self.ledger.record(item.key)
             self.tracker.mark_handled(item.stat)
             published += 1

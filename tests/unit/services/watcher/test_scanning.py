@@ -1,5 +1,3 @@
-from pathlib import PurePosixPath
-
 import pytest
 
 from services.watcher.scanning import (
@@ -7,8 +5,8 @@ from services.watcher.scanning import (
     HashedFile,
     PublishedKey,
     StabilityTracker,
+    is_job_folder,
     is_job_name,
-    is_job_path,
     unpublished,
 )
 
@@ -48,19 +46,9 @@ def test_ignored_names(name: str) -> None:
     assert not is_job_name(name)
 
 
-@pytest.mark.parametrize(
-    ("relative", "expected"),
-    [
-        ("job.sh", True),
-        ("alice/job.sh", True),
-        ("alice/deeper/job.sh", False),
-        (".state/job.sh", False),
-        ("alice/.job.sh", False),
-        ("alice/job.sh.part", False),
-    ],
-)
-def test_job_paths_are_at_most_one_folder_deep(relative: str, expected: bool) -> None:
-    assert is_job_path(PurePosixPath(relative)) is expected
+@pytest.mark.parametrize(("name", "expected"), [("alice", True), (".state", False), ("", False)])
+def test_hidden_folders_are_not_searched(name: str, expected: bool) -> None:
+    assert is_job_folder(name) is expected
 
 
 def test_a_file_settles_after_the_window_and_is_reported_once() -> None:
