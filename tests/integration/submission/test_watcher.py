@@ -59,6 +59,7 @@ class Events:
         self.queue = declared.method.queue
         self.channel.queue_bind(self.queue, EVENTS_EXCHANGE, routing_key="file.detected")
         self.bodies: list[dict[str, object]] = []
+        self.message_ids: list[str] = []
         self.arrival: dict[str, float] = {}
 
     def poll(self) -> None:
@@ -66,8 +67,10 @@ class Events:
             method, _props, body = self.channel.basic_get(self.queue, auto_ack=True)
             if method is None:
                 return
-            data = json.loads(body)["body"]
+            envelope = json.loads(body)
+            data = envelope["body"]
             self.bodies.append(data)
+            self.message_ids.append(envelope["message_id"])
             self.arrival.setdefault(str(data["path"]), time.monotonic())
 
     def wait_until(
@@ -263,6 +266,24 @@ def test_the_periodic_rescan_finds_files_the_events_missed(
     missed.write_bytes(_job("missed"))
     body = events.wait_for(missed)
     assert body["sha256"] == _sha(missed)
+
+
+def test_a_lost_ledger_record_republishes_the_same_event(
+    nas: Path, submit: Path, events: Events, make_watcher: Callable[..., WatcherProcess]
+) -> None:
+    # A crash between the broker's confirm and the ledger append looks like this after
+    # restart: the file was published but not recorded. It is published again as the very
+    # same event (same message id, same key), which the validator deduplicates.
+    watcher = make_watcher()
+    job = submit / "job.sh"
+    job.write_bytes(_job("crash"))
+    events.wait_for(job)
+    assert watcher.stop() == 0
+    (nas / "slurm-jobs" / ".state" / "watcher" / "published.jsonl").unlink()
+    make_watcher()
+    events.wait_until(lambda: events.count(job) == 2, "the re-publish")
+    assert events.bodies[0] == events.bodies[1]
+    assert events.message_ids[0] == events.message_ids[1]
 
 
 def test_touching_a_file_publishes_nothing_new(
