@@ -103,6 +103,10 @@ def classify(job: SlurmJob | None, restart_count: int) -> RunStatus:
     return RunStatus.UNKNOWN
 
 
+def _epilog_running(job: SlurmJob | None) -> bool:
+    return job is not None and job.ctld_state == "COMPLETING" and job.acct_state in TERMINAL_STATES
+
+
 class SlurmPort(Protocol):
     """Slurm as the collector needs it."""
 
@@ -314,6 +318,10 @@ class Collector:
         with self._lock:
             job = self._slurm.job(run.job_id)
             status = classify(job, run.restart_count)
+            if status is RunStatus.ACTIVE and from_epilog and _epilog_running(job):
+                # slurmctld says COMPLETING while the epilog that sent this event still runs,
+                # but accounting already has the final state: the batch step is over.
+                status = RunStatus.FINISHED
             if status is RunStatus.ACTIVE:
                 if from_epilog:
                     raise TransientError(

@@ -218,11 +218,24 @@ def test_missing_footer_is_appended_once_with_the_outcome() -> None:
     assert json.loads(files.summaries[OUT])["reason"] == "OOMKilled"
 
 
-def test_slurm_still_completing_is_retried_not_guessed() -> None:
-    collector, _, cluster, _ = make(job=replace(DONE, ctld_state="COMPLETING"))
+def test_slurm_not_yet_recording_the_end_is_retried_not_guessed() -> None:
+    lagging = replace(DONE, ctld_state="COMPLETING", acct_state="RUNNING")
+    collector, _, cluster, _ = make(job=lagging)
     with pytest.raises(TransientError):
         collector.handle(ended())
     assert cluster.deleted == []
+
+
+def test_completing_with_final_accounting_is_finished_for_the_epilogs_event() -> None:
+    # What the lab shows while the epilog runs: slurmctld COMPLETING, sacct COMPLETED.
+    collector, _, cluster, files = make(job=replace(DONE, ctld_state="COMPLETING"))
+    collector.handle(ended())
+    assert cluster.deleted == ["job-42-r0"]
+    assert json.loads(files.summaries[OUT])["state"] == "COMPLETED"
+    # ...but the reconcile, without the epilog's word, waits for slurmctld to finish too.
+    collector2, _, cluster2, _ = make(job=replace(DONE, ctld_state="COMPLETING"))
+    assert collector2.reconcile()[0].done is False
+    assert cluster2.deleted == []
 
 
 def test_epilog_event_for_a_job_slurm_forgot_still_cleans_up() -> None:
