@@ -195,8 +195,12 @@ class ValidatorHandler:
     ) -> Sequence[Envelope]:
         deps = self._deps
         assert job.data is not None
-        job_id = record.get("job_id") or deps.slurm.find_job(user=user, key=key)
+        job_id = record.get("job_id") or deps.slurm.find_job(
+            user=user, key=key, attempted="sbatch_started_at" in record
+        )
         if job_id is None:
+            # Recorded before sbatch runs: from now on a lost answer means "ask Slurm".
+            deps.journal.update(key, sbatch_started_at=deps.now().isoformat())
             try:
                 job_id = deps.slurm.submit(
                     job.data,

@@ -50,8 +50,12 @@ class Slurm(Protocol):
         """Submit as ``user``; return the job id."""
         ...
 
-    def find_job(self, *, user: str, key: str) -> int | None:
-        """The id of ``user``'s job carrying this submission key, if any."""
+    def find_job(self, *, user: str, key: str, attempted: bool) -> int | None:
+        """The id of ``user``'s job carrying this submission key, if any.
+
+        ``attempted`` says whether an earlier sbatch with this key may have run; only then
+        must accounting answer (a key that was never submitted cannot be there).
+        """
         ...
 
     def stdout_path(self, job_id: int) -> str | None:
@@ -158,11 +162,12 @@ class SlurmCli:
             raise SubmitRefused([f"sbatch printed no job id: {first!r} {stderr.strip()}"])
         return int(first)
 
-    def find_job(self, *, user: str, key: str) -> int | None:
+    def find_job(self, *, user: str, key: str, attempted: bool) -> int | None:
         """Look the key up in the queue, then in accounting.
 
         Raises:
-            TransientError: Slurm could not be asked (we must not guess "not found").
+            TransientError: Slurm could not be asked where the answer matters (we must not
+                guess "not found" for a key an earlier attempt may have submitted).
         """
         # --states=all: a job that already ended is still in slurmctld's memory (MinJobAge)
         # before accounting may have it; the default states would miss exactly that job.
@@ -172,19 +177,15 @@ class SlurmCli:
         found = _match_key(queue, key)
         if found is not None:
             return found
-        history = self._query(
-            [
-                "sacct",
-                "-X",
-                "-n",
-                "-P",
-                "--format=JobID,Comment",
-                "-u",
-                user,
-                "-S",
-                f"now-{self._lookback_days}days",
-            ]
-        )
+        argv = ["sacct", "-X", "-n", "-P", "--format=JobID,Comment", "-u", user]
+        try:
+            history = self._query([*argv, "-S", f"now-{self._lookback_days}days"])
+        except TransientError:
+            # slurmdbd down: if no sbatch ever ran with this key, there is nothing to find,
+            # and new submissions should not wait for accounting to come back.
+            if attempted:
+                raise
+            return None
         return _match_key(history, key)
 
     def stdout_path(self, job_id: int) -> str | None:

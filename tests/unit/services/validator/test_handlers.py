@@ -36,7 +36,10 @@ class FakeSlurm:
         self.jobs[key] = 100 + len(self.submitted)
         return self.jobs[key]
 
-    def find_job(self, *, user: str, key: str) -> int | None:
+    lookups: list[bool] = field(default_factory=list)
+
+    def find_job(self, *, user: str, key: str, attempted: bool) -> int | None:
+        self.lookups.append(attempted)
         return self.jobs.get(key)
 
     def stdout_path(self, job_id: int) -> str | None:
@@ -144,6 +147,15 @@ def test_redelivery_makes_no_second_job(nas: NasSettings) -> None:
     again = handler(event)
     assert len(slurm.submitted) == 1
     assert [e.message_id for e in again] == [e.message_id for e in first]
+
+
+def test_lookups_after_an_attempt_insist_on_an_answer(nas: NasSettings) -> None:
+    slurm = FakeSlurm()
+    event = drop(nas, "hello.sh", HELLO)
+    with pytest.raises(Crash):
+        ValidatorHandler(make_deps(nas, slurm, crash_at="after-sbatch"))(event)
+    ValidatorHandler(make_deps(nas, slurm))(event)
+    assert slurm.lookups == [False, True]
 
 
 @pytest.mark.parametrize("step", ["after-sbatch", "after-journal", "after-move"])
