@@ -123,24 +123,26 @@ class ValidatorHandler:
         """The owner's name and every problem with the file (empty when acceptable)."""
         policy = self._deps.policy
         if job.kind == "symlink":
-            return None, [Problem(line=0, message="is a symbolic link; copy the file itself")]
-        if job.kind == "other":
-            return None, [Problem(line=0, message="is not a regular file")]
-        if job.kind == "hardlink":
             return None, [
-                Problem(line=0, message="has other hard links; copy the file instead of linking")
+                Problem(line=0, message="the file is a symbolic link; copy the file itself")
             ]
+        if job.kind == "other":
+            return None, [Problem(line=0, message="this is not a regular file")]
+        if job.kind == "hardlink":
+            return None, [Problem(line=0, message="the file has other hard links; copy it instead")]
         user = self._deps.accounts(job.uid)
         if user is None:
             return None, [
-                Problem(line=0, message=f"is owned by uid {job.uid}, which has no account here")
+                Problem(
+                    line=0, message=f"the file is owned by uid {job.uid}, which has no account here"
+                )
             ]
         if job.uid == 0 and not policy.allow_root_owned_files:
             return None, [
                 Problem(
                     line=0,
-                    message="is owned by root; jobs run as the file's owner, so copy it in "
-                    "as yourself",
+                    message="the file is owned by root; jobs run as the file's owner, "
+                    "so copy it in as yourself",
                 )
             ]
         if job.data is None:
