@@ -866,17 +866,21 @@ function M.check_job_desc(job_desc, policy, user, problems)
   local where = " (set outside the script, e.g. on the sbatch command line)"
   local tasks = is_set(job_desc.num_tasks, NO_VAL) and job_desc.num_tasks or 1
   local per_task = is_set(job_desc.cpus_per_task, NO_VAL16) and job_desc.cpus_per_task or 1
-  local cpus = math.max(tasks * per_task, is_set(job_desc.min_cpus, NO_VAL) and job_desc.min_cpus or 0)
-  if cpus > policy.max_cpus and not mentions(problems, "CPUs; the limit") then
-    problem(found, 0, string.format("asks for %d CPUs; the limit is %d", cpus, policy.max_cpus) .. where)
-  end
   local gpus = math.max(tres_gpus(job_desc.tres_per_node), tres_gpus(job_desc.tres_per_job),
     tres_gpus(job_desc.tres_per_task) * tasks)
   if gpus > policy.max_gpus and not mentions(problems, "GPUs; the limit") then
     problem(found, 0, string.format("asks for %d GPUs; the limit is %d", gpus, policy.max_gpus) .. where)
   end
+  -- cpus_per_tres / mem_per_tres read like "gres:gpu:2" / "gres:gpu:9216" (per GPU, MB).
+  local cpus = math.max(tasks * per_task, is_set(job_desc.min_cpus, NO_VAL) and job_desc.min_cpus or 0,
+    tres_gpus(job_desc.cpus_per_tres) * gpus)
+  if cpus > policy.max_cpus and not mentions(problems, "CPUs; the limit") then
+    problem(found, 0, string.format("asks for %d CPUs; the limit is %d", cpus, policy.max_cpus) .. where)
+  end
   local mem = job_desc.min_mem_per_node
   if type(job_desc.min_mem_per_cpu) == "number" then mem = job_desc.min_mem_per_cpu * cpus end
+  local per_gpu = tres_gpus(job_desc.mem_per_tres) * gpus
+  if per_gpu > 0 and per_gpu > (mem or 0) then mem = per_gpu end
   if type(mem) == "number" and (mem == 0 or mem > policy.max_mem_mb)
       and not mentions(problems, "memory") then
     problem(found, 0, string.format("asks for %s of memory; the limit is %d MB",

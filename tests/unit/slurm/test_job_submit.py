@@ -107,6 +107,8 @@ def test_bad_job_is_refused_one_problem_per_line(tmp_path: Path) -> None:
         (("min_nodes=2", "max_nodes=4"), "file: multi-node jobs are not supported yet"),
         (("array_inx=0-999",), "file: the job array has 1000 tasks"),
         (("container=/tmp/oci",), "file: --container is not allowed"),
+        (("tres_per_job=gres:gpu:2", "mem_per_tres=gres:gpu:9216"), "file: asks for 18432 MB"),
+        (("tres_per_job=gres:gpu:2", "cpus_per_tres=gres:gpu:2"), "file: asks for 4 CPUs"),
         (("std_err=/etc/x",), "file: --error '/etc/x' (in /mnt/test-k8s/home/alice) is outside"),
     ],
 )
