@@ -1,0 +1,253 @@
+"""The launcher's decisions, free of I/O: job.started in, the run's objects out, PodLaunched back.
+
+Slurm, Kubernetes and the host's user database come in as ports, so unit tests use fakes. The
+handler is idempotent: every create tolerates "already exists", the handoff file is rewritten
+atomically, and a redelivered event (same job, same restart count) ends in the same state. An
+event for a run Slurm no longer runs (finished, gone, requeued since) is acknowledged and
+ignored: a Pod for it would hold the node's resources for nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.launcher import podspec
+from services.launcher.podspec import Manifest, RunSpec
+from services.launcher.slurmjob import JobDetails
+from shared.errors import PermanentError, ServiceError
+from shared.jobpods import JOB_NAMESPACE
+from shared.jobscript import extract_original_script, parse_script
+from shared.jobscript.resources import size_mb
+from shared.logs import get_logger
+from shared.messages import Envelope, JobStarted, PodLaunched
+
+_log = get_logger(__name__)
+
+
+class SlurmPort(Protocol):
+    """Slurm as the launcher needs it."""
+
+    def job(self, job_id: int) -> JobDetails | None:
+        """The job's allocation, or None when slurmctld does not know it (any more)."""
+
+    def batch_script(self, job_id: int) -> str:
+        """The batch script Slurm stored (our wrapper for #K8S_ jobs)."""
+
+    def set_admin_comment(self, job_id: int, text: str) -> None:
+        """Record text in the job's AdminComment."""
+
+
+@dataclass(frozen=True)
+class Created:
+    """What the cluster answered for one Pod: its uid and current phase."""
+
+    uid: str
+    phase: str
+
+
+class ClusterPort(Protocol):
+    """The jobs namespace as the launcher needs it."""
+
+    def ensure(self, manifest: Manifest) -> str:
+        """Create the object unless it exists; return its uid."""
+
+    def ensure_pod(self, manifest: Manifest) -> Created:
+        """Create the Pod unless it exists; return its uid and phase."""
+
+    def handoff(self, spec: RunSpec, pod_uid: str, lifetime_s: int) -> None:
+        """Write the run's Pod-bound kubeconfig for the batch step (owner uid, mode 0400)."""
+
+
+class HostPort(Protocol):
+    """The head node's view of users (the same directory as the Slurm nodes)."""
+
+    def groups(self, user: str, gid: int) -> tuple[int, ...]:
+        """The user's groups (primary included), as ``id -G`` shows them."""
+
+    def home(self, user: str) -> str | None:
+        """The user's home on the NAS if it exists, else None."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Site choices for every Pod (from ``LauncherSettings``)."""
+
+    nas_root: str
+    default_shm_mb: int = 64
+    image_pull_policy: str = "Always"
+    termination_grace_s: int = 20
+    deadline_margin_s: int = 300
+    token_max_s: int = 7 * 24 * 3600
+
+
+def token_lifetime(job: JobDetails, token_max_s: int) -> int:
+    """The handoff token outlives the job's time limit by an hour (Pod-bound: dies with it)."""
+    if job.time_limit_s is None:
+        return token_max_s
+    return max(600, min(token_max_s, job.time_limit_s + 3600))
+
+
+def run_spec(
+    event: JobStarted,
+    job: JobDetails,
+    original: bytes,
+    *,
+    k8s_node: str,
+    groups: tuple[int, ...],
+    home: str | None,
+    defaults: Defaults,
+) -> RunSpec:
+    """Combine the event, Slurm's allocation and the script's #K8S_ directives (pure).
+
+    Raises:
+        PermanentError: the script has no usable #K8S_IMAGE (job_submit.lua should have refused).
+    """
+    text = original.decode("utf-8", errors="replace")
+    parsed = parse_script(text)
+    image = parsed.k8s_value("IMAGE")
+    if image is None or not image.value.strip():
+        raise PermanentError(f"job {event.job_id}: wrapped script without #K8S_IMAGE")
+    shm_mb = defaults.default_shm_mb
+    shm = parsed.k8s_value("SHM")
+    if shm is not None:
+        try:
+            shm_mb = size_mb(shm.value)
+        except ValueError:
+            _log.warning("ignoring unreadable #K8S_SHM", job_id=event.job_id, value=shm.value)
+    return RunSpec(
+        job_id=event.job_id,
+        restart_count=event.restart_count,
+        user=job.user or event.user,
+        uid=job.uid,
+        gid=job.gid,
+        groups=groups,
+        job_name=job.name,
+        partition=job.partition or event.partition,
+        slurm_node=event.node,
+        k8s_node=k8s_node,
+        cpus=job.cpus,
+        mem_mb=job.mem_mb,
+        gpus=job.gpus,
+        gpu_indices=event.gpus,
+        image=image.value.strip(),
+        script=text,
+        work_dir=job.work_dir,
+        nas_root=defaults.nas_root,
+        shm_mb=shm_mb,
+        time_limit_s=job.time_limit_s,
+        home=home,
+        array_job_id=job.array_job_id,
+        array_task_id=job.array_task_id,
+        image_pull_policy=defaults.image_pull_policy,
+        termination_grace_s=defaults.termination_grace_s,
+        deadline_margin_s=defaults.deadline_margin_s,
+    )
+
+
+def skip_reason(event: JobStarted, job: JobDetails | None) -> str | None:
+    """Why this event must not create a Pod (None: go ahead)."""
+    if job is None:
+        return "Slurm no longer knows the job"
+    if job.restarts != event.restart_count:
+        return f"the job is at restart {job.restarts}, the event is for {event.restart_count}"
+    if not job.runnable:
+        return f"the job is {job.state}"
+    return None
+
+
+class Launcher:
+    """The launcher's queue handler, over injected ports.
+
+    Args:
+        slurm: the job's allocation, script and notes.
+        cluster: object creation and the handoff.
+        host: users' groups and homes.
+        defaults: site choices.
+        k8s_node: maps a Slurm node to its Kubernetes node.
+    """
+
+    def __init__(
+        self,
+        slurm: SlurmPort,
+        cluster: ClusterPort,
+        host: HostPort,
+        defaults: Defaults,
+        k8s_node: Callable[[str], str] = str,
+    ) -> None:
+        self._slurm = slurm
+        self._cluster = cluster
+        self._host = host
+        self._defaults = defaults
+        self._k8s_node = k8s_node
+
+    def handle(self, envelope: Envelope) -> Sequence[Envelope]:
+        """Queue handler: create the run's objects for a job.started, ignore anything else."""
+        body = envelope.body
+        if not isinstance(body, JobStarted):
+            return ()
+        launched = self.launch(body)
+        return () if launched is None else (Envelope.wrap(launched),)
+
+    def launch(self, event: JobStarted) -> PodLaunched | None:
+        """Create (or find) the run's objects; None when there is nothing to run.
+
+        Raises:
+            TransientError: Slurm or Kubernetes is unreachable; the event is retried.
+            PermanentError: the job cannot be turned into a Pod.
+        """
+        job = self._slurm.job(event.job_id)
+        reason = skip_reason(event, job)
+        if reason is not None or job is None:
+            _log.info("no Pod for this event", job_id=event.job_id, reason=reason)
+            return None
+        original = extract_original_script(self._slurm.batch_script(event.job_id))
+        if original is None:
+            # A plain Slurm job (no #K8S_IMAGE): Slurm runs it itself.
+            return None
+        spec = run_spec(
+            event,
+            job,
+            original,
+            k8s_node=self._k8s_node(event.node),
+            groups=self._host.groups(job.user, job.gid),
+            home=self._host.home(job.user),
+            defaults=self._defaults,
+        )
+        sa_uid = self._cluster.ensure(podspec.service_account(spec))
+        owner = podspec.owner_reference(spec.name, sa_uid)
+        for manifest in (
+            podspec.config_map(spec, owner),
+            podspec.role(spec, owner),
+            podspec.role_binding(spec, owner),
+        ):
+            self._cluster.ensure(manifest)
+        created = self._cluster.ensure_pod(podspec.pod(spec, owner))
+        self._cluster.handoff(spec, created.uid, token_lifetime(job, self._defaults.token_max_s))
+        self._note(job, f"pod={JOB_NAMESPACE}/{spec.name} phase={created.phase or 'Pending'}")
+        _log.info(
+            "pod launched",
+            job_id=event.job_id,
+            restart_count=event.restart_count,
+            pod=spec.name,
+            node=spec.k8s_node,
+            image=spec.image,
+        )
+        return PodLaunched(
+            job_id=event.job_id,
+            restart_count=event.restart_count,
+            namespace=JOB_NAMESPACE,
+            pod_name=spec.name,
+            node=spec.k8s_node,
+        )
+
+    def _note(self, job: JobDetails, text: str) -> None:
+        # The note is for people; a job that ended meanwhile or a busy slurmctld must not
+        # undo a launch that succeeded (the watcher updates it again on the next phase).
+        if job.admin_comment == text:
+            return
+        try:
+            self._slurm.set_admin_comment(job.job_id, text)
+        except ServiceError as exc:
+            _log.warning("AdminComment not updated", job_id=job.job_id, error=str(exc))

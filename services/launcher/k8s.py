@@ -1,0 +1,222 @@
+"""The launcher's Kubernetes boundary: create-or-get each run object, and the handoff file.
+
+Creates are idempotent: 409 (the object exists, e.g. a redelivered event or a crash between
+two creates) reads the existing object instead. The handoff is a kubeconfig holding a token
+from the TokenRequest API, bound to the run's Pod (it stops working when the Pod is deleted)
+and scoped by the run's Role to that Pod. It is written where only its owner can read it:
+a temporary file opened with O_EXCL|O_NOFOLLOW (no symlink or pre-created file can redirect
+root's write), chowned to the job's uid:gid, mode 0400, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from services.launcher.handlers import Created
+from services.launcher.podspec import Manifest, RunSpec
+from services.launcher.watching import PodSeen, run_of
+from shared.errors import TransientError
+from shared.jobpods import JOB_NAMESPACE, LABEL_MANAGED, MANAGED_BY, handoff_dir, handoff_path
+from shared.kube import KubeConflict, RateLimiter, api_call
+from shared.podfacts import facts_of
+
+HANDOFF_DIR_MODE = 0o711
+"""Users may open their own file by name but not list the others'."""
+
+
+class KubeRuns:
+    """``ClusterPort`` over the Kubernetes API.
+
+    Args:
+        api: an API client (``shared.kube.api_client``).
+        limiter: client-side rate limit shared by every call.
+        state_dir: the services' bookkeeping folder on the NAS (``NasSettings.state_dir``).
+        api_server: URL for the batch step; "" means this client's own.
+        namespace: the jobs namespace.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        limiter: RateLimiter,
+        state_dir: Path,
+        api_server: str = "",
+        namespace: str = JOB_NAMESPACE,
+    ) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._rbac = client.RbacAuthorizationV1Api(api)
+        self._limiter = limiter
+        self._state_dir = state_dir
+        self._api_server = api_server
+        self._namespace = namespace
+
+    def _create_or_read(self, create: Callable[[], Any], read: Callable[[], Any]) -> Any:
+        self._limiter.acquire()
+        try:
+            with api_call():
+                return create()
+        except KubeConflict:
+            self._limiter.acquire()
+            with api_call():
+                return read()
+
+    def ensure(self, manifest: Manifest) -> str:
+        """Create the object unless it exists; return its uid.
+
+        Raises:
+            TransientError: the API is unreachable or overloaded.
+            PermanentError: the API refused the object.
+        """
+        kind, name, ns = manifest["kind"], manifest["metadata"]["name"], self._namespace
+        core, rbac = self._core, self._rbac
+        calls: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+            "ServiceAccount": (
+                lambda: core.create_namespaced_service_account(
+                    ns, client.V1ServiceAccount.model_validate(manifest)
+                ),
+                lambda: core.read_namespaced_service_account(name, ns),
+            ),
+            "ConfigMap": (
+                lambda: core.create_namespaced_config_map(
+                    ns, client.V1ConfigMap.model_validate(manifest)
+                ),
+                lambda: core.read_namespaced_config_map(name, ns),
+            ),
+            "Role": (
+                lambda: rbac.create_namespaced_role(ns, client.V1Role.model_validate(manifest)),
+                lambda: rbac.read_namespaced_role(name, ns),
+            ),
+            "RoleBinding": (
+                lambda: rbac.create_namespaced_role_binding(
+                    ns, client.V1RoleBinding.model_validate(manifest)
+                ),
+                lambda: rbac.read_namespaced_role_binding(name, ns),
+            ),
+        }
+        create, read = calls[kind]
+        obj = self._create_or_read(create, read)
+        return str(obj.metadata.uid)
+
+    def ensure_pod(self, manifest: Manifest) -> Created:
+        """Create the Pod unless it exists; return its uid and phase."""
+        name, ns = manifest["metadata"]["name"], self._namespace
+        obj = self._create_or_read(
+            lambda: self._core.create_namespaced_pod(ns, client.V1Pod.model_validate(manifest)),
+            lambda: self._core.read_namespaced_pod(name, ns),
+        )
+        phase = obj.status.phase if obj.status is not None else ""
+        return Created(uid=str(obj.metadata.uid), phase=phase or "Pending")
+
+    def pods(self) -> list[PodSeen]:
+        """Every labelled Pod of the namespace, with its run (``PodLister``)."""
+        self._limiter.acquire()
+        with api_call():
+            listing = self._core.list_namespaced_pod(
+                self._namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
+            )
+        seen: list[PodSeen] = []
+        for item in listing.items:
+            run = run_of((item.metadata.labels if item.metadata else None) or {})
+            if run is not None:
+                seen.append(PodSeen(run[0], run[1], facts_of(item)))
+        return seen
+
+    def token(self, name: str, pod_uid: str, lifetime_s: int) -> str:
+        """A token of the run's ServiceAccount, bound to its Pod."""
+        body = client.AuthenticationV1TokenRequest.model_validate(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "audiences": [],
+                    "expirationSeconds": lifetime_s,
+                    "boundObjectRef": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": name,
+                        "uid": pod_uid,
+                    },
+                },
+            }
+        )
+        self._limiter.acquire()
+        with api_call():
+            answer = self._core.create_namespaced_service_account_token(name, self._namespace, body)
+        if answer.status is None or not answer.status.token:
+            raise TransientError(f"TokenRequest for {name} returned no token")
+        return answer.status.token
+
+    def handoff(self, spec: RunSpec, pod_uid: str, lifetime_s: int) -> None:
+        """Write the run's kubeconfig for the batch step (owner uid:gid, mode 0400)."""
+        token = self.token(spec.name, pod_uid, lifetime_s)
+        text = kubeconfig_text(
+            server=self._api_server or str(self._api.configuration.host),
+            ca_data=_ca_data(self._api.configuration),
+            token=token,
+            namespace=self._namespace,
+            user=spec.name,
+        )
+        write_owned_file(
+            handoff_path(self._state_dir, spec.job_id, spec.restart_count),
+            text.encode(),
+            spec.uid,
+            spec.gid,
+        )
+
+
+def _ca_data(configuration: Any) -> str:
+    path = getattr(configuration, "ssl_ca_cert", None)
+    if not path:
+        return ""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def kubeconfig_text(*, server: str, ca_data: str, token: str, namespace: str, user: str) -> str:
+    """A minimal kubeconfig (JSON is valid YAML, and needs no YAML library to write)."""
+    cluster: dict[str, Any] = {"server": server}
+    if ca_data:
+        cluster["certificate-authority-data"] = ca_data
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "slurm-k8s", "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "run",
+                "context": {"cluster": "slurm-k8s", "user": user, "namespace": namespace},
+            }
+        ],
+        "current-context": "run",
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def write_owned_file(path: Path, data: bytes, uid: int, gid: int) -> None:
+    """Atomically put ``data`` at ``path``, owned by uid:gid, mode 0400 (root writes it)."""
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if directory == handoff_dir(directory.parent):
+        os.chmod(directory, HANDOFF_DIR_MODE)
+    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, 0o400)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)

@@ -1,0 +1,46 @@
+"""The head node's user database, as the launcher needs it: groups and NAS homes.
+
+The launcher runs where Slurm's users resolve (same passwd/group source as the nodes), so the
+Pod gets the same supplementary groups the job would have had on the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+from pathlib import Path
+
+from shared.errors import PermanentError
+
+
+class HostUsers:
+    """``HostPort`` over ``pwd``/``os.getgrouplist``.
+
+    Args:
+        nas_root: where the NAS is mounted; homes are looked for in ``<nas_root>/home/<user>``.
+    """
+
+    def __init__(self, nas_root: Path) -> None:
+        self._nas_root = nas_root
+
+    def groups(self, user: str, gid: int) -> tuple[int, ...]:
+        """The user's groups, primary first.
+
+        Raises:
+            PermanentError: the user is unknown on this host (identities are out of sync).
+        """
+        try:
+            return tuple(os.getgrouplist(user, gid))
+        except (KeyError, OSError) as exc:
+            raise PermanentError(f"user {user!r} is unknown on the launcher's host") from exc
+
+    def home(self, user: str) -> str | None:
+        """``<nas>/home/<user>`` or the passwd home when it lies on the NAS; None otherwise."""
+        candidates = [self._nas_root / "home" / user]
+        with contextlib.suppress(KeyError):
+            candidates.append(Path(pwd.getpwnam(user).pw_dir))
+        for path in candidates:
+            if path.is_relative_to(self._nas_root) and path.is_dir():
+                return str(path)
+        return None

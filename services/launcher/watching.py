@@ -1,0 +1,154 @@
+"""Keeps each running job's AdminComment in step with its Pod, and reports Pods that ended.
+
+Every few seconds the launcher lists the jobs namespace's labelled Pods (one list call for
+all runs, cheaper and simpler to make robust than a watch) and, for each run whose note
+changed, records ``pod=<ns>/<name> phase=<phase>[ reason=<reason>]`` on the job, so
+``scontrol show job`` tells the story while it unfolds: Pending, ErrImagePull, Running,
+Failed reason=OOMKilled. A Pod that ended, or will never start, is published once as
+``pod.finished`` so the collector records the reason in the job's comment while Slurm still
+accepts updates. Only the current run of a job that slurmctld shows running is noted; a
+finished job is never touched (slurmctld refuses it anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.launcher.slurmjob import JobDetails
+from shared.errors import ServiceError
+from shared.jobpods import LABEL_JOB_ID, LABEL_RESTART
+from shared.logs import get_logger
+from shared.messages import Envelope, PodFinished
+from shared.podfacts import PodFacts
+
+_log = get_logger(__name__)
+
+NEVER_STARTS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+"""Waiting reasons after which the runner gives up on the Pod (it may retry a pull briefly)."""
+
+
+@dataclass(frozen=True)
+class PodSeen:
+    """A labelled Pod and the run it belongs to."""
+
+    job_id: int
+    restart_count: int
+    facts: PodFacts
+
+
+def note_of(facts: PodFacts) -> str:
+    """The AdminComment for a Pod's current state."""
+    note = f"pod={facts.namespace}/{facts.name} phase={facts.phase or 'Unknown'}"
+    if facts.reason and facts.reason not in ("Completed",):
+        note += f" reason={facts.reason}"
+    if facts.exit_code is not None:
+        note += f" exit={facts.exit_code}"
+    return note
+
+
+def finished_event(seen: PodSeen) -> PodFinished | None:
+    """The pod.finished to publish, if the Pod ended or will never start."""
+    facts = seen.facts
+    ended = facts.phase in ("Succeeded", "Failed") or facts.terminated
+    if not ended and facts.reason not in NEVER_STARTS:
+        return None
+    return PodFinished(
+        job_id=seen.job_id,
+        restart_count=seen.restart_count,
+        namespace=facts.namespace,
+        pod_name=facts.name,
+        phase=facts.phase or "Unknown",
+        exit_code=facts.exit_code,
+        reason=" ".join(f"{facts.reason}: {facts.message}".split())[:300]
+        if facts.message
+        else facts.reason,
+    )
+
+
+class PodLister(Protocol):
+    """The labelled Pods of the jobs namespace."""
+
+    def pods(self) -> list[PodSeen]:
+        """Every labelled Pod with its run."""
+
+
+class JobNotes(Protocol):
+    """Slurm as the watcher needs it."""
+
+    def job(self, job_id: int) -> JobDetails | None:
+        """The job, or None."""
+
+    def set_admin_comment(self, job_id: int, text: str) -> None:
+        """Record text on the job."""
+
+
+class PodWatcher:
+    """One sweep at a time: note changes on jobs and publish ends.
+
+    Args:
+        lister: the labelled Pods.
+        slurm: job lookups and AdminComment updates.
+        publish: sends an envelope (e.g. ``Publisher.publish``).
+    """
+
+    def __init__(
+        self, lister: PodLister, slurm: JobNotes, publish: Callable[[Envelope], None]
+    ) -> None:
+        self._lister = lister
+        self._slurm = slurm
+        self._publish = publish
+        self._noted: dict[str, str] = {}
+        self._reported: set[str] = set()
+
+    def sweep(self) -> None:
+        """Look at every Pod once; failures are logged and retried on the next sweep."""
+        seen = self._lister.pods()
+        for pod in seen:
+            try:
+                self._one(pod)
+            except ServiceError as exc:
+                _log.warning("pod note skipped", pod=pod.facts.name, error=str(exc))
+        self._forget({p.facts.name for p in seen})
+
+    def _one(self, pod: PodSeen) -> None:
+        note = note_of(pod.facts)
+        name = pod.facts.name
+        event = finished_event(pod)
+        if self._noted.get(name) == note and (event is None or name in self._reported):
+            return
+        job = self._slurm.job(pod.job_id)
+        current = job is not None and job.restarts == pod.restart_count and job.state == "RUNNING"
+        if current and job is not None and job.admin_comment != note:
+            self._slurm.set_admin_comment(pod.job_id, note)
+        self._noted[name] = note
+        if event is not None and name not in self._reported:
+            if current:
+                self._publish(Envelope.wrap(event))
+            self._reported.add(name)
+
+    def _forget(self, names: Iterable[str]) -> None:
+        alive = set(names)
+        for name in list(self._noted):
+            if name not in alive:
+                del self._noted[name]
+        self._reported &= alive
+
+
+def run_of(labels: dict[str, str]) -> tuple[int, int] | None:
+    """(job id, restart count) from a Pod's labels; None if they are not ours."""
+    try:
+        return int(labels[LABEL_JOB_ID]), int(labels[LABEL_RESTART])
+    except (KeyError, ValueError):
+        return None

@@ -1,0 +1,216 @@
+"""``python -m services.runner``: the batch step of a ``#K8S_IMAGE`` job (see the package doc).
+
+Output, all into the job's ``--output`` (its stdout): header lines starting ``[slurm-k8s]``,
+the container's log, and a footer ``[slurm-k8s] outcome: …``. With a separate ``--error``
+file the container's stderr goes there when the API can split the streams. Diagnostics of
+the runner itself go to stderr. Exit codes: see ``services.runner.outcome``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from services.runner.config import RunnerSettings
+from services.runner.following import Follower, Output
+from services.runner.outcome import EXIT_CANCELLED, EXIT_LOST, PodJudge, Step, Verdict
+from shared.errors import PermanentError, ServiceError, TransientError
+from shared.jobpods import JOB_NAMESPACE, handoff_path, run_name
+from shared.podfacts import PodFacts
+
+if TYPE_CHECKING:  # the kubernetes client loads only once the Pod exists (fast start)
+    from services.runner.pod import RunPod
+
+TAG = "[slurm-k8s]"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Runner:
+    """Follows one run's Pod from the batch step.
+
+    Args:
+        settings: which run, and the timeouts.
+        out: the job's output (stdout).
+        err: the job's error stream (stderr), for a split stderr.
+        stop: set on SIGTERM.
+    """
+
+    def __init__(
+        self, settings: RunnerSettings, out: Output, err: Output, stop: threading.Event
+    ) -> None:
+        self._s = settings
+        self._out = out
+        self._err = err
+        self._stop = stop
+        self._name = run_name(settings.job_id, settings.restart_count)
+        self._followers: list[Follower] = []
+        self._ended = threading.Event()
+
+    def _say(self, text: str) -> None:
+        self._out.line(f"{TAG} {text}")
+
+    def _wait_for_handoff(self) -> Path | None:
+        path = handoff_path(self._s.state_dir, self._s.job_id, self._s.restart_count)
+        deadline = time.monotonic() + self._s.handoff_timeout_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            try:
+                if path.stat().st_size > 0:
+                    return path
+            except OSError:
+                pass
+            self._stop.wait(0.2)
+        return None
+
+    def run(self) -> int:
+        """Follow the Pod to its end; returns the batch step's exit code."""
+        s = self._s
+        self._say(
+            f"job {s.job_id} (restart {s.restart_count}) on node {s.node or '?'}: "
+            f"runs in Pod {JOB_NAMESPACE}/{self._name}; step started {_now_iso()}"
+        )
+        kubeconfig = self._wait_for_handoff()
+        if kubeconfig is None:
+            if self._stop.is_set():
+                return self._finish(Verdict(Step.FAIL, EXIT_CANCELLED, "Cancelled"))
+            return self._finish(
+                Verdict(
+                    Step.FAIL,
+                    EXIT_LOST,
+                    "NoPod",
+                    f"the launcher did not create the Pod within {s.handoff_timeout_s:.0f} s",
+                )
+            )
+        from services.runner.pod import RunPod
+
+        pod = RunPod(kubeconfig, self._name)
+        return self._follow(pod)
+
+    def _follow(self, pod: RunPod) -> int:
+        judge = PodJudge(self._s.pull_grace_s, self._s.start_timeout_s)
+        described = False
+        waiting_said = ""
+        api_trouble = 0
+        while True:
+            if self._stop.is_set():
+                return self._cancel(pod)
+            try:
+                facts = pod.read()
+            except TransientError as exc:
+                api_trouble += 1
+                if api_trouble in (1, 30):
+                    print(f"{TAG} Kubernetes API trouble (retrying): {exc}", file=sys.stderr)
+                self._stop.wait(self._s.poll_s)
+                continue
+            except PermanentError as exc:
+                # The Pod-bound token stops working when the Pod is deleted.
+                facts = None
+                print(f"{TAG} cannot read the Pod: {exc}", file=sys.stderr)
+            api_trouble = 0
+            if facts is not None and not described:
+                self._say(f"pod {facts.namespace}/{facts.name} image {facts.image}")
+                described = True
+            verdict = judge.observe(facts, time.monotonic())
+            if verdict.step is Step.WAIT and verdict.reason and verdict.reason != waiting_said:
+                waiting_said = verdict.reason
+                detail = f": {verdict.message}" if verdict.message else ""
+                self._say(f"waiting: {verdict.reason}{detail}")
+            if verdict.step in (Step.RUNNING, Step.FINISHED) and facts is not None:
+                self._start_following(pod, facts)
+            if verdict.step is Step.FINISHED:
+                self._ended.set()
+                self._drain()
+                return self._finish(verdict)
+            if verdict.step in (Step.FAIL, Step.REQUEUE):
+                self._ended.set()
+                if facts is not None:
+                    pod.delete(0)
+                self._drain()
+                return self._finish(verdict)
+            self._stop.wait(self._s.poll_s)
+
+    def _start_following(self, pod: RunPod, facts: PodFacts) -> None:
+        if self._followers:
+            return
+        digest = facts.image_digest or "unknown"
+        self._say(f"container started {facts.started_at or '?'}; image digest {digest}")
+        split = self._s.split_streams and self._separate_error_file()
+        streams: list[tuple[str | None, Output]] = (
+            [("Stdout", self._out), ("Stderr", self._err)] if split else [(None, self._out)]
+        )
+        for stream, out in streams:
+
+            def open_log(
+                follow: bool, since: int | None, stream: str | None = stream
+            ) -> Iterable[bytes]:
+                return pod.open_log(follow, since, stream)
+
+            follower = Follower(open_log, out, self._ended)
+            thread = threading.Thread(target=follower.run, name=f"log-{stream}", daemon=True)
+            thread.start()
+            self._followers.append(follower)
+
+    def _separate_error_file(self) -> bool:
+        try:
+            return not os.path.samefile("/proc/self/fd/1", "/proc/self/fd/2")
+        except OSError:
+            return False
+
+    def _drain(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for follower in self._followers:
+            follower.done.wait(max(0.0, deadline - time.monotonic()))
+
+    def _cancel(self, pod: RunPod) -> int:
+        try:
+            pod.delete(self._s.delete_grace_s)
+            deadline = time.monotonic() + self._s.gone_timeout_s
+            while time.monotonic() < deadline:
+                if pod.read() is None:
+                    break
+                time.sleep(0.5)
+        except ServiceError as exc:
+            print(f"{TAG} could not delete the Pod: {exc}", file=sys.stderr)
+        self._ended.set()
+        self._drain(timeout_s=3.0)
+        self._out.line(
+            f"{TAG} outcome: cancelled exit={EXIT_CANCELLED} (Slurm ended the job: scancel, "
+            "time limit or requeue; Pod deleted)"
+        )
+        return EXIT_CANCELLED
+
+    def _finish(self, verdict: Verdict) -> int:
+        self._out.line(verdict.footer)
+        return verdict.exit_code if verdict.exit_code is not None else 1
+
+
+def main() -> int:
+    """Entry point of the batch step."""
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    out = Output(sys.stdout.buffer)
+    try:
+        settings = RunnerSettings()
+    except ValueError as exc:
+        out.line(f"{TAG} outcome: Failed exit={EXIT_LOST} reason=NotASlurmJob: {exc}")
+        return EXIT_LOST
+    return Runner(settings, out, Output(sys.stderr.buffer), stop).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

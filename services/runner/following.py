@@ -1,0 +1,176 @@
+"""Following a container's log into the job's output: complete, in order, no line twice.
+
+The log is read with ``follow=true&timestamps=true``. A follow connection can drop (API
+server restart, kubelet hiccup, idle proxies) while the container keeps running; then the
+follower reconnects with ``sinceSeconds`` reaching a little before the last line it wrote
+(this client has no ``sinceTime``; a few seconds of overlap absorb clock differences) and
+drops what it already wrote: every line carries the kubelet's nanosecond timestamp, lines
+older than the last one written are skipped, and of the lines sharing the last timestamp
+exactly as many as were written are skipped. Byte counting (``limitBytes``) cannot resume
+from an offset, and ``tailLines`` cannot be combined with a stream selection, so timestamps
+are the one reliable key.
+
+When the container ends the kubelet closes the stream after the last line; one last
+non-following read then fills any gap a drop at that very moment left.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import BinaryIO
+
+from shared.errors import ServiceError
+
+Timestamp = tuple[int, int]
+"""(Unix seconds, nanoseconds) of a log line."""
+
+OpenLog = Callable[[bool, int | None], Iterable[bytes]]
+"""Opens the log: (follow, since_seconds) → chunks of bytes."""
+
+_TS = re.compile(rb"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z$")
+OVERLAP_S = 5
+
+
+def parse_timestamp(raw: bytes) -> Timestamp | None:
+    """RFC3339(Nano) UTC as the kubelet writes it → (seconds, nanoseconds); None if not one."""
+    match = _TS.match(raw)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    frac = (match.group(7) or b"").ljust(9, b"0")
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    return seconds, int(frac)
+
+
+class Dedup:
+    """Remembers the last line written, to drop what a reconnect sends again."""
+
+    def __init__(self) -> None:
+        self.last: Timestamp | None = None
+        self._at_last = 0
+        self._skip_at_last = 0
+
+    def reconnected(self) -> None:
+        """A new connection starts: lines up to the last one written come again."""
+        self._skip_at_last = self._at_last
+
+    def accept(self, ts: Timestamp | None) -> bool:
+        """Whether a line with this timestamp is new (lines without one are always new)."""
+        if ts is None or self.last is None or ts > self.last:
+            if ts is not None:
+                self.last, self._at_last, self._skip_at_last = ts, 1, 0
+            return True
+        if ts < self.last:
+            return False
+        if self._skip_at_last > 0:
+            self._skip_at_last -= 1
+            return False
+        self._at_last += 1
+        return True
+
+
+class Output:
+    """The job's output stream, shared by the follower and the runner's own lines."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._partial = False
+
+    def write(self, data: bytes) -> None:
+        """Write log bytes as they come (``tail -f`` sees them at once)."""
+        with self._lock:
+            self._stream.write(data)
+            self._stream.flush()
+            self._partial = not data.endswith(b"\n")
+
+    def line(self, text: str) -> None:
+        """One line of the runner's own, always on a line of its own."""
+        with self._lock:
+            prefix = b"\n" if self._partial else b""
+            self._stream.write(prefix + text.encode() + b"\n")
+            self._stream.flush()
+            self._partial = False
+
+
+class Follower:
+    """Copies one log stream (All, Stdout or Stderr) into an ``Output`` until told to stop.
+
+    Args:
+        open_log: opens the log stream.
+        out: where the lines go.
+        ended: set by the runner once the container has ended.
+        clock: wall clock (seconds), for ``sinceSeconds``.
+        retry_s: pause before reconnecting.
+    """
+
+    def __init__(
+        self,
+        open_log: OpenLog,
+        out: Output,
+        ended: threading.Event,
+        clock: Callable[[], float] = time.time,
+        retry_s: float = 1.0,
+    ) -> None:
+        self._open = open_log
+        self._out = out
+        self._ended = ended
+        self._clock = clock
+        self._retry_s = retry_s
+        self.dedup = Dedup()
+        self.errors: list[str] = []
+        self.done = threading.Event()
+
+    def _since(self) -> int | None:
+        if self.dedup.last is None:
+            return None
+        return max(1, math.ceil(self._clock() - self.dedup.last[0]) + OVERLAP_S)
+
+    def _copy(self, chunks: Iterable[bytes]) -> None:
+        pending = b""
+        for chunk in chunks:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self._emit(line + b"\n")
+        if pending:
+            self._emit(pending)
+
+    def _emit(self, raw: bytes) -> None:
+        stamp, sep, rest = raw.partition(b" ")
+        ts = parse_timestamp(stamp) if sep else None
+        if ts is None:
+            # Not a timestamped line (should not happen): keep it whole.
+            self._out.write(raw)
+            return
+        if self.dedup.accept(ts):
+            self._out.write(rest)
+
+    def run(self) -> None:
+        """Follow until the container has ended and its log is fully copied."""
+        try:
+            first = True
+            while True:
+                final = self._ended.is_set()
+                if not first:
+                    self.dedup.reconnected()
+                first = False
+                try:
+                    self._copy(self._open(not final, self._since()))
+                except (ServiceError, OSError) as exc:
+                    self.errors.append(str(exc))
+                    if final:
+                        return
+                    time.sleep(self._retry_s)
+                    continue
+                if final:
+                    return
+                if not self._ended.wait(timeout=0 if self._ended.is_set() else self._retry_s):
+                    continue
+        finally:
+            self.done.set()
