@@ -51,12 +51,16 @@ def sweep_forever(collector: Collector, interval_s: float, stop: threading.Event
 
 
 def main() -> int:
-    """Run until SIGTERM."""
+    """Run until SIGTERM; exit 2 on a configuration error."""
     telemetry = TelemetrySettings()
     configure_logging(telemetry, "collector")
     configure_telemetry(telemetry, "collector")
     settings = CollectorSettings()
-    collector = build(settings, NasSettings())
+    try:
+        collector = build(settings, NasSettings())
+    except Exception as exc:  # the Kubernetes client raises its own ConfigException
+        _log.error("cannot start: no usable Kubernetes credentials", error=str(exc))
+        return 2
     stop = install_stop_event()
     sweeper = threading.Thread(
         target=sweep_forever,
