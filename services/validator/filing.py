@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,31 @@ class Journal:
             raise TransientError(f"cannot write journal record {key}: {exc.strerror}") from exc
         return record
 
+    @contextlib.contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """Hold the key's lock while handling it, across processes (and NFS clients).
+
+        Two deliveries of one drop can be in flight at once (the watcher published it twice,
+        two validators consume the queue); without the lock both could find no job and both
+        run sbatch.
+
+        Raises:
+            TransientError: another validator holds it; retrying later finds its outcome.
+        """
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._directory / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise TransientError(f"cannot open lock {key}: {exc.strerror}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise TransientError(f"{key} is being handled elsewhere", delay=5) from exc
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def prune(self, *, older_than_s: float, now: float) -> int:
         """Forget finished records older than ``older_than_s``; return how many went.
 
@@ -216,6 +243,8 @@ class Journal:
                     continue
                 if "event" in self.read(path.stem):
                     path.unlink()
+                    with contextlib.suppress(FileNotFoundError):
+                        (self._directory / f"{path.stem}.lock").unlink()
                     removed += 1
             except (OSError, TransientError):
                 continue  # a record we cannot read now is looked at again next time

@@ -96,6 +96,10 @@ class ValidatorHandler:
         if not isinstance(event, FileDetected):
             raise PermanentError(f"validator got a {event.type} event")
         key = submission_key(event)
+        with self._deps.journal.locked(key):
+            return self._handle(event, key)
+
+    def _handle(self, event: FileDetected, key: str) -> Sequence[Envelope]:
         log = _log.bind(key=key, path=event.path)
         record = self._deps.journal.read(key)
         if "event" in record:

@@ -12,6 +12,7 @@ from services.validator.filing import (
     unique_destination,
     write_for_owner,
 )
+from shared.errors import TransientError
 
 pytestmark = pytest.mark.unit
 
@@ -112,3 +113,14 @@ def test_prune_forgets_only_old_finished_records(tmp_path: Path) -> None:
     now = (tmp_path / "fresh.json").stat().st_mtime
     assert journal.prune(older_than_s=3600, now=now) == 1
     assert sorted(p.stem for p in tmp_path.glob("*.json")) == ["fresh", "pending"]
+
+
+def test_a_key_is_handled_by_one_holder_at_a_time(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    with journal.locked("k"):
+        with pytest.raises(TransientError), Journal(tmp_path).locked("k"):
+            pass
+        with journal.locked("other"):
+            pass
+    with journal.locked("k"):
+        pass
