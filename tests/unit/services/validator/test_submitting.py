@@ -1,6 +1,17 @@
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from services.validator.submitting import _match_key, error_lines, is_transient
+from services.validator import submitting
+from services.validator.submitting import (
+    SlurmCli,
+    SubmitRefused,
+    _match_key,
+    error_lines,
+    is_transient,
+)
+from shared.errors import TransientError
 
 pytestmark = pytest.mark.unit
 
@@ -45,3 +56,81 @@ def test_keys_are_found_in_queue_and_accounting_listings() -> None:
     assert _match_key(listing, "bbb") == 13
     assert _match_key(listing, "ccc") == 14
     assert _match_key(listing, "zzz") is None
+
+
+class FakeRun:
+    """Stands in for subprocess.run: answers by program name, records what was run."""
+
+    def __init__(self, answers: dict[str, object]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[list[str], dict[str, object]]] = []
+
+    def __call__(self, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        self.calls.append((argv, kwargs))
+        program = argv[4] if argv[0] == "runuser" else argv[0]
+        answer = self.answers[program]
+        if isinstance(answer, BaseException):
+            raise answer
+        code, out, err = answer  # type: ignore[misc]
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def cli(monkeypatch: pytest.MonkeyPatch, answers: dict[str, object]) -> tuple[SlurmCli, FakeRun]:
+    fake = FakeRun(answers)
+    monkeypatch.setattr(submitting.subprocess, "run", fake)
+    return SlurmCli(timeout_s=5, query_timeout_s=5, lookback_days=7, slurm_conf="/etc/s.conf"), fake
+
+
+def test_submit_runs_sbatch_as_the_owner_with_the_bytes_on_stdin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slurm, fake = cli(monkeypatch, {"sbatch": (0, b"42;cluster\n", b"")})
+    job = slurm.submit(b"#!/bin/sh\n", user="alice", key="k1", cwd=Path("/h/alice"), job_name="x")
+    assert job == 42
+    argv, kwargs = fake.calls[0]
+    assert argv[:5] == ["runuser", "-u", "alice", "--", "sbatch"]
+    assert "--parsable" in argv
+    assert "--comment=slurmk8s-key=k1" in argv
+    assert "--job-name=x" in argv
+    assert kwargs["input"] == b"#!/bin/sh\n"
+    assert kwargs["cwd"] == Path("/h/alice")
+    env = kwargs["env"]
+    assert isinstance(env, dict)
+    assert not [k for k in env if k.startswith("SBATCH_")]
+    assert env["SLURM_CONF"] == "/etc/s.conf"
+    assert env["USER"] == "alice"
+
+
+def test_submit_failures_are_translated(monkeypatch: pytest.MonkeyPatch) -> None:
+    down = b"sbatch: error: Batch job submission failed: Unable to contact slurm controller\n"
+    slurm, _ = cli(monkeypatch, {"sbatch": (1, b"", down)})
+    with pytest.raises(TransientError):
+        slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
+    refused = (
+        b"sbatch: error: line 2: asks for 9 CPUs\nsbatch: error: Batch job submission failed\n"
+    )
+    slurm, _ = cli(monkeypatch, {"sbatch": (1, b"", refused)})
+    with pytest.raises(SubmitRefused) as exc:
+        slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
+    assert exc.value.reasons == ("line 2: asks for 9 CPUs", "Batch job submission failed")
+    slurm, _ = cli(monkeypatch, {"sbatch": subprocess.TimeoutExpired("sbatch", 5)})
+    with pytest.raises(TransientError):
+        slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
+
+
+def test_find_job_needs_accounting_only_after_an_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers: dict[str, object] = {
+        "squeue": (0, b"7|slurmk8s-key=other\n", b""),
+        "sacct": (1, b"", b"sacct: error: slurmdbd: Connection refused\n"),
+    }
+    slurm, _ = cli(monkeypatch, answers)
+    assert slurm.find_job(user="a", key="k", attempted=False) is None
+    with pytest.raises(TransientError):
+        slurm.find_job(user="a", key="k", attempted=True)
+    answers["sacct"] = (0, b"9|slurmk8s-key=k\n", b"")
+    assert slurm.find_job(user="a", key="k", attempted=True) == 9
+    answers["squeue"] = (1, b"", b"squeue: error: Unable to contact slurm controller\n")
+    with pytest.raises(TransientError):
+        slurm.find_job(user="a", key="k", attempted=False)
