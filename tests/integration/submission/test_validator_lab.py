@@ -144,6 +144,7 @@ def sbatch_as_alice(
 
 
 def jobs_with_key(key: str) -> list[str]:
+    """Distinct Slurm jobs carrying the key (array tasks count as their job)."""
     listing = subprocess.run(
         ["squeue", "--all", "--states=all", "--noheader", "--format=%i|%k"],
         capture_output=True,
@@ -151,7 +152,12 @@ def jobs_with_key(key: str) -> list[str]:
         check=True,
         timeout=60,
     ).stdout
-    return [line for line in listing.splitlines() if line.endswith(COMMENT_PREFIX + key)]
+    found = {
+        line.split("|")[0].split("_")[0]
+        for line in listing.splitlines()
+        if line.endswith(COMMENT_PREFIX + key)
+    }
+    return sorted(found)
 
 
 def show_job(job_id: int) -> str:

@@ -108,11 +108,13 @@ def jobs_with_key(key: str) -> list[int]:
         check=True,
         timeout=60,
     ).stdout
-    return [
-        int(line.split("|")[0].split("_")[0])
-        for line in listing.splitlines()
-        if line.endswith(COMMENT_PREFIX + key)
-    ]
+    return sorted(
+        {
+            int(line.split("|")[0].split("_")[0])
+            for line in listing.splitlines()
+            if line.endswith(COMMENT_PREFIX + key)
+        }
+    )
 
 
 def wait_for(done: Callable[[], bool], what: str) -> None:
