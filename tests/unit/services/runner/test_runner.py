@@ -1,0 +1,91 @@
+import io
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.runner.__main__ import Runner
+from services.runner.config import RunnerSettings
+from services.runner.following import Output
+from shared.jobpods import handoff_path
+from shared.podfacts import PodFacts
+
+pytestmark = pytest.mark.unit
+
+RUNNING = PodFacts(
+    "slurm-jobs",
+    "job-7-r0",
+    "Running",
+    image="alpine",
+    image_id="alpine@sha256:abc",
+    started_at="2026-01-01T00:00:00+00:00",
+)
+DONE = replace(RUNNING, phase="Succeeded", exit_code=0, reason="Completed")
+
+
+class FakePod:
+    def __init__(self, states: list[PodFacts | None]) -> None:
+        self.states = states
+        self.deleted: list[int] = []
+
+    def read(self) -> PodFacts | None:
+        if self.deleted:
+            return None
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+    def delete(self, grace_s: int) -> None:
+        self.deleted.append(grace_s)
+
+    def open_log(self, follow: bool, since_s: int | None, stream: str | None) -> Iterable[bytes]:
+        return [b"2026-01-01T00:00:01.1Z Hello from Slurm-K8s!\n"]
+
+
+def make(tmp_path: Path, stop: threading.Event | None = None) -> tuple[Runner, io.BytesIO]:
+    settings = RunnerSettings(SLURM_JOB_ID=7, NAS_ROOT=tmp_path, RUNNER_POLL=0.01)  # type: ignore[call-arg]
+    buf = io.BytesIO()
+    return Runner(settings, Output(buf), Output(io.BytesIO()), stop or threading.Event()), buf
+
+
+def test_follows_to_the_end_with_header_log_and_footer(tmp_path: Path) -> None:
+    runner, buf = make(tmp_path)
+    code = runner._follow(FakePod([RUNNING, RUNNING, DONE]))  # type: ignore[arg-type]
+    text = buf.getvalue().decode()
+    assert code == 0
+    assert "[slurm-k8s] pod slurm-jobs/job-7-r0 image alpine" in text
+    assert "image digest sha256:abc" in text
+    assert "Hello from Slurm-K8s!\n" in text
+    assert text.endswith("[slurm-k8s] outcome: Succeeded exit=0\n")
+
+
+def test_sigterm_deletes_the_pod_and_exits_143(tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    runner, buf = make(tmp_path, stop)
+    pod = FakePod([RUNNING])
+    assert runner._follow(pod) == 143  # type: ignore[arg-type]
+    assert pod.deleted == [10]
+    assert "outcome: cancelled exit=143" in buf.getvalue().decode()
+
+
+def test_pull_failure_deletes_the_pod_and_exits_125(tmp_path: Path) -> None:
+    runner, buf = make(tmp_path)
+    pull = replace(
+        RUNNING, phase="Pending", started_at="", reason="ErrImagePull", message="not found"
+    )
+    pod = FakePod([pull])
+    assert runner._follow(pod) == 125  # type: ignore[arg-type]
+    assert pod.deleted == [0]
+    assert "outcome: Failed exit=125 reason=ErrImagePull: not found" in buf.getvalue().decode()
+
+
+def test_waits_for_the_handoff(tmp_path: Path, monkeypatch: Any) -> None:
+    runner, _ = make(tmp_path)
+    path = handoff_path(tmp_path / "slurm-jobs" / ".state", 7, 0)
+    path.parent.mkdir(parents=True)
+    threading.Timer(0.3, lambda: path.write_text("{}")).start()
+    assert runner._wait_for_handoff() == path
+    assert os.path.exists(path)
