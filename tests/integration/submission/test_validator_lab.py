@@ -278,21 +278,37 @@ def _slurmctld_pid() -> int:
     return int(pids[0])
 
 
+class PausingSlurm(SlurmCli):
+    """Real Slurm, but slurmctld is paused (SIGSTOP) just before sbatch runs.
+
+    Pausing after the key lookup makes sbatch itself meet the unresponsive controller, which
+    is the failure this test is about. SIGSTOP is not a shutdown: slurmctld keeps its state
+    and resumes where it was, and sbatch sees what a hung or overloaded controller looks like.
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(timeout_s=15, query_timeout_s=15, lookback_days=7)
+        self.pid = pid
+        self.paused = False
+
+    def submit(self, script: bytes, *, user: str, key: str, cwd: Path, job_name: str) -> int:
+        os.kill(self.pid, signal.SIGSTOP)
+        self.paused = True
+        return super().submit(script, user=user, key=key, cwd=cwd, job_name=job_name)
+
+
 def test_slurmctld_not_answering_is_transient_and_the_file_waits(
     deps: ValidatorDeps, tree: NasSettings, cancel_later: Callable[[int], None]
 ) -> None:
     event = drop(tree, "hello.sh", (REPO / "examples" / "hello.sh").read_bytes())
     key = submission_key(event.body)  # type: ignore[arg-type]
-    impatient = replace(deps, slurm=SlurmCli(timeout_s=8, query_timeout_s=8, lookback_days=7))
-    pid = _slurmctld_pid()
-    # SIGSTOP (not a shutdown): the controller keeps its state and resumes where it was, and
-    # sbatch sees exactly what a hung or overloaded controller looks like.
-    os.kill(pid, signal.SIGSTOP)
+    pausing = PausingSlurm(_slurmctld_pid())
     try:
         with pytest.raises(TransientError):
-            ValidatorHandler(impatient)(event)
+            ValidatorHandler(replace(deps, slurm=pausing))(event)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        os.kill(pausing.pid, signal.SIGCONT)
+    assert pausing.paused, "sbatch was never reached"
     assert Path(event.body.path).exists()  # type: ignore[attr-defined]
     # The retry: the stalled submission may or may not have reached slurmctld; either way
     # there is exactly one job afterwards.
