@@ -13,6 +13,9 @@ REG_DIR="$LAB_STATE/registry"
 KUBELET_ROOT=/var/lib/kubelet              # device plugins only look under this path
 ADMIN_KUBECONFIG="$K8S_DIR/admin.kubeconfig"
 PAUSE_IMAGE="$REGISTRY/pause:3.10"
+# The node's InternalIP. The kubelet rejects loopback node IPs and then publishes no address at
+# all, so the apiserver could not reach it (logs, exec). A /32 on lo is local-only, like 127/8.
+LAB_NODE_IP=${LAB_NODE_IP:-10.255.255.1}
 POD_CIDR=10.244.0.0/24
 SERVICE_CIDR=10.96.0.0/16
 APISERVER=https://127.0.0.1:6443
@@ -36,8 +39,43 @@ start_daemon() { # NAME CMD ARGS...
   local name=$1; shift
   mkdir -p "$RUN_DIR" "$LAB_LOG"
   printf '\n===== %(%F %T)T starting %s\n' -1 "$*" >> "$LAB_LOG/$name.log"
-  setsid nohup "$@" >> "$LAB_LOG/$name.log" 2>&1 < /dev/null &
+  # 9>&-: the daemon must not inherit (and so hold forever) the up/down lock.
+  setsid nohup "$@" >> "$LAB_LOG/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$(pidfile "$name")"
+}
+
+# Our daemons that lost their pid file (e.g. two up.sh racing): the program is ours when its
+# binary lives in $LAB_CACHE or its command line names our state directory.
+orphans() { # EXE-PATH
+  local d pid exe
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    exe=$(readlink "$d/exe" 2>/dev/null) || continue
+    [ "$exe" = "$1" ] || continue
+    case $exe in "$LAB_CACHE"/*) echo "$pid"; continue ;; esac
+    tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -qF "$LAB_STATE" && echo "$pid"
+  done
+  return 0
+}
+
+kill_orphans() { # EXE-PATH
+  local pid
+  for pid in $(orphans "$1"); do
+    log "k8s: stopping stray $(basename "$1") (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+  done
+  for _ in $(seq 1 50); do [ -z "$(orphans "$1")" ] && return 0; sleep 0.2; done
+  for pid in $(orphans "$1"); do kill -9 "$pid" 2>/dev/null || true; done
+}
+
+# One up.sh/down.sh at a time: a second caller waits instead of racing the first.
+lab_k8s_lock() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/k8s.lock"
+  if ! flock -n 9; then
+    log "k8s: another lab/k8s up/down is running; waiting for it"
+    flock 9
+  fi
 }
 
 stop_daemon() { # NAME EXE-BASENAME

@@ -14,7 +14,10 @@ ca_ensure() {
 # cert NAME SUBJECT EKU [SANS]: EKU is clientAuth, serverAuth or both.
 cert() {
   local name=$1 subj=$2 eku=$3 sans=${4:-} ext
-  [ -s "$PKI/$name.crt" ] && [ -s "$PKI/$name.key" ] && return 0
+  # A changed SAN list (e.g. another node IP) re-issues the certificate.
+  if [ -s "$PKI/$name.crt" ] && [ -s "$PKI/$name.key" ] && [ "$(cat "$PKI/$name.sans" 2>/dev/null)" = "$sans" ]; then
+    return 0
+  fi
   ext=$(mktemp)
   {
     echo "basicConstraints=CA:FALSE"
@@ -26,6 +29,7 @@ cert() {
   openssl x509 -req -sha256 -days 3650 -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
     -CAcreateserial -out "$PKI/$name.crt" -extfile "$ext" 2>/dev/null
   rm -f "$ext" "$PKI/$name.csr"
+  printf '%s' "$sans" > "$PKI/$name.sans"
   chmod 600 "$PKI/$name.key"
   log "k8s: issued $name ($subj)"
 }
@@ -60,7 +64,7 @@ cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
 cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
 # Node name is part of the identity (NodeRestriction), so these are per node name.
 cert "kubelet-client-$LAB_NODE" "/O=system:nodes/CN=system:node:$LAB_NODE" clientAuth
-cert "kubelet-serving-$LAB_NODE" "/CN=$LAB_NODE" serverAuth "IP:127.0.0.1,DNS:$LAB_NODE,DNS:localhost"
+cert "kubelet-serving-$LAB_NODE" "/CN=$LAB_NODE" serverAuth "IP:$LAB_NODE_IP,IP:127.0.0.1,DNS:$LAB_NODE,DNS:localhost"
 cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
 if [ ! -s "$PKI/sa.key" ]; then
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null

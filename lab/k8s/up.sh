@@ -11,6 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=common.sh
 . "$here/common.sh"
 [ "$(id -u)" = 0 ] || die "k8s: run as root"
+lab_k8s_lock
 t0=$(date +%s)
 
 # ensure_daemon NAME EXE HEALTH-FN TIMEOUT [FILE...] -- CMD...
@@ -34,6 +35,7 @@ ensure_daemon() {
       stop_daemon "$name" "$exe"
     fi
   fi
+  kill_orphans "$(readlink -f "$1")"
   log "k8s: starting $name"
   start_daemon "$name" "$@"
   echo "$fp" > "$fpfile"
@@ -65,6 +67,10 @@ fi
 # Pods have no route out of this machine anyway (no masquerading); the kernel still needs
 # forwarding on for pod <-> host traffic across the bridge.
 sysctl -qw net.ipv4.ip_forward=1
+if ! ip -4 addr show dev lo | grep -q "inet $LAB_NODE_IP/"; then
+  ip addr add "$LAB_NODE_IP/32" dev lo
+  log "k8s: node IP $LAB_NODE_IP added to lo"
+fi
 
 # --- PKI and kubeconfigs -------------------------------------------------------------------
 # shellcheck source=pki.sh
@@ -161,7 +167,7 @@ ensure_daemon etcd etcd etcd_healthy 60 -- \
 FEATURE_GATES="PodLogsQuerySplitStreams=true"   # alpha in 1.37: split stdout/stderr pod logs
 # WHY --endpoint-reconciler-type=none: the reconciler refuses a loopback advertise address, and
 # the lab keeps the API on 127.0.0.1; nothing here routes the kubernetes Service (no kube-proxy).
-ensure_daemon kube-apiserver kube-apiserver apiserver_healthy 120 -- \
+ensure_daemon kube-apiserver kube-apiserver apiserver_healthy 120 "$PKI/apiserver.crt" -- \
   "$K8S_BIN/kube-apiserver" \
   --bind-address=127.0.0.1 --secure-port=6443 --advertise-address=127.0.0.1 \
   --endpoint-reconciler-type=none \
@@ -177,7 +183,7 @@ ensure_daemon kube-apiserver kube-apiserver apiserver_healthy 120 -- \
   --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
   --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
   --kubelet-certificate-authority="$PKI/ca.crt" \
-  --kubelet-preferred-address-types=InternalIP,Hostname \
+  --kubelet-preferred-address-types=InternalIP \
   --feature-gates="$FEATURE_GATES" \
   --profiling=false --v=1
 
@@ -205,7 +211,7 @@ ensure_daemon kube-scheduler kube-scheduler scheduler_healthy 60 -- \
 cat > "$K8S_DIR/kubelet-config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $LAB_NODE_IP
 port: 10250
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
@@ -242,11 +248,12 @@ oomScoreAdj: 0
 featureGates:
   PodLogsQuerySplitStreams: true
 YAML
-ensure_daemon kubelet kubelet kubelet_healthy 90 "$K8S_DIR/kubelet-config.yaml" -- \
+ensure_daemon kubelet kubelet kubelet_healthy 90 "$K8S_DIR/kubelet-config.yaml" \
+  "$PKI/kubelet-serving-$LAB_NODE.crt" -- \
   "$K8S_BIN/kubelet" \
   --config="$K8S_DIR/kubelet-config.yaml" \
   --kubeconfig="$K8S_DIR/kubelet.kubeconfig" \
-  --hostname-override="$LAB_NODE" --node-ip=127.0.0.1 \
+  --hostname-override="$LAB_NODE" --node-ip="$LAB_NODE_IP" \
   --root-dir="$KUBELET_ROOT" --v=1
 
 # --- fake GPUs -----------------------------------------------------------------------------
