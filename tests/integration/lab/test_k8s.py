@@ -1,0 +1,183 @@
+"""The lab's Kubernetes: a real single-node cluster (lab/k8s) that runs job pods the way the
+project needs them — restricted Pod Security, the NAS through the `nas` claim, fake GPUs from
+the device plugin, images from the lab registry — with exit codes and logs readable through
+the API.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "slurm-jobs"
+DEADLINE_S = 120
+
+
+@pytest.fixture
+def core(kubeconfig: str) -> Iterator[Any]:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubeconfig)
+    with api:
+        yield client.CoreV1Api(api)
+
+
+@pytest.fixture
+def registry(lab_env: dict[str, str]) -> str:
+    return lab_env.get("REGISTRY") or os.environ.get("REGISTRY") or "nas-hub.local:5407"
+
+
+@pytest.fixture
+def nas_root(lab_env: dict[str, str]) -> Path:
+    root = Path(lab_env.get("NAS_ROOT") or os.environ.get("NAS_ROOT") or "/mnt/test-k8s")
+    results = root / "results"
+    if not results.is_dir():
+        # Standalone runs only: normally lab/nas/up.sh has made the tree with its own modes.
+        results.mkdir(parents=True, exist_ok=True)
+        results.chmod(0o1777)
+    return root
+
+
+@pytest.fixture
+def pods(core: Any) -> Iterator[Callable[[dict[str, Any]], str]]:
+    """Creates pods in slurm-jobs and deletes them afterwards, whatever the test's outcome."""
+    created: list[str] = []
+
+    def _create(manifest: dict[str, Any]) -> str:
+        core.create_namespaced_pod(NAMESPACE, manifest)
+        created.append(manifest["metadata"]["name"])
+        return manifest["metadata"]["name"]
+
+    yield _create
+    for name in created:
+        try:
+            core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
+        except Exception:  # already gone is fine; cleanup must not mask the test's result
+            pass
+
+
+def _restricted_container(image: str, command: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "job",
+        "image": image,
+        "command": command,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 2001,
+            "runAsGroup": 2001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **extra,
+    }
+
+
+def _pod(name: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "lab-test"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 2001,
+                "runAsGroup": 2001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            **spec,
+        },
+    }
+
+
+def _wait(what: str, probe: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + DEADLINE_S
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(1)
+    pytest.fail(f"timed out after {DEADLINE_S}s waiting for {what}")
+
+
+def _terminated(core: Any, name: str) -> Any:
+    def probe() -> Any:
+        pod = core.read_namespaced_pod(name, NAMESPACE)
+        for cs in pod.status.container_statuses or []:
+            if cs.state and cs.state.terminated:
+                return cs.state.terminated
+        return None
+
+    return _wait(f"pod {name} to finish", probe)
+
+
+def test_node_ready_with_four_gpus(core: Any, lab_env: dict[str, str]) -> None:
+    node_name = lab_env.get("LAB_NODE") or os.uname().nodename.split(".")[0]
+    node = core.read_node(node_name)
+    ready = [c.status for c in node.status.conditions if c.type == "Ready"]
+    assert ready == ["True"]
+    assert node.status.allocatable.get("nvidia.com/gpu") == "4"
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_gpu_pod_writes_nas_as_user_and_reports_exit_and_logs(
+    core: Any, pods: Callable[[dict[str, Any]], str], registry: str, nas_root: Path, exit_code: int
+) -> None:
+    name = f"labtest-gpu-{uuid.uuid4().hex[:8]}"
+    out = nas_root / "results" / f"{name}.txt"
+    script = (
+        f"echo written-by-$(id -u) > {out} && "
+        'echo "gpus=$NVIDIA_VISIBLE_DEVICES" && '
+        "for d in $(echo $NVIDIA_VISIBLE_DEVICES | tr , ' '); do test -c /dev/fakegpu$d || exit 90; done; "
+        "echo to-stderr >&2; "
+        f"echo done-{name}; exit {exit_code}"
+    )
+    container = _restricted_container(
+        f"{registry}/alpine:latest",
+        ["/bin/sh", "-c", script],
+        resources={"limits": {"nvidia.com/gpu": "1", "cpu": "100m", "memory": "64Mi"}},
+        volumeMounts=[{"name": "nas", "mountPath": str(nas_root)}],
+    )
+    pods(_pod(name, container, volumes=[{"name": "nas", "persistentVolumeClaim": {"claimName": "nas"}}]))
+    try:
+        terminated = _terminated(core, name)
+        assert terminated.exit_code == exit_code, terminated
+        log = core.read_namespaced_pod_log(name, NAMESPACE)
+        assert f"done-{name}" in log
+        gpus = [line for line in log.splitlines() if line.startswith("gpus=")]
+        assert gpus and gpus[0] != "gpus=", log
+        assert out.read_text().strip() == "written-by-2001"
+        assert out.stat().st_uid == 2001
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def test_missing_image_reports_pull_error(
+    core: Any, pods: Callable[[dict[str, Any]], str], registry: str
+) -> None:
+    name = f"labtest-noimage-{uuid.uuid4().hex[:8]}"
+    pods(_pod(name, _restricted_container(f"{registry}/does-not-exist:1", ["/bin/true"])))
+
+    def waiting_reason() -> str | None:
+        pod = core.read_namespaced_pod(name, NAMESPACE)
+        for cs in pod.status.container_statuses or []:
+            if cs.state and cs.state.waiting and cs.state.waiting.reason in (
+                "ErrImagePull",
+                "ImagePullBackOff",
+            ):
+                return str(cs.state.waiting.reason)
+        return None
+
+    assert _wait(f"pod {name} to report an image pull error", waiting_reason)
