@@ -861,9 +861,10 @@ local function mentions(problems, pattern)
 end
 
 -- Problems the script's directives did not show (the script said -c 1, the command line -c 64).
-function M.check_job_desc(job_desc, policy, user, problems)
+function M.check_job_desc(job_desc, policy, user, problems, modifying)
   local found = {}
-  local where = " (set outside the script, e.g. on the sbatch command line)"
+  local where = modifying and " (scontrol update)"
+    or " (set outside the script, e.g. on the sbatch command line)"
   local tasks = is_set(job_desc.num_tasks, NO_VAL) and job_desc.num_tasks or 1
   local per_task = is_set(job_desc.cpus_per_task, NO_VAL16) and job_desc.cpus_per_task or 1
   local gpus = math.max(tres_gpus(job_desc.tres_per_node), tres_gpus(job_desc.tres_per_job),
@@ -904,7 +905,9 @@ function M.check_job_desc(job_desc, policy, user, problems)
   end
   local work_dir = job_desc.work_dir or "/"
   local roots = roots_for(policy, user)
-  local files = { { "output", job_desc.std_out or "slurm-%j.out" }, { "error", job_desc.std_err },
+  -- Unchanged (nil) on modify; on submit, nil means Slurm's default slurm-%j.out in work_dir.
+  local default_out = not modifying and "slurm-%j.out" or nil
+  local files = { { "output", job_desc.std_out or default_out }, { "error", job_desc.std_err },
                   { "input", job_desc.std_in } }
   for _, f in ipairs(files) do
     if f[2] and f[2] ~= "" then
@@ -992,6 +995,38 @@ function M.decide(job_desc, policy, user, syntax)
   end
   if #problems > 0 then return problems end
   job_desc.script = M.wrap_script(script)
+  -- The comment marks the job as ours for slurm_job_modify. The validator's key is kept;
+  -- a script's own --comment was refused above.
+  if job_desc.comment == nil or job_desc.comment == "" then job_desc.comment = M.COMMENT_MARK end
+  return nil
+end
+
+M.COMMENT_MARK = "slurmk8s"
+
+function M.is_slurm_k8s_job(job_rec)
+  return type(job_rec.comment) == "string" and starts(job_rec.comment, M.COMMENT_MARK)
+end
+
+-- `scontrol update` by the job's owner must not take a checked job outside the policy (users
+-- may change nodes, CPUs, memory, GRES, paths of their pending jobs). Root (the collector,
+-- recording a failure reason in the comment) and plain Slurm jobs are not checked.
+function M.decide_modify(job_desc, job_rec, policy, user, modify_uid)
+  if modify_uid == 0 or not M.is_slurm_k8s_job(job_rec) then return nil end
+  local problems = {}
+  if job_desc.comment ~= nil then
+    problem(problems, 0, "the comment of a slurm-k8s job holds its submission key and "
+      .. "cannot be changed")
+  end
+  local view = setmetatable({}, { __index = job_desc })
+  view.work_dir = job_desc.work_dir or job_rec.work_dir or "/"
+  if job_desc.work_dir and not M.is_under(M.canonical(job_desc.work_dir, "/"), roots_for(policy, user)) then
+    problem(problems, 0, "--chdir '" .. job_desc.work_dir .. "' is outside the folders you may use ("
+      .. table.concat(roots_for(policy, user), ", ") .. ")")
+  end
+  for _, p in ipairs(M.check_job_desc(view, policy, user, problems, true)) do
+    problems[#problems + 1] = p
+  end
+  if #problems > 0 then return problems end
   return nil
 end
 
@@ -1019,7 +1054,23 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 end
 
 function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
-  return slurm.SUCCESS
+  if modify_uid == 0 or not M.is_slurm_k8s_job(job_rec) then return slurm.SUCCESS end
+  local policy, err = M.load_policy(policy_path())
+  if policy == nil then
+    slurm.log_error("slurm-k8s: %s", err)
+    return slurm.ERROR
+  end
+  local user = M.user_name({}, job_rec.user_id or modify_uid)
+  local problems = M.decide_modify(job_desc, job_rec, policy, user, modify_uid)
+  if problems == nil then return slurm.SUCCESS end
+  local lines = {}
+  for i, p in ipairs(problems) do lines[i] = M.format_problem(p) end
+  -- Slurm 22.05 does not pass log_user text back from job_modify (fixed in 23.02); the
+  -- controller's log has the reasons.
+  slurm.log_info("slurm-k8s: refused a change to job %s by uid %d: %s",
+    tostring(job_rec.job_id), modify_uid, table.concat(lines, "; "))
+  slurm.log_user("%s", table.concat(lines, "\n"))
+  return slurm.ERROR
 end
 
 if slurm ~= nil and type(slurm.slurmk8s_expose) == "function" then slurm.slurmk8s_expose(M) end

@@ -209,7 +209,8 @@ def _match_key(listing: str, key: str) -> int | None:
     wanted = f"{COMMENT_PREFIX}{key}"
     for line in listing.splitlines():
         job, _, comment = line.strip().partition("|")
-        if comment.strip() == wanted:
+        # The collector appends "; reason=…" to a failed job's comment; the key stays first.
+        if comment.strip().split(";")[0].strip() == wanted:
             # Array jobs are listed as 123_4 or 123_[1-9]; the submission is job 123.
             base = job.split("_")[0].split("+")[0]
             if base.isdigit():

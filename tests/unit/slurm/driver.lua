@@ -3,7 +3,9 @@
 --   check  : print "line<TAB>message" for each problem of the script
 --   wrap   : print the wrapper for the script, byte for byte
 --   submit : call slurm_job_submit with a job_desc built from the fields; print
---            "rc=<code>", the user messages, then "script:" and the (maybe wrapped) script
+--            "rc=<code>", "comment=<comment>", the user messages, then "script:" and the (maybe wrapped) script
+--   modify : call slurm_job_modify; fields "rec.NAME=v" go to job_rec, "uid=N" is the
+--            modifying uid; prints "rc=<code>" and the user messages
 local lua_file, mode, policy_path, user, work_dir, script_file = arg[1], arg[2], arg[3], arg[4], arg[5], arg[6]
 local M
 local messages = {}
@@ -31,7 +33,23 @@ elseif mode == "submit" then
     job_desc[key] = tonumber(value) or value
   end
   local rc = slurm_job_submit(job_desc, {}, 2001)
-  io.write("rc=", rc, "\n")
+  io.write("rc=", rc, "\n", "comment=", tostring(job_desc.comment), "\n")
   for _, m in ipairs(messages) do io.write(m, "\n") end
   io.write("script:\n", job_desc.script)
+elseif mode == "modify" then
+  M.DEFAULT_POLICY_PATH = policy_path
+  local job_desc, job_rec, uid = {}, { user_id = 2001, work_dir = work_dir }, 2001
+  for i = 7, #arg do
+    local key, value = arg[i]:match("^([^=]+)=(.*)$")
+    if key == "uid" then
+      uid = tonumber(value)
+    elseif key:sub(1, 4) == "rec." then
+      job_rec[key:sub(5)] = tonumber(value) or value
+    else
+      job_desc[key] = tonumber(value) or value
+    end
+  end
+  local rc = slurm_job_modify(job_desc, job_rec, {}, uid)
+  io.write("rc=", rc, "\n")
+  for _, m in ipairs(messages) do io.write(m, "\n") end
 end

@@ -67,11 +67,18 @@ def test_lua_wrapper_equals_python_wrapper(tmp_path: Path) -> None:
         assert extract_original_script(wrapped) == script
 
 
-def submit(tmp_path: Path, script: bytes, *fields: str) -> tuple[str, list[str], str]:
+def submit_with_comment(
+    tmp_path: Path, script: bytes, *fields: str
+) -> tuple[str, list[str], str, str]:
     out = run_lua("submit", script, tmp_path, *fields)
     head, _, new_script = out.partition("script:\n")
     lines = head.splitlines()
-    return lines[0], lines[1:], new_script
+    return lines[0], lines[2:], new_script, lines[1].removeprefix("comment=")
+
+
+def submit(tmp_path: Path, script: bytes, *fields: str) -> tuple[str, list[str], str]:
+    rc, messages, new_script, _comment = submit_with_comment(tmp_path, script, *fields)
+    return rc, messages, new_script
 
 
 def test_plain_slurm_job_passes_untouched(tmp_path: Path) -> None:
@@ -84,6 +91,50 @@ def test_good_k8s_job_is_wrapped(tmp_path: Path) -> None:
     rc, messages, new_script = submit(tmp_path, hello, "cpus_per_task=1", "num_tasks=1")
     assert (rc, messages) == ("rc=0", [])
     assert extract_original_script(new_script) == hello
+
+
+def modify(tmp_path: Path, *fields: str) -> list[str]:
+    return run_lua("modify", b"", tmp_path, *fields).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (("min_nodes=2",), "file: multi-node jobs are not supported yet (scontrol update)"),
+        (("min_cpus=8",), "file: asks for 8 CPUs; the limit is 2 (scontrol update)"),
+        (("min_mem_per_node=64000",), "file: asks for 64000 MB of memory"),
+        (("tres_per_node=gres:gpu:8",), "file: asks for 8 GPUs; the limit is 4"),
+        (("std_out=/tmp/x.out",), "file: --output '/tmp/x.out' (in /mnt/test-k8s/home/alice)"),
+        (("work_dir=/tmp",), "file: --chdir '/tmp' is outside the folders you may use"),
+        (("comment=x",), "file: the comment of a slurm-k8s job holds its submission key"),
+    ],
+)
+def test_owner_cannot_update_a_slurm_k8s_job_out_of_policy(
+    tmp_path: Path, fields: tuple[str, ...], expected: str
+) -> None:
+    out = modify(tmp_path, "rec.comment=slurmk8s-key=abc", *fields)
+    assert out[0] == "rc=-1"
+    assert any(m.startswith(expected) for m in out[1:]), out
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ("rec.comment=slurmk8s", "time_limit=10", "std_out=/mnt/test-k8s/results/x"),
+        ("rec.comment=", "min_nodes=4"),  # a plain Slurm job
+        ("rec.comment=slurmk8s", "uid=0", "comment=slurmk8s; reason=OOMKilled"),  # root
+    ],
+)
+def test_allowed_updates(tmp_path: Path, fields: tuple[str, ...]) -> None:
+    assert modify(tmp_path, *fields) == ["rc=0"]
+
+
+def test_slurm_k8s_jobs_are_marked_in_their_comment_plain_jobs_are_not(tmp_path: Path) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    assert submit_with_comment(tmp_path, hello)[3] == "slurmk8s"
+    key = "comment=slurmk8s-key=0123"
+    assert submit_with_comment(tmp_path, hello, key)[3] == "slurmk8s-key=0123"
+    assert submit_with_comment(tmp_path, b"#!/bin/sh\necho\n")[3] == "nil"
 
 
 def test_bad_job_is_refused_one_problem_per_line(tmp_path: Path) -> None:

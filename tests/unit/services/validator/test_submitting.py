@@ -51,10 +51,15 @@ def test_error_lines_drop_the_prefix() -> None:
 
 
 def test_keys_are_found_in_queue_and_accounting_listings() -> None:
-    listing = "12|slurmk8s-key=aaa\n13_[1-9]|slurmk8s-key=bbb\n14_2|slurmk8s-key=ccc\n15|\n"
+    listing = (
+        "12|slurmk8s-key=aaa\n13_[1-9]|slurmk8s-key=bbb\n14_2|slurmk8s-key=ccc\n15|\n"
+        "16|slurmk8s-key=ddd; reason=OOMKilled\n17|slurmk8s-key=eeeX\n"
+    )
     assert _match_key(listing, "aaa") == 12
     assert _match_key(listing, "bbb") == 13
     assert _match_key(listing, "ccc") == 14
+    assert _match_key(listing, "ddd") == 16
+    assert _match_key(listing, "eee") is None
     assert _match_key(listing, "zzz") is None
 
 
