@@ -28,6 +28,9 @@ from shared.jobpods import JOB_NAMESPACE, LABEL_MANAGED, MANAGED_BY, handoff_dir
 from shared.kube import KubeConflict, RateLimiter, api_call
 from shared.podfacts import facts_of
 
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds: a starting or wedged API server must not hang the handler."""
+
 HANDOFF_DIR_MODE = 0o711
 """Users may open their own file by name but not list the others'."""
 
@@ -81,25 +84,37 @@ class KubeRuns:
         calls: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
             "ServiceAccount": (
                 lambda: core.create_namespaced_service_account(
-                    ns, client.V1ServiceAccount.model_validate(manifest)
+                    ns,
+                    client.V1ServiceAccount.model_validate(manifest),
+                    _request_timeout=REQUEST_TIMEOUT,
                 ),
-                lambda: core.read_namespaced_service_account(name, ns),
+                lambda: core.read_namespaced_service_account(
+                    name, ns, _request_timeout=REQUEST_TIMEOUT
+                ),
             ),
             "ConfigMap": (
                 lambda: core.create_namespaced_config_map(
-                    ns, client.V1ConfigMap.model_validate(manifest)
+                    ns,
+                    client.V1ConfigMap.model_validate(manifest),
+                    _request_timeout=REQUEST_TIMEOUT,
                 ),
-                lambda: core.read_namespaced_config_map(name, ns),
+                lambda: core.read_namespaced_config_map(name, ns, _request_timeout=REQUEST_TIMEOUT),
             ),
             "Role": (
-                lambda: rbac.create_namespaced_role(ns, client.V1Role.model_validate(manifest)),
-                lambda: rbac.read_namespaced_role(name, ns),
+                lambda: rbac.create_namespaced_role(
+                    ns, client.V1Role.model_validate(manifest), _request_timeout=REQUEST_TIMEOUT
+                ),
+                lambda: rbac.read_namespaced_role(name, ns, _request_timeout=REQUEST_TIMEOUT),
             ),
             "RoleBinding": (
                 lambda: rbac.create_namespaced_role_binding(
-                    ns, client.V1RoleBinding.model_validate(manifest)
+                    ns,
+                    client.V1RoleBinding.model_validate(manifest),
+                    _request_timeout=REQUEST_TIMEOUT,
                 ),
-                lambda: rbac.read_namespaced_role_binding(name, ns),
+                lambda: rbac.read_namespaced_role_binding(
+                    name, ns, _request_timeout=REQUEST_TIMEOUT
+                ),
             ),
         }
         create, read = calls[kind]
@@ -110,8 +125,10 @@ class KubeRuns:
         """Create the Pod unless it exists; return its uid and phase."""
         name, ns = manifest["metadata"]["name"], self._namespace
         obj = self._create_or_read(
-            lambda: self._core.create_namespaced_pod(ns, client.V1Pod.model_validate(manifest)),
-            lambda: self._core.read_namespaced_pod(name, ns),
+            lambda: self._core.create_namespaced_pod(
+                ns, client.V1Pod.model_validate(manifest), _request_timeout=REQUEST_TIMEOUT
+            ),
+            lambda: self._core.read_namespaced_pod(name, ns, _request_timeout=REQUEST_TIMEOUT),
         )
         phase = obj.status.phase if obj.status is not None else ""
         return Created(uid=str(obj.metadata.uid), phase=phase or "Pending")
@@ -121,7 +138,9 @@ class KubeRuns:
         self._limiter.acquire()
         with api_call():
             listing = self._core.list_namespaced_pod(
-                self._namespace, label_selector=f"{LABEL_MANAGED}={MANAGED_BY}"
+                self._namespace,
+                label_selector=f"{LABEL_MANAGED}={MANAGED_BY}",
+                _request_timeout=REQUEST_TIMEOUT,
             )
         seen: list[PodSeen] = []
         for item in listing.items:
@@ -150,7 +169,9 @@ class KubeRuns:
         )
         self._limiter.acquire()
         with api_call():
-            answer = self._core.create_namespaced_service_account_token(name, self._namespace, body)
+            answer = self._core.create_namespaced_service_account_token(
+                name, self._namespace, body, _request_timeout=REQUEST_TIMEOUT
+            )
         if answer.status is None or not answer.status.token:
             raise TransientError(f"TokenRequest for {name} returned no token")
         return answer.status.token

@@ -41,7 +41,7 @@ case $first in
     *) exec "$interp" "$@" "$script" ;;
     esac
   fi
-  echo "slurm-k8s: no ${interp:-interpreter} ${1:-} in the image; running with /bin/sh" >&2
+  echo "slurm-k8s: ${interp:-the interpreter} not in the image; running with /bin/sh" >&2
   ;;
 esac
 exec /bin/sh "$script"

@@ -13,9 +13,10 @@ from typing import Any
 
 from shared.jobpods import JOB_NAMESPACE
 from shared.kube import KubeNotFound, api_call, api_client
-from shared.podfacts import PodFacts, read_pod
+from shared.podfacts import PodFacts, facts_of
 
 CONTAINER = "job"
+READ_TIMEOUT = (5.0, 15.0)
 _CHUNK = 64 * 1024
 
 
@@ -38,14 +39,24 @@ class RunPod:
 
     def read(self) -> PodFacts | None:
         """The Pod's facts, or None if it is gone."""
-        return read_pod(self._core, self.namespace, self.name)
+        try:
+            with api_call():
+                pod = self._core.read_namespaced_pod(
+                    self.name, self.namespace, _request_timeout=READ_TIMEOUT
+                )
+        except KubeNotFound:
+            return None
+        return facts_of(pod)
 
     def delete(self, grace_s: int) -> None:
         """Delete the Pod with a grace period; gone already is fine."""
         try:
             with api_call():
                 self._core.delete_namespaced_pod(
-                    self.name, self.namespace, grace_period_seconds=grace_s
+                    self.name,
+                    self.namespace,
+                    grace_period_seconds=grace_s,
+                    _request_timeout=READ_TIMEOUT,
                 )
         except KubeNotFound:
             pass
@@ -57,6 +68,9 @@ class RunPod:
             "follow": follow,
             "timestamps": True,
             "_preload_content": False,
+            # A silent job must not look like a dead connection forever: after 5 quiet
+            # minutes the read times out and the follower reconnects (deduplicated).
+            "_request_timeout": (10.0, 300.0),
         }
         if since_s is not None:
             kwargs["since_seconds"] = since_s

@@ -1,0 +1,228 @@
+"""Fixtures for the execution path on the lab: the services running, and job helpers.
+
+``execution_services`` (session) makes sure the /opt venv the batch step runs from is current
+(``lab/slurm/install-hooks.sh``, cheap when nothing changed), then starts
+``python -m services.launcher`` and, when it exists, ``python -m services.collector`` with the
+lab's settings, logging to ``$LAB_LOG/tests`` (or /tmp), and stops them with SIGTERM at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+COLLECTOR_MAIN = REPO / "services" / "collector" / "__main__.py"
+ADMIN_KUBECONFIG = Path("/var/lib/slurm-k8s-lab/k8s/admin.kubeconfig")
+
+
+def _log_dir() -> Path:
+    base = Path(os.environ.get("LAB_LOG", "/tmp"))
+    path = base / "tests" / "execution"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class Services:
+    """The running services of the execution path, and where they log."""
+
+    logs: dict[str, Path]
+    env: dict[str, str]
+
+    def log(self, name: str) -> str:
+        try:
+            return self.logs[name].read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def execution_env(require: Callable[[str], None], lab_env: dict[str, str]) -> dict[str, str]:
+    """The lab's settings for the services: RabbitMQ, Slurm and Kubernetes must all answer."""
+    env = dict(lab_env)
+    if not env.get("KUBECONFIG") and ADMIN_KUBECONFIG.is_file():
+        env["KUBECONFIG"] = str(ADMIN_KUBECONFIG)
+        os.environ.setdefault("KUBECONFIG", str(ADMIN_KUBECONFIG))
+        lab_env["KUBECONFIG"] = str(ADMIN_KUBECONFIG)
+    for component in ("rabbitmq", "slurm", "kubernetes"):
+        require(component)
+    return env
+
+
+@pytest.fixture(scope="session")
+def execution_services(execution_env: dict[str, str]) -> Iterator[Services]:
+    """The launcher (and the collector, once it exists) running against the lab."""
+    install = subprocess.run(
+        ["bash", str(REPO / "lab" / "slurm" / "install-hooks.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if install.returncode != 0:
+        pytest.fail(f"install-hooks.sh failed: {install.stderr[-2000:]}")
+    env = {**os.environ, **execution_env, "LOG_FORMAT": "console", "PYTHONUNBUFFERED": "1"}
+    # Quick sweeps so a finished run is cleaned up within a test's patience.
+    env.setdefault("COLLECTOR_RECONCILE_INTERVAL", "10")
+    wanted = ["launcher"] + (["collector"] if COLLECTOR_MAIN.exists() else [])
+    logs: dict[str, Path] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for name in wanted:
+        logs[name] = _log_dir() / f"{name}-{stamp}.log"
+        with logs[name].open("wb") as sink:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"],
+                    cwd=REPO,
+                    env=env,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    time.sleep(2)
+    for name, proc in zip(wanted, procs, strict=True):
+        if proc.poll() is not None:
+            pytest.fail(f"services.{name} exited at once:\n{logs[name].read_text()[-3000:]}")
+    yield Services(logs, env)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --- job helpers --------------------------------------------------------------------------
+
+
+class Jobs:
+    """Submitting and watching jobs; the ``jobs`` fixture hands one to each test."""
+
+    def __init__(self, run_as: Callable[..., Any]) -> None:
+        self.run_as = run_as
+        self.submitted: list[int] = []
+
+    def submit(self, user: str, script: Path | str, *args: str) -> int:
+        """sbatch as ``user`` (a script path or script text); returns the job id."""
+        job_id = submit(self.run_as, user, script, *args)
+        self.submitted.append(job_id)
+        return job_id
+
+    def state(self, job_id: int) -> str:
+        """squeue's state ("" once slurmctld no longer lists it)."""
+        return squeue_state(job_id)
+
+    def sacct(self, job_id: int, fields: str = "State,ExitCode") -> list[str]:
+        """Accounting fields of the allocation ([] before slurmdbd has it)."""
+        return sacct(job_id, fields)
+
+    def wait_for(self, what: str, probe: Callable[[], Any], timeout: float = 180) -> Any:
+        """Poll until probe() is truthy."""
+        return wait_for(what, probe, timeout)
+
+    def wait_done(self, job_id: int, timeout: float = 240) -> list[str]:
+        """Wait for the final State,ExitCode in accounting."""
+        return wait_done(job_id, timeout)
+
+    def show(self, job_id: int) -> dict[str, str]:
+        """scontrol's record of the job ({} when gone)."""
+        return show_job(job_id)
+
+
+@pytest.fixture
+def jobs(execution_services: Services, run_as: Callable[..., Any]) -> Iterator[Jobs]:
+    """Job helpers; jobs a test leaves behind are cancelled."""
+    helper = Jobs(run_as)
+    yield helper
+    if helper.submitted:
+        subprocess.run(
+            ["scancel", *map(str, helper.submitted)], capture_output=True, timeout=30, check=False
+        )
+
+
+def submit(run_as: Callable[..., Any], user: str, script: Path | str, *args: str) -> int:
+    """sbatch as ``user`` (a script path or script text); returns the job id."""
+    kw: dict[str, Any] = {}
+    argv = ["sbatch", "--parsable", *args]
+    if isinstance(script, Path):
+        argv.append(str(script))
+    else:
+        kw["input"] = script
+    done = run_as(user, argv, **kw)
+    assert done.returncode == 0, f"sbatch refused: {done.stderr}"
+    return int(done.stdout.strip().split(";")[0])
+
+
+def squeue_state(job_id: int) -> str:
+    out = subprocess.run(
+        ["squeue", "-h", "-j", str(job_id), "-o", "%T"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout.strip()
+    return out
+
+
+def sacct(job_id: int, fields: str = "State,ExitCode") -> list[str]:
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", str(job_id), f"--format={fields}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout.strip()
+    return out.splitlines()[0].split("|") if out else []
+
+
+def wait_for(
+    what: str, probe: Callable[[], Any], timeout: float = 180, interval: float = 1.0
+) -> Any:
+    """Poll until ``probe()`` is truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def wait_done(job_id: int, timeout: float = 240) -> list[str]:
+    """Wait until slurmctld forgets the job's run and accounting has a final state."""
+    final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
+
+    def probe() -> list[str] | None:
+        if squeue_state(job_id) not in ("", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+            return None
+        row = sacct(job_id)
+        return row if row and row[0].split(" ")[0] in final else None
+
+    result: list[str] = wait_for(f"job {job_id} to end", probe, timeout)
+    return result
+
+
+def show_job(job_id: int) -> dict[str, str]:
+    from shared.slurmctl import parse_record
+
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job", str(job_id)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
+    return parse_record(out.splitlines()[0]) if out.strip() else {}
