@@ -263,8 +263,13 @@ ensure_daemon fake-gpu-plugin fake-gpu-plugin gpu_plugin_healthy 30 -- \
   --dir "$KUBELET_ROOT/device-plugins"
 
 # --- node and cluster objects --------------------------------------------------------------
+# Ready as reported by the running kubelet: a stale Ready from before a restart does not count.
+kubelet_since=$(date -u -d "@$(stat -c %Y "$(pidfile kubelet)")" +%Y-%m-%dT%H:%M:%SZ)
 node_ready() {
-  [ "$(kubectl_admin get node "$LAB_NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+  local s
+  s=$(kubectl_admin get node "$LAB_NODE" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}')
+  [ "${s%% *}" = True ] && [[ ! "${s#* }" < "$kubelet_since" ]]
 }
 wait_for 120 "node Ready" node_ready || die "k8s: node $LAB_NODE not Ready (see $LAB_LOG/kubelet.log)"
 log "k8s: node $LAB_NODE Ready"
