@@ -140,6 +140,21 @@ class Jobs:
         """scontrol's record of the job ({} when gone)."""
         return show_job(job_id)
 
+    @staticmethod
+    def script(image: str, body: str, *sbatch: str) -> str:
+        """A job script with #SBATCH lines and a #K8S_IMAGE."""
+        return script(image, body, *sbatch)
+
+    @staticmethod
+    def pods(core: Any, job_id: int) -> list[Any]:
+        """Every Pod labelled with the job id."""
+        return pods_of_job(core, job_id)
+
+    @staticmethod
+    def pod(core: Any, name: str) -> Any | None:
+        """The Pod or None."""
+        return read_pod(core, name)
+
 
 @pytest.fixture
 def jobs(execution_services: Services, run_as: Callable[..., Any]) -> Iterator[Jobs]:
@@ -226,3 +241,45 @@ def show_job(job_id: int) -> dict[str, str]:
         check=False,
     ).stdout
     return parse_record(out.splitlines()[0]) if out.strip() else {}
+
+
+# --- Kubernetes helpers -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kube_core(execution_env: dict[str, str]) -> Any:
+    """A CoreV1Api with the lab's admin credentials."""
+    from kubernetes import client
+
+    from shared.kube import api_client
+
+    return client.CoreV1Api(api_client(Path(execution_env["KUBECONFIG"])))
+
+
+def pods_of_job(core: Any, job_id: int) -> list[Any]:
+    """Every Pod labelled with the job id (any run)."""
+    from shared.jobpods import JOB_NAMESPACE, LABEL_JOB_ID
+
+    return list(
+        core.list_namespaced_pod(JOB_NAMESPACE, label_selector=f"{LABEL_JOB_ID}={job_id}").items
+    )
+
+
+def read_pod(core: Any, name: str) -> Any | None:
+    """The Pod, or None once it is gone."""
+    from kubernetes.client.exceptions import ApiException
+
+    from shared.jobpods import JOB_NAMESPACE
+
+    try:
+        return core.read_namespaced_pod(name, JOB_NAMESPACE)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def script(image: str, body: str, *sbatch: str) -> str:
+    """A job script with #SBATCH lines and a #K8S_IMAGE."""
+    lines = ["#!/bin/sh", *(f"#SBATCH {option}" for option in sbatch), f"#K8S_IMAGE={image}"]
+    return "\n".join(lines) + "\n" + body.strip() + "\n"
