@@ -59,7 +59,7 @@ def test_pod_matches_the_allocation_while_running(
     body = """
 echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
 echo "cwd=$(pwd) home=$HOME"
-env | grep -E '^SLURM_(JOB_ID|CPUS_ON_NODE|MEM_PER_NODE|JOB_GPUS|JOB_NODELIST|RESTART_COUNT)=' | sort
+env | grep -E '^SLURM_(JOB_ID|CPUS_ON_NODE|MEM_PER_NODE|JOB_GPUS|RESTART_COUNT)=' | sort
 df -m /dev/shm | tail -1
 sleep 20
 """
