@@ -6,6 +6,7 @@ the API.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -25,7 +26,7 @@ DEADLINE_S = 120
 def core(kubeconfig: str) -> Iterator[Any]:
     from kubernetes import client, config
 
-    api = config.new_client_from_config(config_file=kubeconfig)
+    api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     with api:
         yield client.CoreV1Api(api)
 
@@ -53,15 +54,15 @@ def pods(core: Any) -> Iterator[Callable[[dict[str, Any]], str]]:
 
     def _create(manifest: dict[str, Any]) -> str:
         core.create_namespaced_pod(NAMESPACE, manifest)
-        created.append(manifest["metadata"]["name"])
-        return manifest["metadata"]["name"]
+        name = str(manifest["metadata"]["name"])
+        created.append(name)
+        return name
 
     yield _create
     for name in created:
-        try:
+        # Already gone is fine; cleanup must not mask the test's own result.
+        with contextlib.suppress(Exception):
             core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
-        except Exception:  # already gone is fine; cleanup must not mask the test's result
-            pass
 
 
 def _restricted_container(image: str, command: list[str], **extra: Any) -> dict[str, Any]:
@@ -123,6 +124,10 @@ def _terminated(core: Any, name: str) -> Any:
     return _wait(f"pod {name} to finish", probe)
 
 
+def _log_stream(core: Any, name: str, stream: str) -> str:
+    return str(core.read_namespaced_pod_log(name, NAMESPACE, stream=stream))
+
+
 def test_node_ready_with_four_gpus(core: Any, lab_env: dict[str, str]) -> None:
     node_name = lab_env.get("LAB_NODE") or os.uname().nodename.split(".")[0]
     node = core.read_node(node_name)
@@ -140,7 +145,8 @@ def test_gpu_pod_writes_nas_as_user_and_reports_exit_and_logs(
     script = (
         f"echo written-by-$(id -u) > {out} && "
         'echo "gpus=$NVIDIA_VISIBLE_DEVICES" && '
-        "for d in $(echo $NVIDIA_VISIBLE_DEVICES | tr , ' '); do test -c /dev/fakegpu$d || exit 90; done; "
+        "for d in $(echo $NVIDIA_VISIBLE_DEVICES | tr , ' '); do "
+        "test -c /dev/fakegpu$d || exit 90; done; "
         "echo to-stderr >&2; "
         f"echo done-{name}; exit {exit_code}"
     )
@@ -150,14 +156,19 @@ def test_gpu_pod_writes_nas_as_user_and_reports_exit_and_logs(
         resources={"limits": {"nvidia.com/gpu": "1", "cpu": "100m", "memory": "64Mi"}},
         volumeMounts=[{"name": "nas", "mountPath": str(nas_root)}],
     )
-    pods(_pod(name, container, volumes=[{"name": "nas", "persistentVolumeClaim": {"claimName": "nas"}}]))
+    nas = {"name": "nas", "persistentVolumeClaim": {"claimName": "nas"}}
+    pods(_pod(name, container, volumes=[nas]))
     try:
         terminated = _terminated(core, name)
         assert terminated.exit_code == exit_code, terminated
         log = core.read_namespaced_pod_log(name, NAMESPACE)
         assert f"done-{name}" in log
         gpus = [line for line in log.splitlines() if line.startswith("gpus=")]
-        assert gpus and gpus[0] != "gpus=", log
+        assert gpus, log
+        assert gpus[0] != "gpus=", log
+        # Split streams (PodLogsQuerySplitStreams, alpha in 1.37, enabled by the lab).
+        assert _log_stream(core, name, "Stderr").strip() == "to-stderr"
+        assert "to-stderr" not in _log_stream(core, name, "Stdout")
         assert out.read_text().strip() == "written-by-2001"
         assert out.stat().st_uid == 2001
     finally:
@@ -173,11 +184,53 @@ def test_missing_image_reports_pull_error(
     def waiting_reason() -> str | None:
         pod = core.read_namespaced_pod(name, NAMESPACE)
         for cs in pod.status.container_statuses or []:
-            if cs.state and cs.state.waiting and cs.state.waiting.reason in (
-                "ErrImagePull",
-                "ImagePullBackOff",
+            if (
+                cs.state
+                and cs.state.waiting
+                and cs.state.waiting.reason
+                in (
+                    "ErrImagePull",
+                    "ImagePullBackOff",
+                )
             ):
                 return str(cs.state.waiting.reason)
         return None
 
     assert _wait(f"pod {name} to report an image pull error", waiting_reason)
+
+
+def test_bound_service_account_token_and_cascading_delete(core: Any) -> None:
+    """Other components rely on TokenRequest and on owner-reference garbage collection."""
+    from kubernetes import client
+
+    ns = "slurm-k8s-system"
+    tag = uuid.uuid4().hex[:8]
+    sa = core.create_namespaced_service_account(ns, {"metadata": {"name": f"labtest-{tag}"}})
+    try:
+        tr = core.create_namespaced_service_account_token(
+            sa.metadata.name, ns, {"spec": {"expirationSeconds": 600}}
+        )
+        assert tr.status.token.count(".") == 2
+    finally:
+        core.delete_namespaced_service_account(sa.metadata.name, ns)
+
+    parent = core.create_namespaced_config_map(ns, {"metadata": {"name": f"labtest-parent-{tag}"}})
+    owner = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": parent.metadata.name,
+        "uid": parent.metadata.uid,
+    }
+    child = core.create_namespaced_config_map(
+        ns, {"metadata": {"name": f"labtest-child-{tag}", "ownerReferences": [owner]}}
+    )
+    core.delete_namespaced_config_map(parent.metadata.name, ns)
+
+    def child_gone() -> bool:
+        try:
+            core.read_namespaced_config_map(child.metadata.name, ns)
+        except client.ApiException as exc:
+            return bool(exc.status == 404)
+        return False
+
+    assert _wait("the garbage collector to delete the child", child_gone)
