@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Paths and helpers shared by lab/k8s/{up,down,status,env}.sh; sourced after ../lib.sh.
 K8S_BIN="$LAB_CACHE/k8s/$K8S_VERSION/bin"
 K8S_DIR="$LAB_STATE/k8s"

@@ -35,9 +35,10 @@ if containerd_healthy; then
   [ -z "$tasks" ] || log "k8s: killed $(echo "$tasks" | wc -w) pod container(s)"
 fi
 # Whatever still runs in the kubelet's pod cgroups is a pod process that lost its shim.
-for procs in $(find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/memory/kubepods -name cgroup.procs 2>/dev/null); do
-  for pid in $(cat "$procs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-done
+find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/memory/kubepods -name cgroup.procs 2>/dev/null |
+  while read -r procs; do
+    while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done < "$procs"
+  done
 
 stop kube-scheduler "$K8S_BIN/kube-scheduler"
 stop kube-controller-manager "$K8S_BIN/kube-controller-manager"

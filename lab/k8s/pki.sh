@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by up.sh: the lab's PKI and kubeconfigs under $PKI / $K8S_DIR. Keys and certificates
 # are made once and reused; kubeconfigs are rewritten each run (they only hold file paths).
 mkdir -p "$PKI"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # the probes below are called indirectly through line()
 # One line per lab Kubernetes component: "<component>: up <version>" or "<component>: down".
 # "up" means our process is alive and its health endpoint answers. Always exits 0.
 set -uo pipefail
