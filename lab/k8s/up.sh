@@ -22,7 +22,9 @@ ensure_daemon() {
   while [ "$1" != -- ]; do files+=("$1"); shift; done
   shift
   local fp fpfile="$RUN_DIR/$name.fingerprint"
-  fp=$( { printf '%s\n' "$@"; cat "${files[@]}" 2>/dev/null; } | sha256sum | cut -d' ' -f1)
+  # The executable's size and mtime make a rebuilt binary count as a change too.
+  fp=$( { printf '%s\n' "$@"; stat -L -c '%s %Y' "$1"; cat "${files[@]}" 2>/dev/null; } |
+    sha256sum | cut -d' ' -f1)
   if alive "$name" "$exe"; then
     if [ "$(cat "$fpfile" 2>/dev/null)" != "$fp" ]; then
       log "k8s: $name settings changed: restarting"
