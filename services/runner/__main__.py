@@ -134,10 +134,31 @@ class Runner:
             if verdict.step in (Step.FAIL, Step.REQUEUE):
                 self._ended.set()
                 if facts is not None:
+                    self._await_note(verdict.reason)
                     pod.delete(0)
                 self._drain()
                 return self._finish(verdict)
             self._stop.wait(self._s.poll_s)
+
+    def _await_note(self, reason: str, timeout_s: float = 8.0) -> None:
+        """Give the launcher's Pod sweep a moment to record the reason on the job.
+
+        Deleting the Pod erases its status, and the runner (the job's user) cannot write the
+        AdminComment itself; ``scontrol show job`` of one's own job is allowed, so wait
+        (bounded) until the note carries the reason.
+        """
+        from shared.slurmctl import SlurmCtl
+
+        deadline = time.monotonic() + timeout_s
+        ctl = SlurmCtl(timeout_s=5)
+        while time.monotonic() < deadline and not self._stop.is_set():
+            try:
+                record = ctl.show_job(self._s.job_id)
+            except ServiceError:
+                return
+            if record is None or f"reason={reason}" in record.get("AdminComment"):
+                return
+            self._stop.wait(1.0)
 
     def _start_following(self, pod: RunPod, facts: PodFacts) -> None:
         if self._followers:
