@@ -994,6 +994,8 @@ function M.decide(job_desc, policy, user, syntax)
     problems[#problems + 1] = p
   end
   if #problems > 0 then return problems end
+  local duplicate = M.claim_key(job_desc.comment)
+  if duplicate then return { duplicate } end
   job_desc.script = M.wrap_script(script)
   -- The comment marks the job as ours for slurm_job_modify. The validator's key is kept;
   -- a script's own --comment was refused above.
@@ -1002,6 +1004,30 @@ function M.decide(job_desc, policy, user, syntax)
 end
 
 M.COMMENT_MARK = "slurmk8s"
+M.DUPLICATE_TEXT = "slurm-k8s: this submission key was submitted moments ago"
+M.KEY_TTL_S = 120
+M.clock = os.time
+-- Lives as long as slurmctld's Lua state (reloaded only when this file changes).
+local recent_keys = {}
+
+-- The controller is where two copies of one NAS submission meet in order: an sbatch that
+-- timed out while slurmctld hung may still be processed after it resumes, right when the
+-- validator's retry arrives. Whichever comes second is refused here; the validator then finds
+-- the first by its key. The TTL only has to cover that meeting, and it lets a key through
+-- again if its first job was refused after this plugin (so a retry can still succeed).
+function M.claim_key(comment)
+  local key = type(comment) == "string" and comment:match("^slurmk8s%-key=([0-9a-f]+)")
+  if not key then return nil end
+  local now = M.clock()
+  for k, at in pairs(recent_keys) do
+    if now - at > M.KEY_TTL_S then recent_keys[k] = nil end
+  end
+  if recent_keys[key] then
+    return { line = 0, message = M.DUPLICATE_TEXT .. " (" .. key .. "); not submitting it twice" }
+  end
+  recent_keys[key] = now
+  return nil
+end
 
 function M.is_slurm_k8s_job(job_rec)
   return type(job_rec.comment) == "string" and starts(job_rec.comment, M.COMMENT_MARK)

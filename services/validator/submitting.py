@@ -24,6 +24,8 @@ from typing import Protocol
 from shared.errors import PermanentError, TransientError
 
 COMMENT_PREFIX = "slurmk8s-key="
+#: job_submit.lua's refusal of a key it accepted moments ago (``M.DUPLICATE_TEXT``).
+DUPLICATE_TEXT = "slurm-k8s: this submission key was submitted moments ago"
 _SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # sbatch/squeue wording when slurmctld (or slurmdbd for sacct) is down, busy or unreachable.
 _TRANSIENT = re.compile(
@@ -154,6 +156,10 @@ class SlurmCli:
         )
         stderr = done.stderr.decode(errors="replace")
         if done.returncode != 0:
+            if DUPLICATE_TEXT in stderr:
+                # An earlier attempt of ours reached slurmctld after all; the retry finds
+                # its job by the key instead of submitting.
+                raise TransientError("slurmctld already has this submission", delay=2)
             if is_transient(stderr):
                 raise TransientError(f"sbatch: {stderr.strip()}")
             raise SubmitRefused(error_lines(stderr) or [f"sbatch exited with {done.returncode}"])

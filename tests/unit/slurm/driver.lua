@@ -36,6 +36,22 @@ elseif mode == "submit" then
   io.write("rc=", rc, "\n", "comment=", tostring(job_desc.comment), "\n")
   for _, m in ipairs(messages) do io.write(m, "\n") end
   io.write("script:\n", job_desc.script)
+elseif mode == "twice" or mode == "twice-later" then
+  -- the same submission twice in one slurmctld Lua state; "-later" lets the key's TTL pass
+  M.DEFAULT_POLICY_PATH = policy_path
+  local now = 1000
+  M.clock = function() return now end
+  for round = 1, 2 do
+    local job_desc = { script = script, work_dir = work_dir, user_name = user }
+    for i = 7, #arg do
+      local key, value = arg[i]:match("^([^=]+)=(.*)$")
+      job_desc[key] = tonumber(value) or value
+    end
+    messages = {}
+    io.write("rc=", slurm_job_submit(job_desc, {}, 2001), "\n")
+    for _, m in ipairs(messages) do io.write(m, "\n") end
+    if mode == "twice-later" then now = now + M.KEY_TTL_S + 1 end
+  end
 elseif mode == "modify" then
   M.DEFAULT_POLICY_PATH = policy_path
   local job_desc, job_rec, uid = {}, { user_id = 2001, work_dir = work_dir }, 2001

@@ -264,3 +264,15 @@ def test_unreadable_policy_refuses_only_slurm_k8s_jobs(tmp_path: Path) -> None:
             check=True,
         )
         assert done.stdout.decode().splitlines()[0] == rc
+
+
+def test_the_controller_refuses_a_key_it_accepted_moments_ago(tmp_path: Path) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    key = "comment=slurmk8s-key=0123abcd"
+    out = run_lua("twice", hello, tmp_path, key).splitlines()
+    assert out[0] == "rc=0"
+    assert out[1] == "rc=-1"
+    assert out[2].startswith("file: slurm-k8s: this submission key was submitted moments ago")
+    assert run_lua("twice-later", hello, tmp_path, key).splitlines() == ["rc=0", "rc=0"]
+    # Without a validator key (plain sbatch) the same script may be submitted again.
+    assert run_lua("twice", hello, tmp_path).splitlines() == ["rc=0", "rc=0"]

@@ -5,6 +5,7 @@ import pytest
 
 from services.validator import submitting
 from services.validator.submitting import (
+    DUPLICATE_TEXT,
     SlurmCli,
     SubmitRefused,
     _match_key,
@@ -118,6 +119,10 @@ def test_submit_failures_are_translated(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(SubmitRefused) as exc:
         slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
     assert exc.value.reasons == ("line 2: asks for 9 CPUs", "Batch job submission failed")
+    duplicate = f"sbatch: error: file: {DUPLICATE_TEXT} (abc); not submitting it twice\n"
+    slurm, _ = cli(monkeypatch, {"sbatch": (1, b"", duplicate.encode())})
+    with pytest.raises(TransientError):
+        slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
     slurm, _ = cli(monkeypatch, {"sbatch": subprocess.TimeoutExpired("sbatch", 5)})
     with pytest.raises(TransientError):
         slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
@@ -139,3 +144,8 @@ def test_find_job_needs_accounting_only_after_an_attempt(
     answers["squeue"] = (1, b"", b"squeue: error: Unable to contact slurm controller\n")
     with pytest.raises(TransientError):
         slurm.find_job(user="a", key="k", attempted=False)
+
+
+def test_duplicate_text_is_the_one_job_submit_lua_prints() -> None:
+    lua = (Path(__file__).parents[4] / "slurm" / "job_submit.lua").read_text()
+    assert f'M.DUPLICATE_TEXT = "{DUPLICATE_TEXT}"' in lua
