@@ -110,8 +110,9 @@ def execution_services(execution_env: dict[str, str]) -> Iterator[Services]:
 class Jobs:
     """Submitting and watching jobs; the ``jobs`` fixture hands one to each test."""
 
-    def __init__(self, run_as: Callable[..., Any]) -> None:
+    def __init__(self, run_as: Callable[..., Any], node: str) -> None:
         self.run_as = run_as
+        self.node = node
         self.submitted: list[int] = []
 
     def submit(self, user: str, script: Path | str, *args: str) -> int:
@@ -159,7 +160,7 @@ class Jobs:
 @pytest.fixture
 def jobs(execution_services: Services, run_as: Callable[..., Any]) -> Iterator[Jobs]:
     """Job helpers; jobs a test leaves behind are cancelled."""
-    helper = Jobs(run_as)
+    helper = Jobs(run_as, execution_services.env.get("LAB_NODE", "vm"))
     yield helper
     if helper.submitted:
         subprocess.run(
