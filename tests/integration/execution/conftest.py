@@ -225,7 +225,10 @@ def wait_done(job_id: int, timeout: float = 240) -> list[str]:
         if squeue_state(job_id) not in ("", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
             return None
         row = sacct(job_id)
-        return row if row and row[0].split(" ")[0] in final else None
+        if not row or row[0].split(" ")[0] not in final:
+            return None
+        # "CANCELLED by 2001" → "CANCELLED"
+        return [row[0].split(" ")[0], *row[1:]]
 
     result: list[str] = wait_for(f"job {job_id} to end", probe, timeout)
     return result
