@@ -142,3 +142,6 @@ def test_gpus_held_outside_slurm_requeue_the_job(jobs: Any, kube_core: Any) -> N
     assert jobs.wait_done(job_id, timeout=400) == ["COMPLETED", "0:0"]
     out = (RESULTS / f"exec-squat-{job_id}.out").read_text()
     assert "got the GPU" in out
+    # Slurm truncates the output for the new run; the refusal stays on the job.
+    comment, admin = jobs.sacct(job_id, "Comment,AdminComment")
+    assert "nvidia.com/gpu" in comment + admin, (comment, admin)
