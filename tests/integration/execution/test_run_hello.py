@@ -109,3 +109,60 @@ sleep 20
     assert re.search(r"SLURM_JOB_GPUS=\d", out)
     assert "SLURM_RESTART_COUNT=0" in out
     assert re.search(r"tmpfs\s+128\s", out), out
+
+
+def test_stdout_and_stderr_land_in_their_own_files(jobs: Any) -> None:
+    text = jobs.script(
+        ALPINE,
+        "for i in 1 2 3; do echo out $i; echo err $i >&2; done",
+        "--mem=64M",
+        f"-o {RESULTS}/exec-split-%j.out",
+        f"-e {RESULTS}/exec-split-%j.err",
+    )
+    job_id = jobs.submit("alice", text)
+    assert jobs.wait_done(job_id) == ["COMPLETED", "0:0"]
+    out = (RESULTS / f"exec-split-{job_id}.out").read_text()
+    err = (RESULTS / f"exec-split-{job_id}.err").read_text()
+    assert "out 1\nout 2\nout 3\n" in out
+    assert "err" not in out.replace("stderr", "")
+    assert err == "err 1\nerr 2\nerr 3\n"
+    assert (RESULTS / f"exec-split-{job_id}.err").stat().st_uid == ALICE
+
+
+def test_a_redelivered_job_started_makes_no_second_pod(
+    jobs: Any, kube_core: Any, execution_services: Any
+) -> None:
+    from shared.broker import Publisher
+    from shared.config import BrokerSettings
+    from shared.messages import Envelope, JobStarted
+
+    text = jobs.script(ALPINE, "echo once; sleep 15", "--mem=64M", f"-o {RESULTS}/exec-dup-%j.out")
+    job_id = jobs.submit("alice", text)
+    name = f"job-{job_id}-r0"
+
+    def running() -> bool:
+        pod = jobs.pod(kube_core, name)
+        return pod is not None and pod.status.phase == "Running"
+
+    jobs.wait_for("the Pod to run", running, 120)
+    uid = jobs.pod(kube_core, name).metadata.uid
+    event = JobStarted(
+        job_id=job_id,
+        restart_count=0,
+        node=jobs.node,
+        user="alice",
+        uid=ALICE,
+        gid=ALICE,
+        partition="gpu",
+    )
+    publisher = Publisher(BrokerSettings(AMQP_URL=execution_services.env["AMQP_URL"]))
+    try:
+        publisher.publish(Envelope.wrap(event))
+        publisher.publish(Envelope.wrap(event))
+    finally:
+        publisher.close()
+    assert jobs.wait_done(job_id) == ["COMPLETED", "0:0"]
+    out = (RESULTS / f"exec-dup-{job_id}.out").read_text()
+    assert out.count("once") == 1
+    pods = jobs.pods(kube_core, job_id)
+    assert all(p.metadata.uid == uid for p in pods), "the Pod was replaced"
