@@ -193,13 +193,22 @@ class Runner:
             follower.done.wait(max(0.0, deadline - time.monotonic()))
 
     def _cancel(self, pod: RunPod) -> int:
+        """Delete the Pod and wait until it is gone (bounded by KillWait).
+
+        The container gets SIGTERM, then SIGKILL after the grace; its log is copied until
+        it stops, so what its SIGTERM handler prints lands in the output too.
+        """
+        deadline = time.monotonic() + self._s.gone_timeout_s
         try:
+            facts = pod.read()
+            if facts is not None and (facts.phase == "Running" or facts.started_at):
+                self._start_following(pod, facts)
             pod.delete(self._s.delete_grace_s)
-            deadline = time.monotonic() + self._s.gone_timeout_s
-            while time.monotonic() < deadline:
-                if pod.read() is None:
-                    break
+            while time.monotonic() < deadline and pod.read() is not None:
                 time.sleep(0.5)
+        except PermanentError:
+            # The Pod-bound token stops working once the Pod is gone.
+            pass
         except ServiceError as exc:
             print(f"{TAG} could not delete the Pod: {exc}", file=sys.stderr)
         self._ended.set()

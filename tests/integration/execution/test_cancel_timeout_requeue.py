@@ -54,7 +54,9 @@ def test_scancel_of_a_running_job_deletes_its_pod(jobs: Any, kube_core: Any) -> 
     print(f"scancel → Pod gone: {time.monotonic() - cancelled:.1f} s")
     assert jobs.wait_done(job_id)[0] == "CANCELLED"
     out = (RESULTS / f"exec-cancel-{job_id}.out").read_text()
-    assert "started" in out
+    # The container's log is copied up to its end: its SIGTERM handler ran.
+    assert "\nstarted\n" in out
+    assert "got SIGTERM" in out
     assert "[slurm-k8s] outcome: cancelled exit=143" in out
 
 
