@@ -68,7 +68,11 @@ def test_sigterm_deletes_the_pod_and_exits_143(tmp_path: Path) -> None:
     pod = FakePod([RUNNING])
     assert runner._follow(pod) == 143  # type: ignore[arg-type]
     assert pod.deleted == [10]
-    assert "outcome: cancelled exit=143" in buf.getvalue().decode()
+    text = buf.getvalue().decode()
+    assert "Hello from Slurm-K8s!" in text  # the log is copied up to the end
+    assert text.rstrip().endswith(
+        "(Slurm ended the job: scancel, time limit or requeue; Pod deleted)"
+    )
 
 
 def test_pull_failure_deletes_the_pod_and_exits_125(tmp_path: Path) -> None:
