@@ -142,12 +142,27 @@ class KubeRuns:
                 label_selector=f"{LABEL_MANAGED}={MANAGED_BY}",
                 _request_timeout=REQUEST_TIMEOUT,
             )
+        ready = self._nodes_ready() if listing.items else {}
         seen: list[PodSeen] = []
         for item in listing.items:
             run = run_of((item.metadata.labels if item.metadata else None) or {})
             if run is not None:
-                seen.append(PodSeen(run[0], run[1], facts_of(item)))
+                facts = facts_of(item)
+                seen.append(PodSeen(run[0], run[1], facts, ready.get(facts.node)))
         return seen
+
+    def _nodes_ready(self) -> dict[str, bool]:
+        """Node name → its Ready condition is True (one list call per sweep)."""
+        self._limiter.acquire()
+        with api_call():
+            nodes = self._core.list_node(_request_timeout=REQUEST_TIMEOUT)
+        ready: dict[str, bool] = {}
+        for node in nodes.items:
+            conditions = (node.status.conditions if node.status else None) or []
+            name = node.metadata.name if node.metadata else None
+            if name:
+                ready[name] = any(c.type == "Ready" and c.status == "True" for c in conditions)
+        return ready
 
     def token(self, name: str, pod_uid: str, lifetime_s: int) -> str:
         """A token of the run's ServiceAccount, bound to its Pod."""

@@ -13,7 +13,7 @@ finished job is never touched (slurmctld refuses it anyway).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from services.launcher.slurmjob import JobDetails
@@ -46,6 +46,21 @@ class PodSeen:
     job_id: int
     restart_count: int
     facts: PodFacts
+    node_ready: bool | None = None
+    """The Pod's node's Ready condition (None: unknown)."""
+
+
+NODE_NOT_READY = "NodeNotReady"
+"""The reason noted for a Pod the kubelet has not picked up because its node is not Ready;
+the runner uses the same word when it gives up waiting and requeues the job."""
+
+
+def with_node(seen: PodSeen) -> PodFacts:
+    """The Pod's facts, with ``NodeNotReady`` as the reason of a Pod stuck on such a node."""
+    facts = seen.facts
+    if seen.node_ready is False and not facts.reason and not facts.started_at:
+        return replace(facts, reason=NODE_NOT_READY, message=f"node {facts.node} is not Ready")
+    return facts
 
 
 def note_of(facts: PodFacts) -> str:
@@ -123,7 +138,7 @@ class PodWatcher:
         self._forget({p.facts.name for p in seen})
 
     def _one(self, pod: PodSeen) -> None:
-        note = note_of(pod.facts)
+        note = note_of(with_node(pod))
         name = pod.facts.name
         event = finished_event(pod)
         if self._noted.get(name) == note and (event is None or name in self._reported):

@@ -156,7 +156,7 @@ class PodJudge:
             return Verdict(
                 Step.REQUEUE,
                 REQUEUE_EXIT,
-                "NodeNotStarting",
+                "NodeNotReady",
                 f"the kubelet on {facts.node or 'the node'} did not start the Pod within "
                 f"{self._start_timeout_s:.0f} s (node not ready?)",
             )

@@ -64,3 +64,12 @@ def test_watcher_leaves_jobs_alone_that_are_not_this_run_running(job: JobDetails
     PodWatcher(fakes, fakes, fakes.published.append).sweep()
     assert fakes.comments == []
     assert fakes.published == []
+
+
+def test_a_pod_stuck_on_a_not_ready_node_is_noted_as_such() -> None:
+    new = PodFacts("slurm-jobs", "job-5-r0", "Pending", node="vm")
+    fakes = Fakes([PodSeen(5, 0, new, node_ready=False)], JOB)
+    PodWatcher(fakes, fakes, fakes.published.append).sweep()
+    assert fakes.comments == ["pod=slurm-jobs/job-5-r0 phase=Pending reason=NodeNotReady"]
+    # the runner gives up with the same word, so it finds its reason on the job
+    assert fakes.published == []
