@@ -15,10 +15,10 @@ mkdir -p "$cache"
 work=$(mktemp -d /tmp/lab-images.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
+# Images are stored as Docker schema 2: distribution 2.8 answers 404 to clients that do not
+# accept OCI manifests, so an OCI-stored image (older lab runs) counts as absent and is re-pushed.
 in_registry() { # NAME TAG
-  curl -sf -o /dev/null \
-    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+  curl -sf -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     "http://$REGISTRY/v2/$1/manifests/$2"
 }
 
@@ -29,7 +29,7 @@ root_tar() { # DIR OUT.tar — numeric root ownership so the layer does not depe
 push() { # ROOTFS.tar NAME TAG [mkoci args...]
   local tarball=$1 name=$2 tag=$3; shift 3
   python3 "$here/mkoci.py" "$tarball" "$work/$name" "$tag" "$@"
-  skopeo copy --quiet --dest-tls-verify=false "oci:$work/$name:$tag" "docker://$REGISTRY/$name:$tag"
+  skopeo copy --quiet --format v2s2 --dest-tls-verify=false "oci:$work/$name:$tag" "docker://$REGISTRY/$name:$tag"
   log "images: pushed $REGISTRY/$name:$tag"
 }
 
