@@ -56,6 +56,7 @@ class Runner:
         self._name = run_name(settings.job_id, settings.restart_count)
         self._followers: list[Follower] = []
         self._ended = threading.Event()
+        self._described = False
 
     def _say(self, text: str) -> None:
         self._out.line(f"{TAG} {text}")
@@ -98,7 +99,6 @@ class Runner:
 
     def _follow(self, pod: RunPod) -> int:
         judge = PodJudge(self._s.pull_grace_s, self._s.start_timeout_s)
-        described = False
         waiting_said = ""
         api_trouble = 0
         while True:
@@ -117,9 +117,8 @@ class Runner:
                 facts = None
                 print(f"{TAG} cannot read the Pod: {exc}", file=sys.stderr)
             api_trouble = 0
-            if facts is not None and not described:
-                self._say(f"pod {facts.namespace}/{facts.name} image {facts.image}")
-                described = True
+            if facts is not None:
+                self._describe(facts)
             verdict = judge.observe(facts, time.monotonic())
             if verdict.step is Step.WAIT and verdict.reason and verdict.reason != waiting_said:
                 waiting_said = verdict.reason
@@ -160,9 +159,15 @@ class Runner:
                 return
             self._stop.wait(1.0)
 
+    def _describe(self, facts: PodFacts) -> None:
+        if not self._described:
+            self._say(f"pod {facts.namespace}/{facts.name} image {facts.image}")
+            self._described = True
+
     def _start_following(self, pod: RunPod, facts: PodFacts) -> None:
         if self._followers:
             return
+        self._describe(facts)
         digest = facts.image_digest or "unknown"
         self._say(f"container started {facts.started_at or '?'}; image digest {digest}")
         split = self._s.split_streams and self._separate_error_file()
