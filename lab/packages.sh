@@ -11,7 +11,15 @@ PACKAGES=(
   jq iptables conntrack socat lua5.3 openssl ca-certificates util-linux procps iproute2 psmisc
   acl gettext-base curl python3 python3-venv python3-pip
   lua5.1  # the Lua slurmctld links (job_submit_lua.so): install-hooks checks syntax with it
+  gcc libc6-dev binutils  # the pause image is a static build of Kubernetes' pause.c
 )
+
+# Kubernetes v1.37 needs Go >= 1.26 (its go.mod); Debian's golang is older, so the machine's
+# own toolchain is used. Fail early with the reason rather than deep inside the build.
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
+  export PATH=/usr/local/go/bin:$PATH
+fi
+command -v go >/dev/null || die "Go >= 1.26 is required on PATH to build Kubernetes"
 
 # One dpkg-query for all: packages dpkg never heard of print nothing, so compare names.
 installed=" $(dpkg-query -W -f='${Package}=${db:Status-Abbrev}\n' "${PACKAGES[@]}" 2>/dev/null \
