@@ -32,3 +32,6 @@ lab_make_gpu_devices() {
     fi
   done
 }
+# The machine's Go toolchain (>= 1.26 for Kubernetes v1.37) may not be on a non-login PATH.
+case ":$PATH:" in *:/usr/local/go/bin:*) ;; *) [ -x /usr/local/go/bin/go ] && PATH=/usr/local/go/bin:$PATH ;; esac
+export PATH
