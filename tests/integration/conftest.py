@@ -11,10 +11,11 @@ import os
 import shlex
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
@@ -192,3 +193,27 @@ def run_as() -> RunAs:
     if os.geteuid() != 0:
         lab_unavailable("running commands as the lab users needs root (runuser)")
     return _run_as
+
+
+@pytest.fixture
+def vhost_url(amqp_url: str) -> Iterator[str]:
+    """The lab's AMQP URL on a throwaway vhost the service user may use (nameko's idea).
+
+    Tests that run a service or a consumer get a broker of their own, so no real service sees
+    their messages and theirs see no one else's.
+    """
+    parts = urlsplit(amqp_url)
+    vhost = f"test-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "", ".*", ".*", ".*")
+    try:
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        # The broker may have been restarted by a drill meanwhile: cleanup is best effort.
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60
+        )
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)

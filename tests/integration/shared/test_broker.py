@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from urllib.parse import quote, urlsplit, urlunsplit
+from collections.abc import Callable, Sequence
 
 import pika
 import pytest
@@ -21,28 +17,6 @@ from shared.messages import Envelope, FileDetected, JobRejected
 from shared.telemetry import configure_telemetry
 
 pytestmark = pytest.mark.integration
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    """AMQP_URL pointing at a throwaway vhost the service user may use (nameko's idea)."""
-    base = os.environ.get("AMQP_URL")
-    if not base:
-        if os.environ.get("CI"):
-            pytest.fail("AMQP_URL is not set: is the lab up? (make lab)")
-        pytest.skip("AMQP_URL is not set: run under `make test` or source lab/env.sh")
-    parts = urlsplit(base)
-    vhost = f"test-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "", ".*", ".*", ".*")
-    try:
-        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-    finally:
-        _rabbitmqctl("delete_vhost", vhost)
 
 
 def _detected(n: int = 0) -> Envelope:

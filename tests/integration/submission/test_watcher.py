@@ -15,10 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pika
 import pytest
@@ -29,26 +27,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 DEADLINE_S = 60.0
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def vhost_url(amqp_url: str) -> Iterator[str]:
-    """The lab's AMQP URL on a throwaway vhost, so no real validator sees our test files."""
-    parts = urlsplit(amqp_url)
-    vhost = f"test-watcher-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "", ".*", ".*", ".*")
-    try:
-        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-    finally:
-        # Not check=True: a broker restarted by another test must not turn a pass into an error.
-        subprocess.run(
-            ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60
-        )
 
 
 class Events:
