@@ -24,6 +24,8 @@ show_job() {
   wait_for 300 finished || { echo "job $id did not finish"; scontrol show job "$id"; return 1; }
   echo "---- $out ($(stat -c %U "$out"))"
   cat "$out"
+  echo "---- $out.summary.json (written by the collector)"
+  wait_for 60 test -f "$out.summary.json" && cat "$out.summary.json"
   echo "---- sacct"
   sacct -j "$id" -X -o JobID,User,State,ExitCode,NodeList,AllocTRES%40
 }
@@ -43,5 +45,7 @@ echo "submitted job $sbatch_job"
 
 show_job "$nas_job"
 show_job "$sbatch_job"
-echo "== Pods left in slurm-jobs (expect none):"
-kubectl get pods -n slurm-jobs -l app.kubernetes.io/managed-by=slurm-k8s --no-headers 2>&1 || true
+for id in "$nas_job" "$sbatch_job"; do
+  left=$(kubectl get pods -n slurm-jobs -l "slurm-k8s.io/job-id=$id" --no-headers 2>/dev/null | wc -l)
+  echo "== Pods left for job $id: $left"
+done
