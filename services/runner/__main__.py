@@ -57,6 +57,7 @@ class Runner:
         self._followers: list[Follower] = []
         self._ended = threading.Event()
         self._described = False
+        self._wake = threading.Event()
 
     def _say(self, text: str) -> None:
         self._out.line(f"{TAG} {text}")
@@ -110,7 +111,7 @@ class Runner:
                 api_trouble += 1
                 if api_trouble in (1, 30):
                     print(f"{TAG} Kubernetes API trouble (retrying): {exc}", file=sys.stderr)
-                self._stop.wait(self._s.poll_s)
+                self._stop.wait(2.0)
                 continue
             except PermanentError as exc:
                 # The Pod-bound token stops working when the Pod is deleted.
@@ -137,7 +138,19 @@ class Runner:
                     pod.delete(0)
                 self._drain()
                 return self._finish(verdict)
-            self._stop.wait(self._s.poll_s)
+            steady = verdict.step is Step.RUNNING and facts is not None and not facts.terminated
+            self._pause(self._s.running_poll_s if steady else self._s.poll_s)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep until the next look at the Pod, a log stream's end or SIGTERM."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._wake.wait(min(left, 0.25)):
+                self._wake.clear()
+                return
 
     def _await_note(self, reason: str, timeout_s: float = 8.0) -> None:
         """Give the launcher's Pod sweep a moment to record the reason on the job.
@@ -181,7 +194,7 @@ class Runner:
             ) -> Iterable[bytes]:
                 return pod.open_log(follow, since, stream)
 
-            follower = Follower(open_log, out, self._ended)
+            follower = Follower(open_log, out, self._ended, on_stream_end=self._wake.set)
             thread = threading.Thread(target=follower.run, name=f"log-{stream}", daemon=True)
             thread.start()
             self._followers.append(follower)

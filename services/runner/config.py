@@ -38,10 +38,19 @@ class RunnerSettings(BaseSettings):
         "needs well under a second, a longer wait covers a launcher restart.",
     )
     poll_s: float = Field(
-        default=1.0,
+        default=0.5,
         alias="RUNNER_POLL",
         gt=0,
-        description="Pod status reads while waiting or running: one cheap GET each.",
+        description="Pod status reads until the container runs, and while it stops: one "
+        "GET each, for a few seconds per job.",
+    )
+    running_poll_s: float = Field(
+        default=10.0,
+        alias="RUNNER_RUNNING_POLL",
+        gt=0,
+        description="Pod status reads while the container runs. The end of the log stream "
+        "wakes the runner at once, so this only bounds how late an end without one is seen; "
+        "slow enough that a thousand running jobs cost the API server ~100 GETs/s.",
     )
     pull_grace_s: float = Field(
         default=20.0,

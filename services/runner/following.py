@@ -107,6 +107,7 @@ class Follower:
         ended: set by the runner once the container has ended.
         clock: wall clock (seconds), for ``sinceSeconds``.
         retry_s: pause before reconnecting.
+        on_stream_end: called when a follow stream ends (the container probably stopped).
     """
 
     def __init__(
@@ -116,12 +117,14 @@ class Follower:
         ended: threading.Event,
         clock: Callable[[], float] = time.time,
         retry_s: float = 1.0,
+        on_stream_end: Callable[[], None] | None = None,
     ) -> None:
         self._open = open_log
         self._out = out
         self._ended = ended
         self._clock = clock
         self._retry_s = retry_s
+        self._on_stream_end = on_stream_end
         self.dedup = Dedup()
         self.errors: list[str] = []
         self.done = threading.Event()
@@ -170,6 +173,10 @@ class Follower:
                     continue
                 if final:
                     return
+                # A follow stream ends when the container does (or the connection drops):
+                # tell the runner to look at the Pod now rather than at its next poll.
+                if self._on_stream_end is not None:
+                    self._on_stream_end()
                 if not self._ended.wait(timeout=0 if self._ended.is_set() else self._retry_s):
                     continue
         finally:
