@@ -38,12 +38,35 @@ class Services:
 
     logs: dict[str, Path]
     env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]]
 
     def log(self, name: str) -> str:
         try:
             return self.logs[name].read_text(errors="replace")
         except OSError:
             return ""
+
+    def start(self, name: str) -> None:
+        """Start ``services.<name>`` (again), appending to its log."""
+        with self.logs[name].open("ab") as sink:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                cwd=REPO,
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self, name: str) -> None:
+        """SIGTERM ``services.<name>`` and wait for it (killed after 40 s)."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture(scope="session")
@@ -75,33 +98,30 @@ def execution_services(execution_env: dict[str, str]) -> Iterator[Services]:
     # Quick sweeps so a finished run is cleaned up within a test's patience.
     env.setdefault("COLLECTOR_RECONCILE_INTERVAL", "10")
     wanted = ["launcher"] + (["collector"] if COLLECTOR_MAIN.exists() else [])
-    logs: dict[str, Path] = {}
-    procs: list[subprocess.Popen[bytes]] = []
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    services = Services({n: _log_dir() / f"{n}-{stamp}.log" for n in wanted}, env, {})
     for name in wanted:
-        logs[name] = _log_dir() / f"{name}-{stamp}.log"
-        with logs[name].open("wb") as sink:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}"],
-                    cwd=REPO,
-                    env=env,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        services.start(name)
     time.sleep(2)
-    for name, proc in zip(wanted, procs, strict=True):
+    for name, proc in services.procs.items():
         if proc.poll() is not None:
-            pytest.fail(f"services.{name} exited at once:\n{logs[name].read_text()[-3000:]}")
-    yield Services(logs, env)
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            pytest.fail(f"services.{name} exited at once:\n{services.log(name)[-3000:]}")
+    yield services
+    for name in list(services.procs):
+        services.stop(name)
+
+
+@pytest.fixture
+def collector_stopped(execution_services: Services) -> Iterator[None]:
+    """The session's collector out of the way, for tests that drive a collector themselves.
+
+    Otherwise it races the test for the same job.ended events and orphan sweeps.
+    """
+    was_running = "collector" in execution_services.procs
+    execution_services.stop("collector")
+    yield
+    if was_running:
+        execution_services.start("collector")
 
 
 # --- job helpers --------------------------------------------------------------------------

@@ -47,7 +47,9 @@ def results(lab_env: dict[str, str]) -> Path:
 
 
 @pytest.fixture
-def collector(core: client.CoreV1Api, tmp_path: Path, slurm_ready: str) -> Collector:
+def collector(
+    core: client.CoreV1Api, tmp_path: Path, slurm_ready: str, collector_stopped: None
+) -> Collector:
     cluster = KubeCluster(core.api_client, grace_s=5, limiter=RateLimiter(20, 20))
     return Collector(SlurmAdapter(SlurmCtl()), cluster, NasFiles(tmp_path / "state"))
 
