@@ -48,7 +48,10 @@ class Services:
 
     def start(self, name: str) -> None:
         """Start ``services.<name>`` (again), appending to its log."""
-        with self.logs[name].open("ab") as sink:
+        log = self.logs.setdefault(
+            name, _log_dir() / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+        )
+        with log.open("ab") as sink:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"],
                 cwd=REPO,
