@@ -36,10 +36,12 @@ class BrokerSettings(BaseSettings):
         "reliability guide).",
     )
     max_retries: int = Field(
-        default=8,
+        default=40,
         alias="AMQP_MAX_RETRIES",
-        description="Transient failures retried with backoff before dead-lettering; 8 steps "
-        "of the backoff cover several minutes of a dependency being down.",
+        description="Transient failures retried with backoff (capped at 2 min) before "
+        "dead-lettering: 40 steps wait out about an hour of slurmctld or the API server being "
+        "down. A dead-lettered file event would leave its file waiting in submit/ until an "
+        "operator replays it, so the budget errs long.",
     )
     connect_attempts: int = Field(
         default=30,
