@@ -56,7 +56,12 @@ def work_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
 
 
 def retry_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
-    """Classic durable queue whose expired messages flow back to the work queue."""
+    """Classic durable queue whose expired messages flow back to the work queue.
+
+    RabbitMQ expires per-message TTLs only at the head of a queue, so a short backoff queued
+    behind a long one waits for it; retries are rare and the backoff is capped at 2 minutes,
+    so one queue per consumer is kept rather than one per delay.
+    """
     return {
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": spec.name,
