@@ -5,6 +5,7 @@ No public registry is reachable from the lab, so base images are made from local
 filesystems; skopeo then copies the layout into the lab registry like any pushed image.
 Usage: mkoci.py ROOTFS.tar OUT_DIR TAG [--cmd JSON] [--entrypoint JSON] [--env K=V ...]
 """
+
 import argparse
 import gzip
 import hashlib
@@ -14,6 +15,7 @@ import shutil
 
 
 def blob(out, data):
+    """Store bytes as a content-addressed blob; return its descriptor fields."""
     digest = hashlib.sha256(data).hexdigest()
     with open(os.path.join(out, "blobs", "sha256", digest), "wb") as f:
         f.write(data)
@@ -21,6 +23,7 @@ def blob(out, data):
 
 
 def main():
+    """Turn a rootfs tarball into a one-layer OCI image layout."""
     ap = argparse.ArgumentParser()
     ap.add_argument("rootfs")
     ap.add_argument("out")
@@ -54,17 +57,30 @@ def main():
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": cfg_digest, "size": cfg_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": layer_digest, "size": layer_size}],
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": cfg_digest,
+            "size": cfg_size,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer_digest,
+                "size": layer_size,
+            }
+        ],
     }
     man_digest, man_size = blob(a.out, json.dumps(manifest, sort_keys=True).encode())
     index = {
         "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": man_digest, "size": man_size,
-                       "annotations": {"org.opencontainers.image.ref.name": a.tag}}],
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": man_digest,
+                "size": man_size,
+                "annotations": {"org.opencontainers.image.ref.name": a.tag},
+            }
+        ],
     }
     with open(os.path.join(a.out, "index.json"), "w") as f:
         json.dump(index, f)
