@@ -16,13 +16,12 @@ from services.collector.handlers import Collector
 from services.collector.outputs import NasFiles
 from services.collector.slurm import SlurmAdapter
 from shared.broker import COLLECTOR, Consumer
-from shared.config import BrokerSettings, NasSettings, TelemetrySettings
+from shared.config import BrokerSettings, NasSettings
 from shared.errors import ServiceError
 from shared.kube import RateLimiter, api_client
-from shared.lifecycle import install_stop_event
-from shared.logs import configure_logging, get_logger
+from shared.lifecycle import start_service
+from shared.logs import get_logger
 from shared.slurmctl import SlurmCtl
-from shared.telemetry import configure_telemetry
 
 _log = get_logger("services.collector")
 
@@ -52,16 +51,13 @@ def sweep_forever(collector: Collector, interval_s: float, stop: threading.Event
 
 def main() -> int:
     """Run until SIGTERM; exit 2 on a configuration error."""
-    telemetry = TelemetrySettings()
-    configure_logging(telemetry, "collector")
-    configure_telemetry(telemetry, "collector")
+    stop = start_service("collector")
     settings = CollectorSettings()
     try:
         collector = build(settings, NasSettings())
     except Exception as exc:  # the Kubernetes client raises its own ConfigException
         _log.error("cannot start: no usable Kubernetes credentials", error=str(exc))
         return 2
-    stop = install_stop_event()
     sweeper = threading.Thread(
         target=sweep_forever,
         args=(collector, settings.reconcile_interval_s, stop),

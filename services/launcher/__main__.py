@@ -17,12 +17,11 @@ from services.launcher.slurmjob import SlurmJobs
 from services.launcher.users import HostUsers
 from services.launcher.watching import PodWatcher
 from shared.broker import LAUNCHER, Consumer, Publisher
-from shared.config import BrokerSettings, NasSettings, TelemetrySettings
+from shared.config import BrokerSettings, NasSettings
 from shared.errors import ServiceError
 from shared.kube import RateLimiter, api_client
-from shared.lifecycle import install_stop_event
-from shared.logs import configure_logging, get_logger
-from shared.telemetry import configure_telemetry
+from shared.lifecycle import start_service
+from shared.logs import get_logger
 
 _log = get_logger("services.launcher")
 
@@ -63,13 +62,10 @@ def watch_forever(watcher: PodWatcher, stop: threading.Event) -> None:
 
 def main() -> int:
     """Run until SIGTERM."""
-    telemetry = TelemetrySettings()
-    configure_logging(telemetry, "launcher")
-    configure_telemetry(telemetry, "launcher")
+    stop = start_service("launcher")
     settings = LauncherSettings()
     broker = BrokerSettings()
     launcher, runs, slurm = build(settings, NasSettings())
-    stop = install_stop_event()
     watcher_thread: threading.Thread | None = None
     publisher: Publisher | None = None
     if settings.watch_pods:

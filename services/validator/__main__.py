@@ -19,12 +19,11 @@ from services.validator.filing import Journal
 from services.validator.handlers import ValidatorDeps, ValidatorHandler
 from services.validator.submitting import SlurmCli
 from shared.broker import VALIDATOR, Consumer
-from shared.config import BrokerSettings, NasSettings, TelemetrySettings
+from shared.config import BrokerSettings, NasSettings
 from shared.errors import ConfigError
 from shared.jobscript import load_policy, policy_path
-from shared.lifecycle import install_stop_event
-from shared.logs import configure_logging, get_logger
-from shared.telemetry import configure_telemetry
+from shared.lifecycle import start_service
+from shared.logs import get_logger
 
 SERVICE = "validator"
 # Finished records are only needed while redeliveries can still come; an hour is plenty often.
@@ -67,10 +66,7 @@ def journal_pruner(journal: Journal, *, keep_s: float) -> Callable[[], None]:
 
 def main() -> int:
     """Run the validator until stopped."""
-    stop = install_stop_event()
-    telemetry = TelemetrySettings()
-    configure_logging(telemetry, SERVICE)
-    configure_telemetry(telemetry, SERVICE)
+    stop = start_service(SERVICE)
     log = get_logger(SERVICE)
     settings = ValidatorSettings()
     nas = NasSettings()

@@ -13,21 +13,17 @@ from services.watcher.config import WatcherSettings
 from services.watcher.ledger import Ledger
 from services.watcher.watching import Watcher
 from shared.broker import Publisher
-from shared.config import BrokerSettings, NasSettings, TelemetrySettings
+from shared.config import BrokerSettings, NasSettings
 from shared.errors import ConfigError
-from shared.lifecycle import install_stop_event
-from shared.logs import configure_logging, get_logger
-from shared.telemetry import configure_telemetry
+from shared.lifecycle import start_service
+from shared.logs import get_logger
 
 SERVICE = "watcher"
 
 
 def main() -> int:
     """Run the watcher until stopped."""
-    stop = install_stop_event()
-    telemetry = TelemetrySettings()
-    configure_logging(telemetry, SERVICE)
-    configure_telemetry(telemetry, SERVICE)
+    stop = start_service(SERVICE)
     log = get_logger(SERVICE)
     settings = WatcherSettings()
     nas = NasSettings()
