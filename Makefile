@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_FLAGS ?=
 
-.PHONY: venv unit lint test integration lab lab-status lab-down lab-env demo bench clean
+.PHONY: venv unit lint test lab lab-status lab-down lab-env demo
 
 $(BIN)/python: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,3 @@ test: venv lab
 
 demo: venv lab
 	source <(bash lab/env.sh) && bash examples/demo.sh
-
-bench: venv lab
-	source <(bash lab/env.sh) && $(BIN)/python -m bench
