@@ -250,7 +250,14 @@ def test_reconcile_removes_finished_orphans_and_keeps_running_and_unknown(
         alive = make_run(core, created, slurm_ready, running, "sleep 300")
         unknown = make_run(core, created, slurm_ready, UNKNOWN_JOB, "sleep 300")
 
-        results_by_run = {r.run: r for r in collector.reconcile()}
+        # Accounting can say COMPLETED while slurmctld still shows the job COMPLETING (its
+        # epilog running); the reconcile is fail-closed and waits for slurmctld, so do we.
+        deadline = time.monotonic() + 60
+        while True:
+            results_by_run = {r.run: r for r in collector.reconcile()}
+            if results_by_run[RunKey(finished, 0)].done or time.monotonic() > deadline:
+                break
+            time.sleep(1)
 
         assert results_by_run[RunKey(finished, 0)].done
         assert gone(core, orphan)
