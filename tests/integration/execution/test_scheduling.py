@@ -70,7 +70,12 @@ def test_small_job_backfills_ahead_of_a_large_one(jobs: Any, kube_core: Any) -> 
 
     jobs.wait_for("the small job to start", small_started, 120)
     assert jobs.state(large) == "PENDING"
-    assert squeue(large, "%r") in ("Resources", "Priority")
+    # Right after submission the reason reads "None" until the main scheduler has looked.
+    jobs.wait_for(
+        "the large job's pending reason",
+        lambda: squeue(large, "%r") in ("Resources", "Priority"),
+        60,
+    )
     assert jobs.state(holder) == "RUNNING"
     assert small_priority < large_priority, "the small job must have jumped the queue"
     record = jobs.show(small) or {}
