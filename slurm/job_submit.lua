@@ -61,7 +61,7 @@ local POLICY_DEFAULTS = {
   max_cpus = 2, max_mem_mb = 16000, max_gpus = 4, max_nodes = 1, max_array_tasks = 100,
   max_script_bytes = 1048576, max_shm_mb = 8192,
   writable_roots = { "/mnt/test-k8s/results", "/mnt/test-k8s/home/%u" },
-  allow_root_owned_files = false, bash_syntax_check = true,
+  allow_root_owned_files = false, bash_syntax_check = true, min_uid = 1000,
 }
 local LIST_KEYS = { allowed_registries = true, writable_roots = true }
 local BOOLEANS = { ["true"] = true, yes = true, on = true, ["1"] = true,

@@ -45,6 +45,12 @@ class Policy(BaseModel):
         "%u is the user's name.",
     )
     allow_root_owned_files: bool = False
+    min_uid: int = Field(
+        default=1000,
+        ge=0,
+        description="Jobs (and NAS files) of accounts below this uid are refused: root and "
+        "system accounts (daemon, www-data, ...) never run user code.",
+    )
     bash_syntax_check: bool = Field(
         default=True, description="Run `bash -n` on scripts whose #! names sh or bash."
     )
