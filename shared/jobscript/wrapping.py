@@ -18,6 +18,12 @@ WRAPPER_HEAD = (
     "exec /opt/slurm-k8s/venv/bin/python -m services.runner\n"
 )
 ORIGINAL_MARKER = "# slurm-k8s-original-script-base64:"
+ACCEPTED_MARK = "slurmk8s-accepted"
+"""job_submit.lua's mark in the AdminComment of every job it accepted and wrapped.
+
+Users cannot write a job's AdminComment, so this (not the wrapper's text, which anyone can
+submit) is what makes a job a slurm-k8s job; notes written later keep it as their prefix.
+"""
 LINE_WIDTH = 76
 
 
