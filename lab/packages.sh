@@ -12,6 +12,7 @@ PACKAGES=(
   acl gettext-base curl python3 python3-venv python3-pip
   lua5.1  # the Lua slurmctld links (job_submit_lua.so): install-hooks checks syntax with it
   gcc libc6-dev binutils  # the pause image is a static build of Kubernetes' pause.c
+  nginx  # the registry's front: anonymous pull, authenticated push (lab/k8s/up.sh)
 )
 
 # Kubernetes v1.37 needs Go >= 1.26 (its go.mod); Debian's golang is older, so the machine's
