@@ -1,8 +1,9 @@
 """Pure decisions of the watcher: which names are job files, and when a file is complete.
 
 No I/O here: the watching loop lists the submit tree into a snapshot (path → :class:`FileStat`)
-and asks :class:`StabilityTracker` which files have settled; after hashing them it asks
-:func:`unpublished` which ones are new. Time is passed in, so tests use a fake clock.
+and asks :class:`StabilityTracker` which files have settled; after hashing them (or, for a file
+over the policy's ``max_script_bytes``, keying it :func:`by_identity` without reading a byte)
+it asks :func:`unpublished` which ones are new. Time is passed in, so tests use a fake clock.
 
 Layout: ``submit/<file>`` and one level of sub-folders, ``submit/<anything>/<file>`` (e.g. one
 folder per user). Deeper files, hidden folders and non-regular files are not job files.
@@ -10,6 +11,7 @@ folder per user). Deeper files, hidden folders and non-regular files are not job
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -70,15 +72,37 @@ class PublishedKey(NamedTuple):
 
 @dataclass(frozen=True)
 class HashedFile:
-    """A settled file with the digest of exactly the bytes that were read."""
+    """A settled file with the digest of exactly the bytes that were read.
+
+    A file over the size limit is never read: its ``sha256`` comes from :func:`by_identity`
+    (``content_hashed`` False), so it still has a stable key and the validator can file it.
+    """
 
     stat: FileStat
     sha256: str
+    content_hashed: bool = True
 
     @property
     def key(self) -> PublishedKey:
         """The ledger key of this file."""
         return PublishedKey(self.stat.path, self.sha256, self.stat.ino)
+
+
+def over_limit(stat: FileStat, max_bytes: int) -> bool:
+    """Whether a file is too big to be a job script: it is then never read nor hashed."""
+    return stat.size > max_bytes
+
+
+def by_identity(stat: FileStat) -> HashedFile:
+    """A file over the limit, keyed by what ``lstat`` says instead of its bytes.
+
+    sha256 of (path, inode, size, mtime): the same listing gives the same digest (the ledger
+    and the validator's submission key stay stable across redeliveries and restarts), and any
+    change (append, rewrite, rename-over, touch) gives a new one, like a new content would.
+    The ``unhashed`` prefix keeps it apart from any content digest of the same file.
+    """
+    text = f"slurmk8s-unhashed\0{stat.path}\0{stat.ino}\0{stat.size}\0{stat.mtime_ns}"
+    return HashedFile(stat, hashlib.sha256(text.encode()).hexdigest(), content_hashed=False)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The watcher's I/O loop: events and a rescan timer drive listings; settled files are published.
 
 Settled files are hashed, published with confirms, and recorded in the ledger after each
-confirm.
+confirm. Size comes first: a file over the policy's ``max_script_bytes`` (by ``lstat``) is never
+opened, and a read stops after ``max_script_bytes + 1`` bytes, so no file, however big or
+however fast it grows, holds up the files dropped after it.
 
 Events only say "look now"; every decision is made on a full listing of the submit tree by
 the pure code in :mod:`services.watcher.scanning`. That keeps one code path for inotify,
@@ -32,11 +34,14 @@ from services.watcher.scanning import (
     FileStat,
     HashedFile,
     StabilityTracker,
+    by_identity,
     is_job_folder,
     is_job_name,
+    over_limit,
     unpublished,
 )
 from shared.errors import BrokerUnavailable, PublishRejected, TransientError
+from shared.jobscript import Policy
 from shared.logs import get_logger
 from shared.messages import Envelope, FileDetected
 from shared.telemetry import tracer
@@ -88,15 +93,20 @@ def list_submit_tree(submit: Path) -> dict[str, FileStat]:
     return found
 
 
-def hash_settled(stat: FileStat) -> HashedFile | None:
+def hash_settled(stat: FileStat, max_bytes: int) -> HashedFile | None:
     """Digest a settled file, or None if it changed or vanished since it was listed.
 
-    The file is opened without following links and compared with its listing before and
-    after reading, so the digest is of the complete file that was judged settled.
+    A file over ``max_bytes`` (by its listing's ``lstat``) is not opened: it is keyed by its
+    identity (:func:`by_identity`). Otherwise the file is opened without following links,
+    compared with its listing before and after reading, and at most ``max_bytes + 1`` bytes are
+    read, so a file that grows after its listing cannot make the watcher read without end; the
+    digest is of the complete file that was judged settled.
 
     Raises:
         PermissionError: the watcher may not read it.
     """
+    if over_limit(stat, max_bytes):
+        return by_identity(stat)
     try:
         fd = os.open(stat.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
@@ -106,18 +116,20 @@ def hash_settled(stat: FileStat) -> HashedFile | None:
             raise
         return None  # ELOOP: replaced by a symlink since the listing
     try:
-        with os.fdopen(fd, "rb") as fh:
+        with os.fdopen(fd, "rb", buffering=0) as fh:
             before = os.fstat(fh.fileno())
             if not stat_mode.S_ISREG(before.st_mode) or _signature(before) != stat.signature:
                 return None
             digest = hashlib.sha256()
-            while chunk := fh.read(_CHUNK):
+            left = max_bytes + 1
+            while left > 0 and (chunk := fh.read(min(_CHUNK, left))):
                 digest.update(chunk)
+                left -= len(chunk)
             after = os.fstat(fh.fileno())
     except OSError:
         return None  # EIO, ESTALE on NFS...: judged again on a later listing
-    if _signature(after) != stat.signature:
-        return None
+    if left <= 0 or _signature(after) != stat.signature:
+        return None  # grew (or changed) while read: judged again once it settles
     return HashedFile(stat, digest.hexdigest())
 
 
@@ -142,6 +154,8 @@ class Watcher:
         ledger: published keys (durable).
         publish: publishes an envelope and returns once the broker confirmed it.
         clock: a monotonic clock (tests pass a fake one).
+        max_script_bytes: the policy's limit; bigger files are published unread, keyed by
+            their identity, for the validator to file in failed/.
     """
 
     settings: WatcherSettings
@@ -149,6 +163,7 @@ class Watcher:
     ledger: Ledger
     publish: Publish
     clock: Callable[[], float] = time.monotonic
+    max_script_bytes: int = Policy().max_script_bytes
     polling: bool = field(init=False, default=False)
     tracker: StabilityTracker = field(init=False)
     _next_rescan: float = field(init=False, default=0.0)
@@ -170,6 +185,7 @@ class Watcher:
             filesystem=fstype,
             polling=self.polling,
             stability_window_s=window,
+            max_script_bytes=self.max_script_bytes,
             rescan_interval_s=self.settings.rescan_interval_s,
             ledger=str(self.ledger.path),
             ledger_entries=len(self.ledger),
@@ -251,7 +267,7 @@ class Watcher:
         hashed: list[HashedFile] = []
         for stat in ready:
             try:
-                result = hash_settled(stat)
+                result = hash_settled(stat, self.max_script_bytes)
             except PermissionError as exc:
                 # Retrying cannot help until the file changes (the tracker reports it again).
                 _log.error("watcher.unreadable", path=stat.path, owner_uid=stat.uid, error=str(exc))
@@ -308,5 +324,6 @@ class Watcher:
                 owner=_owner_name(item.stat.uid),
                 size=item.stat.size,
                 sha256=item.sha256[:12],
+                content_hashed=item.content_hashed,
             )
         return published

@@ -197,9 +197,9 @@ def test_hash_settled_refuses_a_file_changed_since_its_listing(submit: Path) -> 
     job.write_text("one\n")
     listed = list_submit_tree(submit)[str(job)]
     job.write_text("one and two\n")
-    assert hash_settled(listed) is None
+    assert hash_settled(listed, 1 << 20) is None
     job.unlink()
-    assert hash_settled(listed) is None
+    assert hash_settled(listed, 1 << 20) is None
 
 
 def test_inotify_failure_falls_back_to_polling(
