@@ -3,8 +3,10 @@
 Covers reading a dropped file safely, moving it without overwriting anything, writing receipts
 and error files, and the submission journal.
 
-Reading follows the drop-folder rules (CWE-59, TOCTOU): open with ``O_NOFOLLOW``, ``fstat`` the
-descriptor, read the bytes once; what was checked is what sbatch gets. Moves never overwrite:
+Reading follows the drop-folder rules (CWE-59, TOCTOU): ``lstat`` first (a symlink, a
+non-regular file or a file over the policy's ``max_script_bytes`` is never opened), then open
+with ``O_NOFOLLOW``, ``fstat`` the descriptor, read at most the limit plus one byte, once; what
+was checked is what sbatch gets. Moves never overwrite:
 ``link`` + ``unlink`` fails on an existing name, where ``rename`` would silently replace it.
 Files moved by root keep their owner; receipts and error files are given to the job file's
 owner (mode 0644) so they can read and remove them.
@@ -30,13 +32,14 @@ from typing import Any
 
 from shared.errors import TransientError
 
-#: Files larger than this are hashed but not kept in memory; they are rejected as too big.
-READ_LIMIT = 16 * 1024 * 1024
-
 
 @dataclass(frozen=True)
 class JobFile:
-    """A dropped file as read once: who owns it, what it is, its bytes and their hash."""
+    """A dropped file as read once: who owns it, what it is, its bytes and their hash.
+
+    ``data`` and ``sha256`` are only there for a regular file within the size limit; a file
+    over it (``oversize``) is judged by its ``lstat`` alone and never read.
+    """
 
     path: Path
     uid: int
@@ -44,40 +47,90 @@ class JobFile:
     size: int
     kind: str  # "file", "symlink", "hardlink" (st_nlink > 1) or "other"
     sha256: str
-    data: bytes | None  # None when not a regular single-link file, or over READ_LIMIT
+    data: bytes | None  # None when not a regular file, or over the limit
+    mtime_ns: int = 0
+    oversize: bool = False
 
 
-def read_job_file(path: Path) -> JobFile:
-    """Open without following links, check what it is, read it once.
+def read_job_file(path: Path, limit: int) -> JobFile:
+    """Look with ``lstat`` first, then open without following links and read ``limit + 1`` bytes.
+
+    A symlink or a non-regular file is never opened; a regular file whose ``lstat`` size is
+    over ``limit`` is never opened either (a sparse 1 TB file costs one ``lstat``). A file that
+    grows past ``limit`` between the ``lstat`` and the read is caught by the bounded read and
+    reported as oversize, with nothing kept.
 
     Raises:
         FileNotFoundError: it is gone (moved by an earlier delivery, or removed).
         TransientError: the NAS could not be read.
     """
     try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise TransientError(f"cannot look at {path}: {exc.strerror}") from exc
+    if stat.S_ISLNK(st.st_mode):
+        return _unread(path, st, "symlink")
+    if not stat.S_ISREG(st.st_mode):
+        return _unread(path, st, "other")
+    if st.st_size > limit:
+        return _unread(path, st, _regular_kind(st), oversize=True)
+    return _open_and_read(path, limit)
+
+
+def _open_and_read(path: Path, limit: int) -> JobFile:
+    """The read itself: ``O_NOFOLLOW``, ``fstat`` of the descriptor, at most ``limit + 1`` bytes."""
+    try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            st = os.lstat(path)
-            return JobFile(path, st.st_uid, st.st_gid, st.st_size, "symlink", "", None)
+        if exc.errno == errno.ELOOP:  # replaced by a symlink since the lstat
+            return _unread(path, os.lstat(path), "symlink")
         raise TransientError(f"cannot open {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as handle:
+    with os.fdopen(fd, "rb", buffering=0) as handle:
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):
-            return JobFile(path, st.st_uid, st.st_gid, st.st_size, "other", "", None)
-        digest = hashlib.sha256()
+            return _unread(path, st, "other")
+        if st.st_size > limit:
+            return _unread(path, st, _regular_kind(st), oversize=True)
         kept = bytearray()
-        size = 0
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-            if size <= READ_LIMIT:
-                kept += chunk
-        kind = "file" if st.st_nlink == 1 else "hardlink"
-        data = bytes(kept) if size <= READ_LIMIT else None
-        return JobFile(path, st.st_uid, st.st_gid, size, kind, digest.hexdigest(), data)
+        while len(kept) <= limit and (chunk := handle.read(min(1 << 20, limit + 1 - len(kept)))):
+            kept += chunk
+        if len(kept) > limit:  # grew while we read: say so, keep nothing
+            after = os.fstat(handle.fileno())
+            return _unread(path, after, _regular_kind(after), oversize=True)
+    data = bytes(kept)
+    return JobFile(
+        path,
+        st.st_uid,
+        st.st_gid,
+        len(data),
+        _regular_kind(st),
+        hashlib.sha256(data).hexdigest(),
+        data,
+        mtime_ns=st.st_mtime_ns,
+    )
+
+
+def _regular_kind(st: os.stat_result) -> str:
+    return "file" if st.st_nlink == 1 else "hardlink"
+
+
+def _unread(path: Path, st: os.stat_result, kind: str, *, oversize: bool = False) -> JobFile:
+    """A file judged on its metadata alone: no bytes, no digest."""
+    return JobFile(
+        path,
+        st.st_uid,
+        st.st_gid,
+        st.st_size,
+        kind,
+        "",
+        None,
+        mtime_ns=st.st_mtime_ns,
+        oversize=oversize,
+    )
 
 
 def unique_destination(directory: Path, name: str, taken: tuple[str, ...] = ()) -> Path:

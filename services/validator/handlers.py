@@ -1,13 +1,17 @@
 """What the validator does with one ``file.detected`` event; every dependency is passed in.
 
 Steps, each recorded in the journal before the next, so a redelivery resumes instead of
-repeating: vet the file (owner, kind, content still as detected) → check it → find or make the
-Slurm job (key looked up in the journal, then in Slurm, before any sbatch) → choose a free name
-→ move → write the receipt or error file → publish. A stale event (the file changed or went
+repeating: vet the file (kind and size by ``lstat`` before a byte is read, owner, content still
+as detected) → check it → find or make the Slurm job (key looked up in the journal, then in
+Slurm, before any sbatch) → choose a free name → move → write the receipt or error file →
+publish. A stale event (the file changed or went
 away before we saw it) is acknowledged and dropped: the watcher publishes the new content itself.
 
 The submission key is the first 24 hex digits of sha256(path, content hash, mtime): the same
-bytes dropped again later at the same path are a new submission, a redelivery is not.
+bytes dropped again later at the same path are a new submission, a redelivery is not. A file
+over ``max_script_bytes`` is never read, here or in the watcher: its event's ``sha256`` is the
+watcher's digest of the file's identity (path, inode, size, mtime), so its key is just as stable,
+and it is still "the file of the event" while its size and mtime are the event's.
 """
 
 from __future__ import annotations
@@ -108,12 +112,12 @@ class ValidatorHandler:
         if "destination" in record:
             return self._finish(event, key, record)
         try:
-            job = read_job_file(Path(event.path))
+            job = read_job_file(Path(event.path), self._deps.policy.max_script_bytes)
         except FileNotFoundError:
             log.info("stale event: the file is gone")
             return []
         if job.kind in ("file", "hardlink") and (
-            job.sha256 != event.sha256 or job.uid != event.owner_uid
+            not _same_content(job, event) or job.uid != event.owner_uid
         ):
             log.info("stale event: the file changed since it was detected")
             return []
@@ -141,20 +145,29 @@ class ValidatorHandler:
                     line=0, message=f"the file is owned by uid {job.uid}, which has no account here"
                 )
             ]
-        if job.uid == 0 and not policy.allow_root_owned_files:
+        if job.uid == 0:
+            if not policy.allow_root_owned_files:
+                return None, [
+                    Problem(
+                        line=0,
+                        message="the file is owned by root; jobs run as the file's owner, "
+                        "so copy it in as yourself",
+                    )
+                ]
+        elif job.uid < policy.min_uid:
             return None, [
                 Problem(
                     line=0,
-                    message="the file is owned by root; jobs run as the file's owner, "
-                    "so copy it in as yourself",
+                    message=f"the file is owned by {user} (uid {job.uid}); files of system "
+                    "accounts are not submitted",
                 )
             ]
         if job.data is None:
             return user, [
                 Problem(
                     line=0,
-                    message=f"the file is {job.size} bytes; the limit is "
-                    f"{policy.max_script_bytes} bytes",
+                    message=f"the file is {_size(job.size)}; the limit is "
+                    f"{_size(policy.max_script_bytes)}; it was not read",
                 )
             ]
         home = self._home(user)
@@ -241,7 +254,7 @@ class ValidatorHandler:
         """Move the file to its recorded destination, write its companion, publish."""
         deps = self._deps
         source, destination = Path(event.path), Path(record["destination"])
-        if os.path.lexists(source) and _still_the_same(source, event, record["kind"]):
+        if os.path.lexists(source) and self._still_the_same(source, event, record["kind"]):
             move_no_clobber(source, destination)
         deps.fault("after-move")
         uid, gid = int(record["uid"]), int(record["gid"])
@@ -281,15 +294,38 @@ class ValidatorHandler:
         )
         return [envelope]
 
+    def _still_the_same(self, source: Path, event: FileDetected, kind: str) -> bool:
+        """Whether the file at ``source`` is still the one this key is about."""
+        if kind not in ("file", "hardlink"):
+            return True
+        try:
+            return _same_content(read_job_file(source, self._deps.policy.max_script_bytes), event)
+        except FileNotFoundError:
+            return False
 
-def _still_the_same(source: Path, event: FileDetected, kind: str) -> bool:
-    """Whether the file at ``source`` is still the one this key is about."""
-    if kind not in ("file", "hardlink"):
-        return True
-    try:
-        return read_job_file(source).sha256 == event.sha256
-    except FileNotFoundError:
-        return False
+
+def _same_content(job: JobFile, event: FileDetected) -> bool:
+    """Whether a file read now is the content the event was about.
+
+    A file within the limit is compared by digest. A file over it was never read, here or in
+    the watcher (whose ``sha256`` is then a digest of the file's identity, not of its bytes):
+    it is the same file while its size and mtime are those of the event.
+    """
+    if job.oversize:
+        return job.size == event.size and job.mtime_ns == event.mtime_ns
+    return job.sha256 == event.sha256
+
+
+def _size(size: int) -> str:
+    """``1048576 bytes (1.0 MiB)``; small sizes in bytes only."""
+    if size < 1024:
+        return f"{size} bytes"
+    value = size / 1024
+    units = ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{size} bytes ({value:.1f} {units[0]})"
 
 
 def _sbatch_problem(reason: str) -> Problem:

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from services.validator.filing import (
-    READ_LIMIT,
     Journal,
     move_no_clobber,
     read_job_file,
@@ -15,6 +14,8 @@ from services.validator.filing import (
 from shared.errors import TransientError
 
 pytestmark = pytest.mark.unit
+
+LIMIT = 1 << 20
 
 
 def test_unique_names_skip_taken_names_and_their_companions(tmp_path: Path) -> None:
@@ -63,26 +64,16 @@ def test_move_keeps_owner_and_moves_links_and_directories_themselves(tmp_path: P
 def test_reading_tells_what_the_file_is(tmp_path: Path) -> None:
     plain = tmp_path / "plain.sh"
     plain.write_bytes(b"#!/bin/sh\n")
-    read = read_job_file(plain)
+    read = read_job_file(plain, LIMIT)
     assert (read.kind, read.data, read.size) == ("file", b"#!/bin/sh\n", 10)
     os.link(plain, tmp_path / "other-name")
-    assert read_job_file(plain).kind == "hardlink"
+    assert read_job_file(plain, LIMIT).kind == "hardlink"
     (tmp_path / "link.sh").symlink_to(plain)
-    assert read_job_file(tmp_path / "link.sh").kind == "symlink"
+    assert read_job_file(tmp_path / "link.sh", LIMIT).kind == "symlink"
     os.mkfifo(tmp_path / "fifo")
-    assert read_job_file(tmp_path / "fifo").kind == "other"  # and it did not block
+    assert read_job_file(tmp_path / "fifo", LIMIT).kind == "other"  # and it did not block
     with pytest.raises(FileNotFoundError):
-        read_job_file(tmp_path / "missing")
-
-
-def test_huge_files_are_hashed_not_kept(tmp_path: Path) -> None:
-    big = tmp_path / "big.sh"
-    with big.open("wb") as handle:
-        handle.truncate(READ_LIMIT + 1)
-    read = read_job_file(big)
-    assert read.data is None
-    assert read.size == READ_LIMIT + 1
-    assert len(read.sha256) == 64
+        read_job_file(tmp_path / "missing", LIMIT)
 
 
 def test_companions_belong_to_the_owner_and_are_readable(tmp_path: Path) -> None:
