@@ -11,6 +11,7 @@ import os
 import shlex
 import socket
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -119,16 +120,28 @@ def _check_kubernetes(env: dict[str, str]) -> str | None:
     return None
 
 
+def _check_registry(env: dict[str, str]) -> str | None:
+    url = f"http://{env.get('REGISTRY') or 'nas-hub.local:5407'}/v2/_catalog?n=1"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            if response.status == 200:
+                return None
+            return f"anonymous GET {url} answered {response.status}"
+    except OSError as exc:
+        return f"anonymous GET {url} failed: {exc}"
+
+
 _CHECKS: dict[str, Callable[[dict[str, str]], str | None]] = {
     "rabbitmq": _check_rabbitmq,
     "slurm": _check_slurm,
     "kubernetes": _check_kubernetes,
+    "registry": _check_registry,
 }
 
 
 @pytest.fixture(scope="session")
 def require(lab_env: dict[str, str]) -> Callable[[str], None]:
-    """`require("rabbitmq" | "slurm" | "kubernetes")`: skip or fail unless it answers."""
+    """`require("rabbitmq" | "slurm" | "kubernetes" | "registry")`: skip or fail unless up."""
     seen: dict[str, str | None] = {}
 
     def _require(component: str) -> None:
