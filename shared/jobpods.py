@@ -16,6 +16,9 @@ NAS_CLAIM = "nas"
 LABEL_JOB_ID = "slurm-k8s.io/job-id"
 LABEL_RESTART = "slurm-k8s.io/restart-count"
 LABEL_USER = "slurm-k8s.io/user"
+LABEL_UID = "slurm-k8s.io/uid"
+LABEL_SUBMITTED = "slurm-k8s.io/submit-time"
+"""With the job id, names one job even if slurmctld reuses ids (after its state is lost)."""
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGED_BY = "slurm-k8s"
 
@@ -43,3 +46,8 @@ def handoff_dir(state_dir: Path) -> Path:
 def handoff_path(state_dir: Path, job_id: int, restart_count: int) -> Path:
     """The kubeconfig a run's batch step uses to follow its own Pod (owner-only file)."""
     return handoff_dir(state_dir) / f"{run_name(job_id, restart_count)}.kubeconfig"
+
+
+def refusal_path(state_dir: Path, job_id: int, restart_count: int) -> Path:
+    """Where the launcher tells a run's batch step it gets no Pod, and why (owner-only file)."""
+    return handoff_dir(state_dir) / f"{run_name(job_id, restart_count)}.refused"

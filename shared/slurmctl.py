@@ -5,16 +5,26 @@ parsing and the error mapping live in one place: a command that cannot reach slu
 slurmdbd is a ``TransientError``; "no such job" is ``SlurmJobUnknown`` (the caller decides what
 that means, and it never means "finished": fail closed); a refused update is a
 ``PermanentError``. Parsing is pure and unit-tested against captured Slurm 22.05 output.
+
+Who a job belongs to and what it was given come only from structured output
+(``squeue --json``, ``JobInfo``): ``scontrol show job`` prints user strings (the job name, the
+comment, paths) unquoted among its ``Key=Value`` fields, so a job named
+``x UserId=alice(2001)`` reads as alice's job there. The text record (``JobRecord``) is kept for
+what JSON lacks on 22.05 (the output paths, which squeue leaves empty) and for display; no
+identity, resource or policy decision reads it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from shared.errors import PermanentError, TransientError
+from shared.jobscript.wrapping import ACCEPTED_MARK
 
 TERMINAL_STATES = frozenset(
     {
@@ -111,7 +121,11 @@ def _null(value: str) -> str:
 
 @dataclass(frozen=True)
 class JobRecord:
-    """What slurmctld says about a job (``scontrol -o show job``)."""
+    """What ``scontrol -o show job`` prints: for people (``slurmk8s explain``) only.
+
+    User strings are printed unquoted among the fields, so any field can be forged by a job
+    name; decisions read ``JobInfo``.
+    """
 
     fields: Mapping[str, str]
 
@@ -141,43 +155,40 @@ class JobRecord:
 
     @property
     def user(self) -> str:
-        """The owner's name."""
+        """The owner's name as the text shows it: for display, never for a decision."""
         return _name_and_id(self.fields.get("UserId", ""))[0]
 
     @property
-    def uid(self) -> int | None:
-        """The owner's uid."""
-        return _name_and_id(self.fields.get("UserId", ""))[1]
-
-    @property
-    def gid(self) -> int | None:
-        """The job's gid."""
-        return _name_and_id(self.fields.get("GroupId", ""))[1]
-
-    @property
     def stdout(self) -> str:
-        """The --output path with its patterns expanded."""
-        return expand_output_pattern(self.get("StdOut"), self)
-
-    @property
-    def stderr(self) -> str:
-        """The --error path with its patterns expanded."""
-        return expand_output_pattern(self.get("StdErr"), self)
+        """The --output path as scontrol shows it (for display only)."""
+        return self.get("StdOut")
 
 
-def expand_output_pattern(pattern: str, job: JobRecord) -> str:
-    """Expand %j %u %x %A %a %N %% (scontrol usually shows them expanded already)."""
+def expand_output_pattern(
+    pattern: str,
+    *,
+    job_id: int,
+    user: str,
+    name: str,
+    array_job_id: int | None = None,
+    array_task_id: int | None = None,
+    node: str = "",
+) -> str:
+    """Expand sbatch's ``%j %J %u %x %A %a %N %%`` in an output path (the one expander).
+
+    ``%x`` is the job name, which the user chose: the result only says where to look, and
+    files there are trusted only if they belong to the job's uid.
+    """
     if "%" not in pattern:
         return pattern
-    array_job = job.get("ArrayJobId") or str(job.job_id)
     values = {
-        "j": str(job.job_id),
-        "J": str(job.job_id),
-        "u": job.user,
-        "x": job.get("JobName"),
-        "A": array_job,
-        "a": job.get("ArrayTaskId") or "4294967294",
-        "N": job.get("BatchHost") or job.get("NodeList"),
+        "j": str(job_id),
+        "J": str(job_id),
+        "u": user,
+        "x": name,
+        "A": str(array_job_id or job_id),
+        "a": str(array_task_id) if array_task_id is not None else "4294967294",
+        "N": node,
         "%": "%",
     }
     return re.sub(r"%([jJuxAaN%])", lambda m: values[m.group(1)], pattern)
@@ -249,6 +260,19 @@ class SlurmCtl:
                 return record
         return None
 
+    def job_info(self, job_id: int) -> JobInfo | None:
+        """The job's structured record, or None if slurmctld no longer holds it.
+
+        Raises:
+            TransientError: slurmctld unreachable.
+            MalformedSlurmOutput: squeue answered something this boundary cannot read.
+        """
+        return parse_squeue_json(self._run(["squeue", "--json"], self._timeout_s), job_id)
+
+    def jobs(self) -> dict[int, JobInfo]:
+        """Every job slurmctld holds, by id, from one ``squeue --json``."""
+        return parse_squeue_all(self._run(["squeue", "--json"], self._timeout_s))
+
     def accounting(self, job_id: int) -> AccountingRecord | None:
         """The record slurmdbd has of the allocation, or None if it has none (yet)."""
         out = self._run(
@@ -264,6 +288,19 @@ class SlurmCtl:
             self._timeout_s,
         )
         return parse_sacct(out, job_id)
+
+    def batch_script(self, job_id: int) -> str:
+        """The batch script slurmctld stored (our wrapper, for accepted slurm-k8s jobs).
+
+        ``scontrol write batch_script <id> -`` prints it on stdout (checked on 22.05).
+        """
+        return self._run(["scontrol", "write", "batch_script", str(job_id), "-"], self._timeout_s)
+
+    def note(self, job: JobInfo, text: str) -> None:
+        """Record ``text`` in the job's AdminComment, keeping the acceptance mark."""
+        wanted = admin_note(job.admin_comment, text)
+        if wanted != job.admin_comment:
+            self.update_job(job.job_id, AdminComment=wanted)
 
     def update_job(self, job_id: int, **fields: str) -> None:
         """``scontrol update JobId=<id> Key=Value…`` (values are single argv words)."""
@@ -291,6 +328,195 @@ class SlurmCtl:
                 if gpus:
                     jobs.append((int(cols[0]), gpus))
         return jobs
+
+
+def admin_note(current: str, text: str) -> str:
+    """The AdminComment for a note, keeping job_submit.lua's acceptance mark in front of it.
+
+    Only the mark already on the job is kept: a note never makes a job a slurm-k8s job.
+    """
+    if current.startswith(ACCEPTED_MARK):
+        return f"{ACCEPTED_MARK}; {text}"
+    return text
+
+
+class MalformedSlurmOutput(PermanentError):
+    """A Slurm command answered, but not in the form this boundary parses."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job as ``squeue --json`` reports it: every field is a JSON value, never split text."""
+
+    job_id: int
+    state: str
+    reason: str
+    restarts: int
+    name: str
+    user: str
+    uid: int
+    gid: int
+    partition: str
+    node: str
+    cpus: int
+    mem_mb: int
+    gpus: int
+    work_dir: str
+    time_limit_s: int | None
+    """None: no limit."""
+    submit_time: int
+    """Epoch seconds; with the job id it names one job even if slurmctld reuses ids."""
+    start: str = ""
+    end: str = ""
+    array_job_id: int | None = None
+    array_task_id: int | None = None
+    comment: str = ""
+    admin_comment: str = ""
+    stdout: str = ""
+    """The --output path, patterns expanded (Slurm's default when none was given)."""
+    stderr: str = ""
+    """The --error path, patterns expanded; "" when it goes with stdout."""
+
+
+def _default_output(job: Mapping[str, object], array: bool) -> str:
+    """Where a batch job writes without ``--output``: ``slurm-%j.out`` or ``slurm-%A_%a.out``."""
+    if job.get("batch_flag") is not True:
+        return ""
+    work_dir = _json_str(job, "current_working_directory").rstrip("/")
+    if array:
+        name = f"slurm-{job.get('array_job_id')}_{job.get('array_task_id')}.out"
+    else:
+        name = f"slurm-{job.get('job_id')}.out"
+    return f"{work_dir}/{name}"
+
+
+def _epoch_iso(value: object) -> str:
+    if not isinstance(value, int) or value <= 0:
+        return ""
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _tres_mem_mb(tres: str) -> int:
+    for item in tres.split(","):
+        key, _, value = item.partition("=")
+        if key == "mem" and value:
+            units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+            unit = value[-1].upper()
+            number = value[:-1] if unit in units else value
+            try:
+                return int(float(number) * units.get(unit, 1))
+            except ValueError:
+                return 0
+    return 0
+
+
+def _json_int(job: Mapping[str, object], key: str) -> int | None:
+    value = job.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _json_str(job: Mapping[str, object], key: str) -> str:
+    value = job.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def job_info_of(job: Mapping[str, object]) -> JobInfo:
+    """One job object of ``squeue --json`` (Slurm 22.05, openapi v0.0.38) as ``JobInfo``.
+
+    Raises:
+        MalformedSlurmOutput: a field that decides identity or resources is missing or mistyped.
+    """
+    job_id, uid, gid = (_json_int(job, k) for k in ("job_id", "user_id", "group_id"))
+    if job_id is None or uid is None or gid is None:
+        raise MalformedSlurmOutput(
+            f"squeue --json: job {job.get('job_id')!r} without job_id/user_id/group_id"
+        )
+    tres = _json_str(job, "tres_alloc_str") or _json_str(job, "tres_req_str")
+    limit = _json_int(job, "time_limit")
+    array_job = _json_int(job, "array_job_id") or None
+    array_task = _json_int(job, "array_task_id")
+    user, name = _json_str(job, "user_name"), _json_str(job, "name")
+    node = _json_str(job, "batch_host") or _json_str(job, "nodes")
+
+    def path(key: str) -> str:
+        return expand_output_pattern(
+            _json_str(job, key),
+            job_id=job_id,
+            user=user,
+            name=name,
+            array_job_id=array_job,
+            array_task_id=array_task,
+            node=node,
+        )
+
+    return JobInfo(
+        job_id=job_id,
+        state=_json_str(job, "job_state"),
+        reason=_null(_json_str(job, "state_reason")),
+        restarts=_json_int(job, "restart_cnt") or 0,
+        name=name,
+        user=user,
+        uid=uid,
+        gid=gid,
+        partition=_json_str(job, "partition"),
+        node=node,
+        cpus=_json_int(job, "cpus") or 1,
+        mem_mb=_tres_mem_mb(tres),
+        gpus=gpu_count(tres),
+        work_dir=_json_str(job, "current_working_directory") or "/",
+        time_limit_s=None if limit is None else limit * 60,
+        submit_time=_json_int(job, "submit_time") or 0,
+        start=_epoch_iso(job.get("start_time")),
+        end=_epoch_iso(job.get("end_time")),
+        array_job_id=array_job,
+        array_task_id=array_task,
+        comment=_json_str(job, "comment"),
+        admin_comment=_json_str(job, "admin_comment"),
+        stdout=path("standard_output") or _default_output(job, array_task is not None),
+        stderr=path("standard_error"),
+    )
+
+
+def _squeue_jobs(text: str) -> list[dict[str, object]]:
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise MalformedSlurmOutput(f"squeue --json: not JSON ({exc})") from exc
+    jobs = document.get("jobs") if isinstance(document, dict) else None
+    if not isinstance(jobs, list):
+        raise MalformedSlurmOutput("squeue --json: no 'jobs' list")
+    return [job for job in jobs if isinstance(job, dict)]
+
+
+def parse_squeue_json(text: str, job_id: int) -> JobInfo | None:
+    """The job ``job_id`` in ``squeue --json`` output, or None if slurmctld does not list it.
+
+    Slurm 22.05's ``squeue --json`` ignores ``-j``/``-u`` and lists every job it holds, so the
+    job is picked out here by its id.
+
+    Raises:
+        MalformedSlurmOutput: not squeue's JSON, or the job's object is not readable.
+    """
+    for job in _squeue_jobs(text):
+        if job.get("job_id") == job_id:
+            return job_info_of(job)
+    return None
+
+
+def parse_squeue_all(text: str) -> dict[int, JobInfo]:
+    """Every readable job of ``squeue --json`` output, by id (unreadable ones are left out).
+
+    Raises:
+        MalformedSlurmOutput: not squeue's JSON.
+    """
+    found: dict[int, JobInfo] = {}
+    for job in _squeue_jobs(text):
+        try:
+            info = job_info_of(job)
+        except MalformedSlurmOutput:
+            continue
+        found[info.job_id] = info
+    return found
 
 
 def gres_gpu_count(gres: str) -> int:

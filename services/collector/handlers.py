@@ -20,7 +20,7 @@ from shared.jobpods import run_name
 from shared.logs import get_logger
 from shared.messages import Envelope, JobEnded, PodFinished
 from shared.podfacts import PodFacts
-from shared.slurmctl import TERMINAL_STATES
+from shared.slurmctl import TERMINAL_STATES, admin_note
 
 _log = get_logger(__name__)
 
@@ -376,6 +376,9 @@ class Collector:
         group = job.gid if job.gid is not None else gid
         if owner is None or group is None:
             return ["job owner unknown: no footer, no summary"]
+        if (uid is not None and uid != owner) or (gid is not None and gid != group):
+            # slurmd (the epilog's event) and slurmctld disagree on whose job this is.
+            return [f"owner mismatch ({uid}:{gid} vs {owner}:{group}): no footer, no summary"]
         output = Path(job.stdout)
         notes: list[str] = []
         try:
@@ -410,7 +413,7 @@ class Collector:
         if comment is not None:
             fields["Comment"] = comment
         if pod is not None:
-            admin = admin_comment_of(pod)
+            admin = admin_note(job.admin_comment, admin_comment_of(pod))
             if admin != job.admin_comment:
                 fields["AdminComment"] = admin
         if not fields:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.collector.handlers import FOOTER_MARK, HEADER_MARK, RunKey
 from shared.errors import PermanentError
-from shared.jobpods import handoff_path
+from shared.jobpods import handoff_path, refusal_path
 
 SUMMARY_SUFFIX = ".summary.json"
 _TAIL = 64 * 1024
@@ -141,5 +141,6 @@ class NasFiles:
             os.rename(tmp, target, src_dir_fd=dfd, dst_dir_fd=dfd)
 
     def remove_handoff(self, run: RunKey) -> None:
-        """Delete the run's handoff kubeconfig (its token dies with the Pod anyway)."""
-        handoff_path(self._state_dir, run.job_id, run.restart_count).unlink(missing_ok=True)
+        """Delete the run's handoff kubeconfig (its token dies with the Pod anyway) or refusal."""
+        for path in (handoff_path, refusal_path):
+            path(self._state_dir, run.job_id, run.restart_count).unlink(missing_ok=True)

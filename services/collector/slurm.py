@@ -1,8 +1,10 @@
-"""The collector's Slurm boundary: slurmctld's record and accounting merged into ``SlurmJob``.
+"""The collector's Slurm boundary: slurmctld's structured record and accounting as ``SlurmJob``.
 
 Commands and their errors are ``shared.slurmctl``'s; this adapter only decides which source
-wins for each field: slurmctld while it knows the job (it has the restart count, the output
-path and the comments), accounting for the final state once slurmctld has forgotten it.
+wins for each field: slurmctld while it knows the job (it has the restart count and the
+comments, the output path), accounting for the final state once slurmctld has forgotten it.
+Everything comes from ``squeue --json`` or accounting, never from ``scontrol show job`` text,
+where a job name can forge any field.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ class SlurmAdapter:
 
     def job(self, job_id: int) -> SlurmJob | None:
         """Both views merged; None when neither slurmctld nor accounting know the job."""
-        record = self._ctl.show_job(job_id)
+        info = self._ctl.job_info(job_id)
         acct = self._ctl.accounting(job_id)
-        if record is None and acct is None:
+        if info is None and acct is None:
             return None
-        if record is None:
+        if info is None:
             assert acct is not None
             return SlurmJob(
                 job_id=job_id,
@@ -41,21 +43,21 @@ class SlurmAdapter:
             )
         return SlurmJob(
             job_id=job_id,
-            ctld_state=record.state,
+            ctld_state=info.state,
             acct_state=acct.base_state if acct else "",
-            restarts=record.restarts,
-            exit_code=(acct.exit_code if acct and acct.exit_code else record.get("ExitCode")),
-            reason=record.reason,
-            node=record.get("BatchHost") or record.get("NodeList"),
-            start=record.get("StartTime"),
-            end=record.get("EndTime"),
-            stdout=record.stdout,
-            user=record.user,
-            uid=record.uid,
-            gid=record.gid,
-            comment=record.get("Comment"),
-            admin_comment=record.get("AdminComment"),
-            gpus=gpu_count(record.get("TRES") or (acct.alloc_tres if acct else "")),
+            restarts=info.restarts,
+            exit_code=acct.exit_code if acct else "",
+            reason=info.reason,
+            node=info.node,
+            start=info.start,
+            end=info.end,
+            stdout=info.stdout,
+            user=info.user,
+            uid=info.uid,
+            gid=info.gid,
+            comment=info.comment,
+            admin_comment=info.admin_comment,
+            gpus=info.gpus or (gpu_count(acct.alloc_tres) if acct else 0),
         )
 
     def update(self, job_id: int, **fields: str) -> None:

@@ -13,15 +13,16 @@ import threading
 from services.launcher.config import LauncherSettings
 from services.launcher.handlers import Defaults, Launcher
 from services.launcher.k8s import KubeRuns
-from services.launcher.slurmjob import SlurmJobs
 from services.launcher.users import HostUsers
 from services.launcher.watching import PodWatcher
 from shared.broker import LAUNCHER, Consumer, Publisher
 from shared.config import BrokerSettings, NasSettings
 from shared.errors import ServiceError
+from shared.jobscript.policy import load_policy, policy_path
 from shared.kube import RateLimiter, api_client
 from shared.lifecycle import start_service
 from shared.logs import get_logger
+from shared.slurmctl import SlurmCtl
 
 _log = get_logger("services.launcher")
 
@@ -29,7 +30,7 @@ WATCH_INTERVAL_S = 2.0
 """Pod sweeps: one list call each; a failure reason shows on the job within seconds."""
 
 
-def build(settings: LauncherSettings, nas: NasSettings) -> tuple[Launcher, KubeRuns, SlurmJobs]:
+def build(settings: LauncherSettings, nas: NasSettings) -> tuple[Launcher, KubeRuns, SlurmCtl]:
     """Wire the real boundaries into the handler."""
     runs = KubeRuns(
         api_client(settings.kubeconfig),
@@ -37,7 +38,7 @@ def build(settings: LauncherSettings, nas: NasSettings) -> tuple[Launcher, KubeR
         nas.state_dir,
         settings.api_server,
     )
-    slurm = SlurmJobs(timeout_s=settings.slurm_timeout_s)
+    slurm = SlurmCtl(timeout_s=settings.slurm_timeout_s)
     defaults = Defaults(
         nas_root=str(nas.nas_root),
         default_shm_mb=settings.default_shm_mb,
@@ -46,7 +47,14 @@ def build(settings: LauncherSettings, nas: NasSettings) -> tuple[Launcher, KubeR
         deadline_margin_s=settings.deadline_margin_s,
         token_max_s=settings.token_max_s,
     )
-    launcher = Launcher(slurm, runs, HostUsers(nas.nas_root), defaults, settings.k8s_node)
+    launcher = Launcher(
+        slurm,
+        runs,
+        HostUsers(nas.nas_root),
+        defaults,
+        lambda: load_policy(policy_path()),
+        settings.k8s_node,
+    )
     return launcher, runs, slurm
 
 

@@ -15,28 +15,39 @@ from typing import Protocol
 
 from services.launcher import podspec
 from services.launcher.podspec import Manifest, RunSpec
-from services.launcher.slurmjob import JobDetails
+from services.launcher.slurmjob import runnable
 from shared.errors import PermanentError, ServiceError
 from shared.jobpods import JOB_NAMESPACE
 from shared.jobscript import extract_original_script, parse_script
+from shared.jobscript.policy import Policy
 from shared.jobscript.resources import size_mb
+from shared.jobscript.validation import check_script, format_problem
+from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.logs import get_logger
 from shared.messages import Envelope, JobStarted, PodLaunched
+from shared.slurmctl import JobInfo
 
 _log = get_logger(__name__)
+
+REFUSAL_PROBLEMS_SHOWN = 5
+"""Policy problems quoted in a refusal; the rest are counted."""
+
+
+class Refused(PermanentError):
+    """This run must not get a Pod; the reason goes to the job's output and AdminComment."""
 
 
 class SlurmPort(Protocol):
     """Slurm as the launcher needs it."""
 
-    def job(self, job_id: int) -> JobDetails | None:
-        """The job's allocation, or None when slurmctld does not know it (any more)."""
+    def job_info(self, job_id: int) -> JobInfo | None:
+        """The job's structured record, or None when slurmctld does not know it (any more)."""
 
     def batch_script(self, job_id: int) -> str:
-        """The batch script Slurm stored (our wrapper for #K8S_ jobs)."""
+        """The batch script Slurm stored (our wrapper for accepted jobs)."""
 
-    def set_admin_comment(self, job_id: int, text: str) -> None:
-        """Record text in the job's AdminComment."""
+    def note(self, job: JobInfo, text: str) -> None:
+        """Record text in the job's AdminComment (keeping the acceptance mark)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,9 @@ class ClusterPort(Protocol):
 
     def handoff(self, spec: RunSpec, pod_uid: str, lifetime_s: int) -> None:
         """Write the run's Pod-bound kubeconfig for the batch step (owner uid, mode 0400)."""
+
+    def refuse(self, event: JobStarted, reason: str) -> None:
+        """Tell the run's batch step (owner ``event.uid``) it gets no Pod, and why."""
 
 
 class HostPort(Protocol):
@@ -82,7 +96,7 @@ class Defaults:
     token_max_s: int = 7 * 24 * 3600
 
 
-def token_lifetime(job: JobDetails, token_max_s: int) -> int:
+def token_lifetime(job: JobInfo, token_max_s: int) -> int:
     """The handoff token outlives the job's time limit by an hour (Pod-bound: dies with it)."""
     if job.time_limit_s is None:
         return token_max_s
@@ -91,7 +105,7 @@ def token_lifetime(job: JobDetails, token_max_s: int) -> int:
 
 def run_spec(
     event: JobStarted,
-    job: JobDetails,
+    job: JobInfo,
     original: bytes,
     *,
     k8s_node: str,
@@ -119,7 +133,7 @@ def run_spec(
     return RunSpec(
         job_id=event.job_id,
         restart_count=event.restart_count,
-        user=job.user or event.user,
+        user=job.user,
         uid=job.uid,
         gid=job.gid,
         groups=groups,
@@ -132,7 +146,7 @@ def run_spec(
         gpus=job.gpus,
         gpu_indices=event.gpus,
         image=image.value.strip(),
-        script=text,
+        script=original,
         work_dir=job.work_dir,
         nas_root=defaults.nas_root,
         shm_mb=shm_mb,
@@ -140,21 +154,78 @@ def run_spec(
         home=home,
         array_job_id=job.array_job_id,
         array_task_id=job.array_task_id,
+        submit_time=job.submit_time,
         image_pull_policy=defaults.image_pull_policy,
         termination_grace_s=defaults.termination_grace_s,
         deadline_margin_s=defaults.deadline_margin_s,
     )
 
 
-def skip_reason(event: JobStarted, job: JobDetails | None) -> str | None:
+def skip_reason(event: JobStarted, job: JobInfo | None) -> str | None:
     """Why this event must not create a Pod (None: go ahead)."""
     if job is None:
         return "Slurm no longer knows the job"
     if job.restarts != event.restart_count:
         return f"the job is at restart {job.restarts}, the event is for {event.restart_count}"
-    if not job.runnable:
+    if not runnable(job):
         return f"the job is {job.state}"
     return None
+
+
+def verify(event: JobStarted, job: JobInfo, original: bytes | None, policy: Policy) -> bytes:
+    """Check, before any Pod, that this job is what slurm-k8s accepted, for whom it claims (pure).
+
+    Three independent sources must agree: slurmd's environment in the prolog (the event),
+    slurmctld's structured record, and the script job_submit.lua wrapped, checked again
+    against the policy as it stands now. Users can write the script, the job name and the
+    comment; they cannot write the AdminComment mark, the uid slurmd runs the job as, or the
+    allocation.
+
+    Returns:
+        The original script to run.
+
+    Raises:
+        Refused: any disagreement; the job gets no Pod.
+    """
+    if not job.admin_comment.startswith(ACCEPTED_MARK):
+        raise Refused(
+            "this job was not accepted by the slurm-k8s submit policy (its script imitates "
+            "the slurm-k8s wrapper); no Pod is made"
+        )
+    if original is None:
+        raise Refused("the job's stored script is not the slurm-k8s wrapper; no Pod is made")
+    if (job.uid, job.gid, job.user) != (event.uid, event.gid, event.user):
+        raise Refused(
+            f"identity mismatch: slurmd runs the job as {event.user} ({event.uid}:{event.gid}), "
+            f"slurmctld records {job.user} ({job.uid}:{job.gid}); no Pod is made"
+        )
+    if job.uid < policy.min_uid or job.uid == 0:
+        raise Refused(
+            f"slurm-k8s jobs do not run as {job.user} (uid {job.uid}): root and system "
+            f"accounts (uid < {policy.min_uid}) cannot run them"
+        )
+    problems = [
+        format_problem(p)
+        for p in check_script(
+            original, policy, user=job.user, home=job.work_dir, syntax=None
+        ).problems
+    ]
+    limits = (
+        (job.cpus, policy.max_cpus, "CPUs"),
+        (job.mem_mb, policy.max_mem_mb, "MB of memory"),
+        (job.gpus, policy.max_gpus, "GPUs"),
+    )
+    problems += [
+        f"allocation: {given} {what}; the limit is {limit}"
+        for given, limit, what in limits
+        if given > limit
+    ]
+    if problems:
+        shown = problems[:REFUSAL_PROBLEMS_SHOWN]
+        more = len(problems) - len(shown)
+        tail = f" (and {more} more)" if more else ""
+        raise Refused("the submit policy refuses this job now: " + "; ".join(shown) + tail)
+    return original
 
 
 class Launcher:
@@ -165,6 +236,7 @@ class Launcher:
         cluster: object creation and the handoff.
         host: users' groups and homes.
         defaults: site choices.
+        policy: the submit policy as it stands (read for each job, so a change applies).
         k8s_node: maps a Slurm node to its Kubernetes node.
     """
 
@@ -174,12 +246,14 @@ class Launcher:
         cluster: ClusterPort,
         host: HostPort,
         defaults: Defaults,
+        policy: Callable[[], Policy],
         k8s_node: Callable[[str], str] = str,
     ) -> None:
         self._slurm = slurm
         self._cluster = cluster
         self._host = host
         self._defaults = defaults
+        self._policy = policy
         self._k8s_node = k8s_node
 
     def handle(self, envelope: Envelope) -> Sequence[Envelope]:
@@ -193,19 +267,29 @@ class Launcher:
     def launch(self, event: JobStarted) -> PodLaunched | None:
         """Create (or find) the run's objects; None when there is nothing to run.
 
+        A job that must not run in a Pod (``Refused``, or any other permanent error such as
+        an object that belongs to another job) is answered at once: its batch step prints
+        the reason and fails, instead of holding the allocation while a retry cannot help.
+
         Raises:
             TransientError: Slurm or Kubernetes is unreachable; the event is retried.
-            PermanentError: the job cannot be turned into a Pod.
         """
-        job = self._slurm.job(event.job_id)
+        job = self._slurm.job_info(event.job_id)
         reason = skip_reason(event, job)
         if reason is not None or job is None:
             _log.info("no Pod for this event", job_id=event.job_id, reason=reason)
             return None
         original = extract_original_script(self._slurm.batch_script(event.job_id))
-        if original is None:
+        if original is None and not job.admin_comment.startswith(ACCEPTED_MARK):
             # A plain Slurm job (no #K8S_IMAGE): Slurm runs it itself.
             return None
+        try:
+            return self._launch(event, job, verify(event, job, original, self._policy()))
+        except PermanentError as exc:
+            self._refuse(event, job, str(exc))
+            return None
+
+    def _launch(self, event: JobStarted, job: JobInfo, original: bytes) -> PodLaunched:
         spec = run_spec(
             event,
             job,
@@ -242,12 +326,21 @@ class Launcher:
             node=spec.k8s_node,
         )
 
-    def _note(self, job: JobDetails, text: str) -> None:
+    def _refuse(self, event: JobStarted, job: JobInfo, reason: str) -> None:
+        _log.warning(
+            "no Pod: run refused",
+            job_id=event.job_id,
+            restart_count=event.restart_count,
+            user=event.user,
+            reason=reason,
+        )
+        self._cluster.refuse(event, reason)
+        self._note(job, f"refused: {reason}")
+
+    def _note(self, job: JobInfo, text: str) -> None:
         # The note is for people; a job that ended meanwhile or a busy slurmctld must not
         # undo a launch that succeeded (the watcher updates it again on the next phase).
-        if job.admin_comment == text:
-            return
         try:
-            self._slurm.set_admin_comment(job.job_id, text)
+            self._slurm.note(job, text)
         except ServiceError as exc:
             _log.warning("AdminComment not updated", job_id=job.job_id, error=str(exc))

@@ -1,11 +1,16 @@
 """The launcher's Kubernetes boundary: create-or-get each run object, and the handoff file.
 
 Creates are idempotent: 409 (the object exists, e.g. a redelivered event or a crash between
-two creates) reads the existing object instead. The handoff is a kubeconfig holding a token
-from the TokenRequest API, bound to the run's Pod (it stops working when the Pod is deleted)
-and scoped by the run's Role to that Pod. It is written where only its owner can read it:
-a temporary file opened with O_EXCL|O_NOFOLLOW (no symlink or pre-created file can redirect
-root's write), chowned to the job's uid:gid, mode 0400, then renamed into place.
+two creates) reads the existing object instead, and adopts it only if it carries every label
+of this run (job id, restart, user, uid, submit time): an object left by another job under the
+same name (slurmctld reuses ids after losing its state) is never handed to this one.
+
+The handoff is a kubeconfig holding a token from the TokenRequest API, bound to the run's Pod
+(it stops working when the Pod is deleted) and scoped by the run's Role to that Pod. It is
+written where only its owner can read it: a temporary file opened with O_EXCL|O_NOFOLLOW (no
+symlink or pre-created file can redirect root's write), chowned to the job's uid:gid, mode
+0400, then renamed into place. A refused run gets a ``.refused`` file there instead, with
+the reason its batch step prints.
 """
 
 from __future__ import annotations
@@ -23,9 +28,17 @@ from kubernetes import client
 from services.launcher.handlers import Created
 from services.launcher.podspec import Manifest, RunSpec
 from services.launcher.watching import PodSeen, run_of
-from shared.errors import TransientError
-from shared.jobpods import JOB_NAMESPACE, LABEL_MANAGED, MANAGED_BY, handoff_dir, handoff_path
+from shared.errors import PermanentError, TransientError
+from shared.jobpods import (
+    JOB_NAMESPACE,
+    LABEL_MANAGED,
+    MANAGED_BY,
+    handoff_dir,
+    handoff_path,
+    refusal_path,
+)
 from shared.kube import KubeConflict, RateLimiter, api_call
+from shared.messages import JobStarted
 from shared.podfacts import facts_of
 
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -33,6 +46,34 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 
 HANDOFF_DIR_MODE = 0o711
 """Users may open their own file by name but not list the others'."""
+
+
+class ForeignObject(PermanentError):
+    """An object with the run's name exists but belongs to another job or user."""
+
+
+def check_adoptable(manifest: Manifest, existing: Any) -> None:
+    """Adopt an existing object only if it carries every label this run would give it.
+
+    Raises:
+        ForeignObject: a label differs or is missing (the Pod's uid is also compared).
+    """
+    wanted: dict[str, str] = manifest["metadata"]["labels"]
+    meta = getattr(existing, "metadata", None)
+    labels = (getattr(meta, "labels", None) or {}) if meta is not None else {}
+    wrong = sorted(key for key, value in wanted.items() if labels.get(key) != value)
+    if manifest["kind"] == "Pod":
+        context = getattr(getattr(existing, "spec", None), "security_context", None)
+        if getattr(context, "run_as_user", None) != manifest["spec"]["securityContext"].get(
+            "runAsUser"
+        ):
+            wrong.append("securityContext.runAsUser")
+    if wrong:
+        name = manifest["metadata"]["name"]
+        raise ForeignObject(
+            f"a {manifest['kind']} named {name} already exists for another job "
+            f"(differs in {', '.join(wrong)}); it is not adopted"
+        )
 
 
 class KubeRuns:
@@ -62,7 +103,9 @@ class KubeRuns:
         self._api_server = api_server
         self._namespace = namespace
 
-    def _create_or_read(self, create: Callable[[], Any], read: Callable[[], Any]) -> Any:
+    def _create_or_read(
+        self, manifest: Manifest, create: Callable[[], Any], read: Callable[[], Any]
+    ) -> Any:
         self._limiter.acquire()
         try:
             with api_call():
@@ -70,7 +113,9 @@ class KubeRuns:
         except KubeConflict:
             self._limiter.acquire()
             with api_call():
-                return read()
+                existing = read()
+            check_adoptable(manifest, existing)
+            return existing
 
     def ensure(self, manifest: Manifest) -> str:
         """Create the object unless it exists; return its uid.
@@ -118,13 +163,14 @@ class KubeRuns:
             ),
         }
         create, read = calls[kind]
-        obj = self._create_or_read(create, read)
+        obj = self._create_or_read(manifest, create, read)
         return str(obj.metadata.uid)
 
     def ensure_pod(self, manifest: Manifest) -> Created:
         """Create the Pod unless it exists; return its uid and phase."""
         name, ns = manifest["metadata"]["name"], self._namespace
         obj = self._create_or_read(
+            manifest,
             lambda: self._core.create_namespaced_pod(
                 ns, client.V1Pod.model_validate(manifest), _request_timeout=REQUEST_TIMEOUT
             ),
@@ -206,6 +252,15 @@ class KubeRuns:
             text.encode(),
             spec.uid,
             spec.gid,
+        )
+
+    def refuse(self, event: JobStarted, reason: str) -> None:
+        """Leave the reason where the run's batch step (``event.uid``) looks for its handoff."""
+        write_owned_file(
+            refusal_path(self._state_dir, event.job_id, event.restart_count),
+            reason.encode(),
+            event.uid,
+            event.gid,
         )
 
 

@@ -9,10 +9,18 @@ and only configMap, emptyDir and PVC volumes.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.jobpods import JOB_NAMESPACE, NAS_CLAIM, run_labels, run_name
+from shared.jobpods import (
+    JOB_NAMESPACE,
+    LABEL_SUBMITTED,
+    LABEL_UID,
+    NAS_CLAIM,
+    run_labels,
+    run_name,
+)
 
 Manifest = dict[str, Any]
 
@@ -69,7 +77,8 @@ class RunSpec:
     gpu_indices: str
     """SLURM_JOB_GPUS from the prolog, e.g. '0,1': Slurm's view of which GRES it assigned."""
     image: str
-    script: str
+    script: bytes
+    """The user's script exactly as submitted (any bytes, not only UTF-8)."""
     work_dir: str
     nas_root: str
     shm_mb: int
@@ -77,6 +86,7 @@ class RunSpec:
     home: str | None = None
     array_job_id: int | None = None
     array_task_id: int | None = None
+    submit_time: int = 0
     image_pull_policy: str = "Always"
     termination_grace_s: int = 20
     deadline_margin_s: int = 300
@@ -89,8 +99,15 @@ class RunSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        """Labels linking each object to its job, run and user."""
-        return run_labels(self.job_id, self.restart_count, self.user)
+        """Labels linking each object to its job, run, user and uid.
+
+        An existing object is adopted only if it carries all of them (``KubeRuns``).
+        """
+        return {
+            **run_labels(self.job_id, self.restart_count, self.user),
+            LABEL_UID: str(self.uid),
+            LABEL_SUBMITTED: str(self.submit_time),
+        }
 
 
 def _meta(spec: RunSpec, owner: Manifest | None) -> Manifest:
@@ -116,12 +133,15 @@ def service_account(spec: RunSpec) -> Manifest:
 
 
 def config_map(spec: RunSpec, owner: Manifest) -> Manifest:
-    """The user's original script (ConfigMaps hold up to 1 MiB; sbatch caps scripts lower)."""
+    """The user's original script, byte for byte (``binaryData``: not every script is UTF-8).
+
+    ConfigMaps hold up to 1 MiB; the policy caps scripts lower.
+    """
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(spec, owner),
-        "data": {SCRIPT_KEY: spec.script},
+        "binaryData": {SCRIPT_KEY: base64.b64encode(spec.script).decode("ascii")},
         "immutable": True,
     }
 

@@ -12,16 +12,16 @@ finished job is never touched (slurmctld refuses it anyway).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from services.launcher.slurmjob import JobDetails
 from shared.errors import ServiceError
 from shared.jobpods import LABEL_JOB_ID, LABEL_RESTART
 from shared.logs import get_logger
 from shared.messages import Envelope, PodFinished
 from shared.podfacts import PodFacts
+from shared.slurmctl import JobInfo
 
 _log = get_logger(__name__)
 
@@ -102,11 +102,11 @@ class PodLister(Protocol):
 class JobNotes(Protocol):
     """Slurm as the watcher needs it."""
 
-    def job(self, job_id: int) -> JobDetails | None:
-        """The job, or None."""
+    def jobs(self) -> Mapping[int, JobInfo]:
+        """Every job slurmctld holds, by id (one call per sweep)."""
 
-    def set_admin_comment(self, job_id: int, text: str) -> None:
-        """Record text on the job."""
+    def note(self, job: JobInfo, text: str) -> None:
+        """Record text in the job's AdminComment (keeping the acceptance mark)."""
 
 
 class PodWatcher:
@@ -130,23 +130,29 @@ class PodWatcher:
     def sweep(self) -> None:
         """Look at every Pod once; failures are logged and retried on the next sweep."""
         seen = self._lister.pods()
+        jobs: Mapping[int, JobInfo] | None = None
         for pod in seen:
             try:
-                self._one(pod)
+                if self._changed(pod):
+                    jobs = self._slurm.jobs() if jobs is None else jobs
+                    self._one(pod, jobs.get(pod.job_id))
             except ServiceError as exc:
                 _log.warning("pod note skipped", pod=pod.facts.name, error=str(exc))
         self._forget({p.facts.name for p in seen})
 
-    def _one(self, pod: PodSeen) -> None:
+    def _changed(self, pod: PodSeen) -> bool:
+        name = pod.facts.name
+        return self._noted.get(name) != note_of(with_node(pod)) or (
+            finished_event(pod) is not None and name not in self._reported
+        )
+
+    def _one(self, pod: PodSeen, job: JobInfo | None) -> None:
         note = note_of(with_node(pod))
         name = pod.facts.name
         event = finished_event(pod)
-        if self._noted.get(name) == note and (event is None or name in self._reported):
-            return
-        job = self._slurm.job(pod.job_id)
         current = job is not None and job.restarts == pod.restart_count and job.state == "RUNNING"
-        if current and job is not None and job.admin_comment != note:
-            self._slurm.set_admin_comment(pod.job_id, note)
+        if current and job is not None:
+            self._slurm.note(job, note)
         self._noted[name] = note
         if event is not None and name not in self._reported:
             if current:

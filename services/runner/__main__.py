@@ -21,9 +21,16 @@ from typing import TYPE_CHECKING
 
 from services.runner.config import RunnerSettings
 from services.runner.following import Follower, Output
-from services.runner.outcome import EXIT_CANCELLED, EXIT_LOST, PodJudge, Step, Verdict
+from services.runner.outcome import (
+    EXIT_CANCELLED,
+    EXIT_CANNOT_RUN,
+    EXIT_LOST,
+    PodJudge,
+    Step,
+    Verdict,
+)
 from shared.errors import PermanentError, ServiceError, TransientError
-from shared.jobpods import JOB_NAMESPACE, handoff_path, run_name
+from shared.jobpods import JOB_NAMESPACE, handoff_path, refusal_path, run_name
 from shared.podfacts import PodFacts
 
 if TYPE_CHECKING:  # the kubernetes client loads only once the Pod exists (fast start)
@@ -62,13 +69,28 @@ class Runner:
     def _say(self, text: str) -> None:
         self._out.line(f"{TAG} {text}")
 
-    def _wait_for_handoff(self) -> Path | None:
-        path = handoff_path(self._s.state_dir, self._s.job_id, self._s.restart_count)
-        deadline = time.monotonic() + self._s.handoff_timeout_s
+    def _wait_for_handoff(self) -> Path | Verdict | None:
+        """The run's kubeconfig, a verdict (refused, unreadable), or None after the timeout."""
+        s = self._s
+        path = handoff_path(s.state_dir, s.job_id, s.restart_count)
+        refused = refusal_path(s.state_dir, s.job_id, s.restart_count)
+        deadline = time.monotonic() + s.handoff_timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
+            reason = _read_small(refused)
+            if reason is not None:
+                return Verdict(Step.FAIL, EXIT_CANNOT_RUN, "Refused", reason)
             try:
                 if path.stat().st_size > 0:
-                    return path
+                    with path.open("rb"):
+                        return path
+            except PermissionError:
+                return Verdict(
+                    Step.FAIL,
+                    EXIT_CANNOT_RUN,
+                    "Refused",
+                    f"this run's credentials belong to another user than uid {os.getuid()}; "
+                    "no Pod is followed",
+                )
             except OSError:
                 pass
             self._stop.wait(0.2)
@@ -82,6 +104,8 @@ class Runner:
             f"runs in Pod {JOB_NAMESPACE}/{self._name}; step started {_now_iso()}"
         )
         kubeconfig = self._wait_for_handoff()
+        if isinstance(kubeconfig, Verdict):
+            return self._finish(kubeconfig)
         if kubeconfig is None:
             if self._stop.is_set():
                 return self._finish(Verdict(Step.FAIL, EXIT_CANCELLED, "Cancelled"))
@@ -165,10 +189,10 @@ class Runner:
         ctl = SlurmCtl(timeout_s=5)
         while time.monotonic() < deadline and not self._stop.is_set():
             try:
-                record = ctl.show_job(self._s.job_id)
+                job = ctl.job_info(self._s.job_id)
             except ServiceError:
                 return
-            if record is None or f"reason={reason}" in record.get("AdminComment"):
+            if job is None or f"reason={reason}" in job.admin_comment:
                 return
             self._stop.wait(1.0)
 
@@ -240,6 +264,15 @@ class Runner:
     def _finish(self, verdict: Verdict) -> int:
         self._out.line(verdict.footer)
         return verdict.exit_code if verdict.exit_code is not None else 1
+
+
+def _read_small(path: Path, limit: int = 4096) -> str | None:
+    """A short text file's content, or None if it is not there (or not readable)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(limit).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return None
 
 
 def main() -> int:

@@ -1,17 +1,30 @@
+import json
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.errors import PermanentError, TransientError
+from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.slurmctl import (
+    MalformedSlurmOutput,
     SlurmCtl,
     SlurmJobUnknown,
+    admin_note,
+    expand_output_pattern,
     gpu_count,
     gres_gpu_count,
     parse_record,
     parse_sacct,
+    parse_squeue_all,
+    parse_squeue_json,
     run_command,
 )
+
+# Captured on the lab (Slurm 22.05.8): job 2 held, job 3 running as alice with the job name
+# "x UserId=root(0) GroupId=root(0) StdOut=/etc/passwd".
+SQUEUE = (Path(__file__).parents[2] / "data" / "squeue-22.05.json").read_text()
 
 pytestmark = pytest.mark.unit
 
@@ -52,13 +65,100 @@ def fake(outputs: dict[str, str | Exception]) -> tuple[SlurmCtl, list[list[str]]
     return SlurmCtl(runner), calls
 
 
-def test_show_job_gives_owner_output_path_and_restarts() -> None:
+def test_show_job_is_for_display() -> None:
     ctl, _ = fake({"scontrol": SHOW_JOB + "\n"})
     job = ctl.show_job(42)
     assert job is not None
-    assert (job.user, job.uid, job.gid, job.restarts) == ("alice", 2001, 2000, 0)
-    assert job.stdout == "/mnt/test-k8s/results/42-alice.out"
+    assert (job.user, job.restarts, job.state) == ("alice", 0, "COMPLETED")
     assert job.get("Account") == ""
+
+
+def test_a_job_name_forges_the_text_record_but_not_the_structured_one() -> None:
+    forged = SHOW_JOB.replace("JobName=hello", "JobName=x UserId=root(0) StdOut=/etc/passwd")
+    assert parse_record(forged)["UserId"] == "root(0)"  # why the text decides nothing
+    job = parse_squeue_json(SQUEUE, 3)
+    assert job is not None
+    assert job.name == "x UserId=root(0) GroupId=root(0) StdOut=/etc/passwd"
+    assert (job.user, job.uid, job.gid) == ("alice", 2001, 2001)
+    assert job.stdout == "/mnt/test-k8s/home/alice/cap-3.out"
+
+
+def test_structured_record_of_a_running_job() -> None:
+    job = parse_squeue_json(SQUEUE, 3)
+    assert job is not None
+    assert (job.state, job.restarts, job.node, job.partition) == ("RUNNING", 0, "vm", "gpu")
+    assert (job.cpus, job.mem_mb, job.gpus, job.time_limit_s) == (1, 100, 1, 300)
+    assert job.submit_time > 0
+    assert job.start.startswith("20")
+    assert (job.array_job_id, job.array_task_id) == (None, None)
+
+
+def test_squeue_ignores_its_filters_so_the_job_is_picked_by_id() -> None:
+    assert parse_squeue_json(SQUEUE, 99) is None
+    job = parse_squeue_json(SQUEUE, 2)
+    assert job is not None
+    assert job.stdout == "/mnt/test-k8s/home/alice/o-2.out"
+    assert sorted(parse_squeue_all(SQUEUE)) == [2, 3]
+
+
+def _with_job(**changes: Any) -> str:
+    document = json.loads(SQUEUE)
+    job = next(j for j in document["jobs"] if j["job_id"] == 3)
+    job.update(changes)
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"user_id": "2001"}, {"group_id": None}, {"user_id": True}, {"job_id": "3"}]
+)
+def test_mistyped_identity_is_an_error_not_a_guess(changes: dict[str, Any]) -> None:
+    text = _with_job(**changes)
+    if changes.get("job_id") == "3":
+        assert parse_squeue_json(text, 3) is None
+        return
+    with pytest.raises(MalformedSlurmOutput):
+        parse_squeue_json(text, 3)
+    assert 3 not in parse_squeue_all(text)
+
+
+@pytest.mark.parametrize("text", ["", "squeue: error: x", "[]", '{"jobs": 3}'])
+def test_output_that_is_not_squeues_json_is_an_error(text: str) -> None:
+    with pytest.raises(MalformedSlurmOutput):
+        parse_squeue_json(text, 3)
+
+
+def test_default_output_and_array_patterns() -> None:
+    job = parse_squeue_json(_with_job(standard_output=""), 3)
+    assert job is not None
+    assert job.stdout == "/tmp/slurm-3.out"
+    text = _with_job(array_job_id=2, array_task_id=5, standard_output="/r/%A_%a-%x-%u-%N.o")
+    job = parse_squeue_json(text, 3)
+    assert job is not None
+    assert job.stdout.startswith("/r/2_5-x UserId=root(0)")
+    assert job.stdout.endswith("-alice-vm.o")
+    assert (job.array_job_id, job.array_task_id) == (2, 5)
+
+
+def test_expand_output_pattern() -> None:
+    got = expand_output_pattern("/r/%j-%u-%x-%%.out", job_id=7, user="bob", name="n")
+    assert got == "/r/7-bob-n-%.out"
+
+
+def test_notes_keep_the_acceptance_mark_and_never_add_it() -> None:
+    assert admin_note(ACCEPTED_MARK, "pod=a") == f"{ACCEPTED_MARK}; pod=a"
+    assert admin_note(f"{ACCEPTED_MARK}; pod=a", "pod=b") == f"{ACCEPTED_MARK}; pod=b"
+    assert admin_note("", "pod=a") == "pod=a"
+    assert admin_note("pod=x", f"{ACCEPTED_MARK}") == ACCEPTED_MARK  # the note's own text
+
+
+def test_note_updates_only_on_change() -> None:
+    ctl, calls = fake({"scontrol": ""})
+    job = parse_squeue_json(_with_job(admin_comment=f"{ACCEPTED_MARK}; pod=a"), 3)
+    assert job is not None
+    ctl.note(job, "pod=a")
+    assert calls == []
+    ctl.note(job, "pod=b")
+    assert calls == [["scontrol", "update", "JobId=3", f"AdminComment={ACCEPTED_MARK}; pod=b"]]
 
 
 def test_unknown_job_is_none_not_finished() -> None:

@@ -1,42 +1,48 @@
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from services.collector.slurm import SlurmAdapter
-from shared.slurmctl import SlurmCtl, SlurmJobUnknown
+from shared.slurmctl import SlurmCtl
 
 pytestmark = pytest.mark.unit
 
-SHOW = (
-    "JobId=7 JobName=x UserId=bob(2002) GroupId=nasusers(2000) JobState=COMPLETING "
-    "Reason=None Restarts=1 ExitCode=1:0 StartTime=s EndTime=e NodeList=node1 BatchHost=node1 "
-    "TRES=cpu=1,gres/gpu=1 Comment=(null) AdminComment=(null) StdOut=/r/7.out"
-)
+SQUEUE = json.loads((Path(__file__).parents[3] / "data" / "squeue-22.05.json").read_text())
 
 
-def adapter(show: str | Exception, sacct: str) -> SlurmAdapter:
+def squeue_with(**changes: object) -> str:
+    document = json.loads(json.dumps(SQUEUE))
+    job = next(j for j in document["jobs"] if j["job_id"] == 3)
+    job.update(changes)
+    return json.dumps(document)
+
+
+def adapter(squeue: str, sacct: str) -> SlurmAdapter:
     def runner(argv: Sequence[str], timeout_s: float) -> str:
-        result = show if argv[0] == "scontrol" else sacct
-        if isinstance(result, Exception):
-            raise result
-        return result
+        assert argv[0] != "scontrol", "identity and paths never come from scontrol text"
+        return squeue if argv[0] == "squeue" else sacct
 
     return SlurmAdapter(SlurmCtl(runner))
 
 
 def test_slurmctld_record_and_accounting_are_merged() -> None:
-    job = adapter(SHOW, "7|FAILED|1:0|s|e|node1|cpu=1,gres/gpu=1|bob\n").job(7)
+    squeue = squeue_with(job_state="COMPLETING", restart_cnt=1)
+    job = adapter(squeue, "3|FAILED|1:0|s|e|vm|cpu=1,gres/gpu=1|alice\n").job(3)
     assert job is not None
     assert (job.ctld_state, job.acct_state, job.state) == ("COMPLETING", "FAILED", "FAILED")
-    assert (job.restarts, job.uid, job.stdout, job.gpus) == (1, 2002, "/r/7.out", 1)
+    assert (job.restarts, job.uid, job.gid, job.gpus) == (1, 2001, 2001, 1)
+    assert job.stdout == "/mnt/test-k8s/home/alice/cap-3.out"
+    assert job.exit_code == "1:0"
     assert job.comment == ""
 
 
 def test_forgotten_job_falls_back_to_accounting_without_restart_count() -> None:
-    job = adapter(SlurmJobUnknown("Invalid job id"), "7|COMPLETED|0:0|s|e|node1|cpu=1|bob\n").job(7)
+    job = adapter(squeue_with(job_id=4), "3|COMPLETED|0:0|s|e|node1|cpu=1|bob\n").job(3)
     assert job is not None
-    assert (job.ctld_state, job.acct_state, job.restarts) == ("", "COMPLETED", None)
+    assert (job.ctld_state, job.acct_state, job.restarts, job.uid) == ("", "COMPLETED", None, None)
 
 
 def test_nobody_knows_the_job() -> None:
-    assert adapter(SlurmJobUnknown("Invalid job id"), "").job(7) is None
+    assert adapter(squeue_with(job_id=4), "").job(3) is None

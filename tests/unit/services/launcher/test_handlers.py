@@ -1,14 +1,17 @@
+import base64
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from services.launcher.handlers import Created, Defaults, Launcher, token_lifetime
+from services.launcher.handlers import Created, Defaults, Launcher, Refused, token_lifetime, verify
 from services.launcher.podspec import RunSpec
-from services.launcher.slurmjob import JobDetails
 from shared.errors import PermanentError
 from shared.jobscript import wrap_script
+from shared.jobscript.policy import Policy
+from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.messages import Envelope, JobStarted, PodLaunched
+from shared.slurmctl import JobInfo, admin_note
 
 pytestmark = pytest.mark.unit
 
@@ -16,9 +19,10 @@ SCRIPT = (
     b"#!/bin/bash\n#SBATCH --mem=1G\n"
     b"#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n#K8S_SHM=1G\necho hi\n"
 )
-JOB = JobDetails(
+JOB = JobInfo(
     job_id=9,
     state="RUNNING",
+    reason="",
     restarts=0,
     name="hello",
     user="alice",
@@ -29,31 +33,31 @@ JOB = JobDetails(
     cpus=1,
     mem_mb=1024,
     gpus=0,
-    work_dir="/tmp",
-    stdout="/r/9.out",
-    stderr="/r/9.out",
+    work_dir="/mnt/test-k8s/home/alice",
     time_limit_s=60,
+    submit_time=1_700_000_000,
+    admin_comment=ACCEPTED_MARK,
 )
 EVENT = JobStarted(job_id=9, restart_count=0, node="vm", user="alice", uid=2001, gid=2001)
 
 
 class FakeSlurm:
-    def __init__(self, job: JobDetails | None, script: str) -> None:
+    def __init__(self, job: JobInfo | None, script: str) -> None:
         self.job_ = job
         self.script = script
         self.comments: list[str] = []
         self.fail_comment = False
 
-    def job(self, job_id: int) -> JobDetails | None:
+    def job_info(self, job_id: int) -> JobInfo | None:
         return self.job_
 
     def batch_script(self, job_id: int) -> str:
         return self.script
 
-    def set_admin_comment(self, job_id: int, text: str) -> None:
+    def note(self, job: JobInfo, text: str) -> None:
         if self.fail_comment:
             raise PermanentError("Job has already finished")
-        self.comments.append(text)
+        self.comments.append(admin_note(job.admin_comment, text))
 
 
 class FakeCluster:
@@ -61,9 +65,13 @@ class FakeCluster:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.created: list[str] = []
         self.handoffs: list[tuple[str, str, int]] = []
+        self.refusals: list[tuple[int, int, str]] = []
+        self.foreign: set[str] = set()
 
     def ensure(self, manifest: dict[str, Any]) -> str:
         key = (manifest["kind"], manifest["metadata"]["name"])
+        if manifest["kind"] in self.foreign:
+            raise PermanentError(f"a {key[0]} named {key[1]} already exists for another job")
         if key not in self.objects:
             self.objects[key] = manifest
             self.created.append(manifest["kind"])
@@ -76,6 +84,9 @@ class FakeCluster:
     def handoff(self, spec: RunSpec, pod_uid: str, lifetime_s: int) -> None:
         self.handoffs.append((spec.name, pod_uid, lifetime_s))
 
+    def refuse(self, event: JobStarted, reason: str) -> None:
+        self.refusals.append((event.uid, event.gid, reason))
+
 
 class FakeHost:
     def groups(self, user: str, gid: int) -> tuple[int, ...]:
@@ -85,10 +96,26 @@ class FakeHost:
         return f"/mnt/test-k8s/home/{user}"
 
 
-def launcher(slurm: FakeSlurm, cluster: FakeCluster) -> Launcher:
+def launcher(slurm: FakeSlurm, cluster: FakeCluster, policy: Policy | None = None) -> Launcher:
     return Launcher(
-        slurm, cluster, FakeHost(), Defaults(nas_root="/mnt/test-k8s"), lambda n: f"k-{n}"
+        slurm,
+        cluster,
+        FakeHost(),
+        Defaults(nas_root="/mnt/test-k8s"),
+        lambda: policy or Policy(),
+        lambda n: f"k-{n}",
     )
+
+
+def refused(slurm: FakeSlurm, cluster: FakeCluster, event: JobStarted = EVENT) -> str:
+    """Handle the event; assert no object was made and one refusal was left; its reason."""
+    assert launcher(slurm, cluster).handle(Envelope.wrap(event)) == ()
+    assert cluster.objects == {}
+    assert len(cluster.refusals) == 1
+    uid, gid, reason = cluster.refusals[0]
+    assert (uid, gid) == (event.uid, event.gid)  # slurmd's word decides who reads it
+    assert slurm.comments[-1].endswith("refused: " + reason)
+    return reason
 
 
 def test_creates_every_object_in_order_and_reports_the_pod() -> None:
@@ -98,15 +125,28 @@ def test_creates_every_object_in_order_and_reports_the_pod() -> None:
     pod = cluster.objects[("Pod", "job-9-r0")]
     assert pod["spec"]["nodeName"] == "k-vm"
     assert pod["spec"]["containers"][0]["image"] == "nas-hub.local:5407/alpine:latest"
+    assert pod["spec"]["securityContext"]["runAsUser"] == 2001
+    assert pod["metadata"]["labels"]["slurm-k8s.io/uid"] == "2001"
+    assert pod["metadata"]["labels"]["slurm-k8s.io/submit-time"] == "1700000000"
     shm = next(v for v in pod["spec"]["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["sizeLimit"] == "1024Mi"
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-ServiceAccount"
     assert cluster.handoffs == [("job-9-r0", "uid-pod", 60 + 3600)]
-    assert slurm.comments == ["pod=slurm-jobs/job-9-r0 phase=Pending"]
+    assert slurm.comments == [f"{ACCEPTED_MARK}; pod=slurm-jobs/job-9-r0 phase=Pending"]
+    assert cluster.refusals == []
     assert len(out) == 1
     body = out[0].body
     assert isinstance(body, PodLaunched)
     assert (body.pod_name, body.node) == ("job-9-r0", "k-vm")
+
+
+def test_script_bytes_reach_the_pod_unchanged() -> None:
+    script = SCRIPT + b"printf 'caf\xe9' | od -c\n\xff\xfe\n"
+    slurm, cluster = FakeSlurm(JOB, wrap_script(script)), FakeCluster()
+    launcher(slurm, cluster).handle(Envelope.wrap(EVENT))
+    config = cluster.objects[("ConfigMap", "job-9-r0")]
+    assert "data" not in config
+    assert base64.b64decode(config["binaryData"]["script"]) == script
 
 
 def test_redelivery_creates_nothing_new() -> None:
@@ -139,17 +179,94 @@ def test_requeued_run_gets_fresh_objects() -> None:
         replace(JOB, restarts=1),
     ],
 )
-def test_no_pod_when_slurm_no_longer_runs_this_run(job: JobDetails | None) -> None:
+def test_no_pod_when_slurm_no_longer_runs_this_run(job: JobInfo | None) -> None:
     cluster = FakeCluster()
     assert launcher(FakeSlurm(job, wrap_script(SCRIPT)), cluster).handle(Envelope.wrap(EVENT)) == ()
     assert cluster.objects == {}
+    assert cluster.refusals == []
 
 
 def test_plain_slurm_jobs_are_left_to_slurm() -> None:
     cluster = FakeCluster()
-    out = launcher(FakeSlurm(JOB, "#!/bin/sh\necho plain\n"), cluster).handle(Envelope.wrap(EVENT))
+    plain = replace(JOB, admin_comment="")
+    out = launcher(FakeSlurm(plain, "#!/bin/sh\necho plain\n"), cluster).handle(
+        Envelope.wrap(EVENT)
+    )
     assert out == ()
     assert cluster.objects == {}
+    assert cluster.refusals == []
+
+
+@pytest.mark.parametrize(
+    "admin_comment",
+    ["", "pod=slurm-jobs/job-9-r0 phase=Running", f"x{ACCEPTED_MARK}", ACCEPTED_MARK.upper()],
+)
+def test_a_forged_wrapper_gets_no_pod(admin_comment: str) -> None:
+    evil = SCRIPT.replace(b"alpine:latest", b"miner:latest").replace(
+        b"nas-hub.local:5407", b"evil.example.com"
+    )
+    slurm = FakeSlurm(replace(JOB, admin_comment=admin_comment), wrap_script(evil))
+    assert "not accepted by the slurm-k8s submit policy" in refused(slurm, FakeCluster())
+
+
+def test_an_accepted_job_whose_script_is_not_the_wrapper_gets_no_pod() -> None:
+    slurm = FakeSlurm(JOB, "#!/bin/sh\necho swapped\n")
+    assert "not the slurm-k8s wrapper" in refused(slurm, FakeCluster())
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        replace(JOB, uid=2002),
+        replace(JOB, gid=2002),
+        replace(JOB, user="bob"),
+        replace(JOB, uid=0, gid=0, user="root"),
+    ],
+)
+def test_slurmd_and_slurmctld_must_agree_on_the_owner(job: JobInfo) -> None:
+    slurm = FakeSlurm(job, wrap_script(SCRIPT))
+    assert "identity mismatch" in refused(slurm, FakeCluster())
+
+
+@pytest.mark.parametrize(("user", "uid"), [("root", 0), ("daemon", 1), ("sys", 999)])
+def test_root_and_system_accounts_never_get_a_pod(user: str, uid: int) -> None:
+    job = replace(JOB, user=user, uid=uid, gid=uid, work_dir="/tmp")
+    event = EVENT.model_copy(update={"user": user, "uid": uid, "gid": uid})
+    slurm = FakeSlurm(job, wrap_script(SCRIPT))
+    assert "root and system accounts" in refused(slurm, FakeCluster(), event)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ((b"nas-hub.local:5407/alpine", b"evil.example.com/alpine"), "is not allowed"),
+        ((b"#K8S_SHM=1G", b"#K8S_SHM=100000"), "SHM"),
+        ((b"#SBATCH --mem=1G", b"#SBATCH --mem=1G\n#SBATCH -c 64"), "CPUs"),
+    ],
+)
+def test_the_policy_is_checked_again_before_any_pod(
+    change: tuple[bytes, bytes], expected: str
+) -> None:
+    slurm = FakeSlurm(JOB, wrap_script(SCRIPT.replace(*change)))
+    reason = refused(slurm, FakeCluster())
+    assert "the submit policy refuses this job now" in reason
+    assert expected.lower() in reason.lower()
+
+
+@pytest.mark.parametrize(
+    "job", [replace(JOB, cpus=64), replace(JOB, mem_mb=10**6), replace(JOB, gpus=9)]
+)
+def test_an_allocation_beyond_the_policy_gets_no_pod(job: JobInfo) -> None:
+    assert "allocation" in refused(FakeSlurm(job, wrap_script(SCRIPT)), FakeCluster())
+
+
+def test_an_object_of_another_job_is_not_adopted_and_the_run_is_refused() -> None:
+    cluster = FakeCluster()
+    cluster.foreign = {"Pod"}
+    slurm = FakeSlurm(JOB, wrap_script(SCRIPT))
+    assert launcher(slurm, cluster).handle(Envelope.wrap(EVENT)) == ()
+    assert cluster.handoffs == []
+    assert "another job" in cluster.refusals[0][2]
 
 
 def test_a_refused_admin_comment_does_not_undo_the_launch() -> None:
@@ -158,10 +275,15 @@ def test_a_refused_admin_comment_does_not_undo_the_launch() -> None:
     assert len(launcher(slurm, cluster).handle(Envelope.wrap(EVENT))) == 1
 
 
-def test_wrapped_script_without_image_is_permanent() -> None:
+def test_wrapped_script_without_image_is_refused_at_once() -> None:
     slurm = FakeSlurm(JOB, wrap_script(b"#!/bin/sh\necho no image\n"))
-    with pytest.raises(PermanentError):
-        launcher(slurm, FakeCluster()).handle(Envelope.wrap(EVENT))
+    refused(slurm, FakeCluster())
+
+
+def test_verify_returns_the_original() -> None:
+    assert verify(EVENT, JOB, SCRIPT, Policy()) == SCRIPT
+    with pytest.raises(Refused):
+        verify(EVENT, replace(JOB, admin_comment=""), SCRIPT, Policy())
 
 
 def test_token_lifetime() -> None:

@@ -1,3 +1,4 @@
+import base64
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +26,7 @@ SPEC = RunSpec(
     gpus=2,
     gpu_indices="0,1",
     image="nas-hub.local:5407/alpine:latest",
-    script="#!/bin/bash\necho hi\n",
+    script=b"#!/bin/bash\necho hi\n",
     work_dir="/mnt/test-k8s/home/alice",
     nas_root="/mnt/test-k8s",
     shm_mb=256,
@@ -117,7 +118,7 @@ def test_script_runs_through_the_shim() -> None:
     assert c["command"][:2] == ["/bin/sh", "-c"]
     assert c["args"] == ["/slurm-k8s/script"]
     cm = podspec.config_map(SPEC, OWNER)
-    assert cm["data"]["script"] == SPEC.script
+    assert base64.b64decode(cm["binaryData"]["script"]) == SPEC.script
 
 
 def test_role_allows_only_its_own_pod() -> None:

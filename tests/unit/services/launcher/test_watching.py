@@ -2,17 +2,18 @@ from dataclasses import replace
 
 import pytest
 
-from services.launcher.slurmjob import JobDetails
 from services.launcher.watching import PodSeen, PodWatcher, finished_event, note_of
+from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.messages import Envelope, PodFinished
 from shared.podfacts import PodFacts
+from shared.slurmctl import JobInfo, admin_note
 
 pytestmark = pytest.mark.unit
 
-JOB = JobDetails(
-    job_id=5, state="RUNNING", restarts=0, name="x", user="alice", uid=2001, gid=2001,
-    partition="gpu", node="vm", cpus=1, mem_mb=100, gpus=0, work_dir="/tmp",
-    stdout="/r/5.out", stderr="/r/5.out", time_limit_s=60,
+JOB = JobInfo(
+    job_id=5, state="RUNNING", reason="", restarts=0, name="x", user="alice", uid=2001,
+    gid=2001, partition="gpu", node="vm", cpus=1, mem_mb=100, gpus=0, work_dir="/tmp",
+    time_limit_s=60, submit_time=1, admin_comment=ACCEPTED_MARK,
 )  # fmt: skip
 PENDING = PodFacts("slurm-jobs", "job-5-r0", "Pending", reason="ContainerCreating")
 PULL = replace(PENDING, reason="ErrImagePull", message="not found")
@@ -29,20 +30,25 @@ def test_notes_and_finished_events() -> None:
 
 
 class Fakes:
-    def __init__(self, pods: list[PodSeen], job: JobDetails | None) -> None:
+    def __init__(self, pods: list[PodSeen], job: JobInfo | None) -> None:
         self.seen = pods
         self.job_ = job
         self.comments: list[str] = []
         self.published: list[Envelope] = []
+        self.lookups = 0
 
     def pods(self) -> list[PodSeen]:
         return self.seen
 
-    def job(self, job_id: int) -> JobDetails | None:
-        return self.job_
+    def jobs(self) -> dict[int, JobInfo]:
+        self.lookups += 1
+        return {} if self.job_ is None else {self.job_.job_id: self.job_}
 
-    def set_admin_comment(self, job_id: int, text: str) -> None:
-        self.comments.append(text)
+    def note(self, job: JobInfo, text: str) -> None:
+        wanted = admin_note(job.admin_comment, text)
+        if wanted != job.admin_comment:
+            self.comments.append(text)
+            self.job_ = replace(job, admin_comment=wanted)
 
 
 def test_watcher_notes_changes_once_and_publishes_the_end_once() -> None:
@@ -51,6 +57,9 @@ def test_watcher_notes_changes_once_and_publishes_the_end_once() -> None:
     watcher.sweep()
     watcher.sweep()
     assert fakes.comments == ["pod=slurm-jobs/job-5-r0 phase=Pending reason=ContainerCreating"]
+    assert fakes.job_ is not None
+    assert fakes.job_.admin_comment.startswith(ACCEPTED_MARK + "; pod=")
+    assert fakes.lookups == 1  # an unchanged Pod costs no Slurm call
     fakes.seen = [PodSeen(5, 0, PULL)]
     watcher.sweep()
     watcher.sweep()
@@ -59,7 +68,7 @@ def test_watcher_notes_changes_once_and_publishes_the_end_once() -> None:
 
 
 @pytest.mark.parametrize("job", [None, replace(JOB, state="COMPLETING"), replace(JOB, restarts=1)])
-def test_watcher_leaves_jobs_alone_that_are_not_this_run_running(job: JobDetails | None) -> None:
+def test_watcher_leaves_jobs_alone_that_are_not_this_run_running(job: JobInfo | None) -> None:
     fakes = Fakes([PodSeen(5, 0, PULL)], job)
     PodWatcher(fakes, fakes, fakes.published.append).sweep()
     assert fakes.comments == []
