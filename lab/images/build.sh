@@ -4,12 +4,15 @@
 #   $REGISTRY/python:3       Debian bookworm minbase with python3
 #   $REGISTRY/pause:3.10     Kubernetes' own pause.c, compiled statically (sandbox image)
 # Images already in the registry are left alone; root filesystems are cached in $LAB_CACHE.
-# Needs the registry answering at $REGISTRY (lab/k8s/up.sh starts it first).
+# Needs the registry answering at $REGISTRY (lab/k8s/up.sh starts it first) and its push
+# credentials in $REGISTRY_AUTHFILE (skopeo's auth.json; up.sh makes it, root-only): anonymous
+# clients may pull but not push.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib.sh
 . "$here/../lib.sh"
 
+: "${REGISTRY_AUTHFILE:=$LAB_STATE/registry/auth.json}"
 cache="$LAB_CACHE/images"
 mkdir -p "$cache"
 work=$(mktemp -d /tmp/lab-images.XXXXXX)
@@ -29,7 +32,10 @@ root_tar() { # DIR OUT.tar — numeric root ownership so the layer does not depe
 push() { # ROOTFS.tar NAME TAG [mkoci args...]
   local tarball=$1 name=$2 tag=$3; shift 3
   python3 "$here/mkoci.py" "$tarball" "$work/$name" "$tag" "$@"
-  skopeo copy --quiet --format v2s2 --dest-tls-verify=false "oci:$work/$name:$tag" "docker://$REGISTRY/$name:$tag"
+  [ -r "$REGISTRY_AUTHFILE" ] || die "images: no push credentials at $REGISTRY_AUTHFILE (lab/k8s/up.sh makes them)"
+  # --dest-authfile, not --dest-creds: a password on the command line is visible in ps.
+  skopeo copy --quiet --format v2s2 --dest-tls-verify=false --dest-authfile "$REGISTRY_AUTHFILE" \
+    "oci:$work/$name:$tag" "docker://$REGISTRY/$name:$tag"
   log "images: pushed $REGISTRY/$name:$tag"
 }
 

@@ -11,6 +11,16 @@ CTRD_SOCK="$CTRD_RUN/containerd.sock"
 CNI_CONF_DIR="$LAB_STATE/cni/net.d"
 CNI_BIN_DIR=/usr/lib/cni
 REG_DIR="$LAB_STATE/registry"
+# The registry itself listens on a unix socket that only root and the front's workers can
+# open; the front (nginx) on $REGISTRY lets anyone pull and asks for credentials to push.
+REG_RUN=/run/slurm-k8s-lab/registry        # 2750 root:$REG_FRONT_GROUP, the socket inherits it
+REG_SOCK="$REG_RUN/registry.sock"
+REG_FRONT_USER=www-data
+REG_FRONT_GROUP=www-data
+REG_PORT=${REGISTRY##*:}
+REG_CREDENTIALS="$REG_DIR/credentials"    # user=, password= (root only)
+REG_AUTHFILE="$REG_DIR/auth.json"         # the same, for skopeo --dest-authfile (root only)
+REG_HTPASSWD="$REG_DIR/htpasswd"          # hash only, readable by the front's workers
 KUBELET_ROOT=/var/lib/kubelet              # device plugins only look under this path
 ADMIN_KUBECONFIG="$K8S_DIR/admin.kubeconfig"
 PAUSE_IMAGE="$REGISTRY/pause:3.10"
@@ -20,7 +30,7 @@ LAB_NODE_IP=${LAB_NODE_IP:-10.255.255.1}
 POD_CIDR=10.244.0.0/24
 SERVICE_CIDR=10.96.0.0/16
 APISERVER=https://127.0.0.1:6443
-K8S_COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet containerd registry"
+K8S_COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet containerd registry registry-front"
 
 pidfile() { echo "$RUN_DIR/$1.pid"; }
 
@@ -108,6 +118,12 @@ kcm_healthy() { [ "$(curl -skf --max-time 3 https://127.0.0.1:10257/healthz)" = 
 scheduler_healthy() { [ "$(curl -skf --max-time 3 https://127.0.0.1:10259/healthz)" = ok ]; }
 kubelet_healthy() { [ "$(curl -sf --max-time 3 http://127.0.0.1:10248/healthz)" = ok ]; }
 containerd_healthy() { ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; }
-registry_healthy() { curl -sf --max-time 3 -o /dev/null "http://127.0.0.1:5407/v2/"; }
+registry_healthy() { curl -sf --max-time 3 -o /dev/null --unix-socket "$REG_SOCK" http://registry/v2/; }
+# An anonymous read through the front reaches the registry, and the port is held by our nginx
+# (a user who bound 127.0.0.1:$REG_PORT while the front was down would otherwise pass).
+registry_front_healthy() {
+  [ "$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$REG_PORT/v2/_catalog?n=1")" = 200 ] &&
+    ss -Hltnp "sport = :$REG_PORT" | grep -q "pid=$(cat "$(pidfile registry-front)" 2>/dev/null),"
+}
 
 kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }

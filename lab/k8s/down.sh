@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops the lab's Kubernetes and everything lab/k8s/up.sh started: device plugin, kubelet, pod
-# processes and their shims, control plane, etcd, containerd, registry; unmounts what pods left
-# mounted. Keeps the caches and state (binaries, images, etcd data, PKI) so up.sh is quick.
+# processes and their shims, control plane, etcd, containerd, the registry and its front;
+# unmounts what pods left mounted. Keeps the caches and state (binaries, images, etcd data,
+# PKI, registry credentials) so up.sh is quick.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib.sh
@@ -54,6 +55,7 @@ for d in /proc/[0-9]*; do
   fi
 done
 
+stop registry-front /usr/sbin/nginx
 stop registry /usr/bin/docker-registry
 
 # Mounts left by pods: kubelet volumes (tokens, the NAS bind), container rootfs and shm, and

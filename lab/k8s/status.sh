@@ -28,6 +28,7 @@ kubelet_version() {
 }
 containerd_version() { ctr --address "$CTRD_SOCK" version 2>/dev/null | awk '/^Server:/{s=1} s&&/Version:/{print $2; exit}'; }
 registry_version() { bin_version /usr/bin/docker-registry --version; }
+nginx_version() { /usr/sbin/nginx -v 2>&1 | grep -oE "[0-9]+\.[0-9]+\.[0-9]+" | head -n1; }
 
 line etcd etcd etcd_healthy etcd_version
 line kube-apiserver kube-apiserver apiserver_healthy apiserver_version
@@ -36,4 +37,5 @@ line kube-scheduler kube-scheduler scheduler_healthy bin_version "$K8S_BIN/kube-
 line kubelet kubelet kubelet_healthy kubelet_version
 line containerd containerd containerd_healthy containerd_version
 line registry docker-registry registry_healthy registry_version
+line registry-front nginx registry_front_healthy nginx_version
 exit 0
