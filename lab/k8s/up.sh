@@ -41,7 +41,19 @@ ensure_daemon() {
   log "k8s: starting $name"
   start_daemon "$name" "$@"
   echo "$fp" > "$fpfile"
-  up_or_dead() { alive "$name" "$exe" || return 0; "$health"; }
+  # Not alive yet may also mean "not exec'd yet": right after the fork the pid still runs
+  # setsid/nohup (seen on a loaded machine: the check came first and up.sh gave up at once).
+  # Keep waiting while that pid exists and is not a zombie.
+  exec_pending() {
+    local pid stat
+    pid=$(cat "$(pidfile "$name")" 2>/dev/null) || return 1
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ] && [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" != "$exe" ]
+  }
+  up_or_dead() {
+    if alive "$name" "$exe"; then "$health"; else ! exec_pending; fi
+  }
   if ! wait_for "$timeout" "$name" up_or_dead || ! "$health"; then
     tail -n 30 "$LAB_LOG/$name.log" >&2 || true
     die "k8s: $name did not become healthy within ${timeout}s (log: $LAB_LOG/$name.log)"
