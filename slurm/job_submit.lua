@@ -12,7 +12,16 @@ in tests/data/submission_cases.json, it reports exactly what the Python checks r
   variables may have changed). Every problem goes to the user through slurm.log_user, one per
   line, and the job is refused.
 * An accepted slurm-k8s job's script is replaced by a wrapper that runs the runner; the original
-  travels base64-encoded in its comment lines (shared/jobscript/wrapping.py is the Python twin).
+  travels base64-encoded in its comment lines (shared/jobscript/wrapping.py is the Python twin),
+  and its AdminComment is set to M.ACCEPTED_MARK, which users cannot write: that mark, not the
+  user-writable Comment or the script's look, makes a job a slurm-k8s job (slurm_job_modify).
+* Every job (plain ones too) is refused if its script carries the wrapper's own text (a forged
+  wrapper) or if a non-root submitter sets an AdminComment. #K8S_ jobs of uids below min_uid
+  and #K8S_ jobs with a Comment other than the validator's `slurmk8s-key=<hex>` are refused.
+* Bounded and linear: this runs inside slurmctld, under its job write lock, so a slow check
+  stalls every user. A script over max_script_bytes is refused before it is parsed; at most
+  M.MAX_PROBLEMS problems are kept (the lowest line numbers; "... and N more" counts the rest);
+  no pass sorts or rescans an unbounded list (bench/lua_checker.py measures it).
 
 All logic is in local functions so that tests can load this file outside slurmctld; the two
 slurm_* entry points at the end are thin.
@@ -26,8 +35,10 @@ M.DEFAULT_POLICY_PATH = "/etc/slurm-k8s/policy.conf"
 -- Small helpers
 ---------------------------------------------------------------------------------------------
 
+-- Linear: the usual gsub("%s+$", "") retries at every blank of a long inner run (quadratic).
 local function trim(s)
-  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+  if not s:find("%S") then return "" end
+  return s:match("^%s*(.*%S)")
 end
 
 local function starts(s, prefix)
@@ -49,7 +60,68 @@ local function basename(p)
 end
 
 local function problem(list, line, message)
-  list[#list + 1] = { line = line, message = message }
+  if list.add then
+    list:add(line, message)
+  else
+    list[#list + 1] = { line = line, message = message }
+  end
+end
+
+-- The `limit` problems with the lowest line numbers, distinct, and a count of the rest
+-- (twin of validation.ProblemList, fed in the same order). Memory O(limit); adding is O(1)
+-- unless the problem displaces a listed one, which costs O(limit).
+local ProblemList = {}
+ProblemList.__index = ProblemList
+
+function M.problem_list(limit)
+  return setmetatable({ limit = limit, kept = {}, listed = {}, worst = 0, added = 0, more = 0 },
+    ProblemList)
+end
+
+local function later(a, b)
+  return a.line > b.line or (a.line == b.line and a.order > b.order)
+end
+
+function ProblemList:add(line, message)
+  local kept = self.kept
+  if #kept >= self.limit and line > kept[self.worst].line then
+    self.more = self.more + 1 -- cannot equal a listed problem (all are on earlier lines)
+    return
+  end
+  local key = line .. "\0" .. message
+  if self.listed[key] then return end
+  self.added = self.added + 1
+  local entry = { line = line, message = message, order = self.added, key = key }
+  if #kept < self.limit then
+    kept[#kept + 1] = entry
+    self.listed[key] = true
+    if self.worst == 0 or later(entry, kept[self.worst]) then self.worst = #kept end
+    return
+  end
+  self.more = self.more + 1
+  if line >= kept[self.worst].line then return end
+  self.listed[kept[self.worst].key] = nil
+  kept[self.worst] = entry
+  self.listed[key] = true
+  local worst = 1
+  for i = 2, #kept do
+    if later(kept[i], kept[worst]) then worst = i end
+  end
+  self.worst = worst
+end
+
+function M.more_text(more, limit)
+  return string.format("... and %d more problems (only the first %d are listed)", more, limit)
+end
+
+-- The listed problems by line, then one "... and N more" line if any were left out.
+function ProblemList:result()
+  local out = {}
+  for i, e in ipairs(self.kept) do out[i] = e end
+  table.sort(out, function(a, b) return later(b, a) end) -- at most `limit` entries
+  for i, e in ipairs(out) do out[i] = { line = e.line, message = e.message } end
+  if self.more > 0 then out[#out + 1] = { line = 0, message = M.more_text(self.more, self.limit) } end
+  return out
 end
 
 ---------------------------------------------------------------------------------------------
@@ -157,6 +229,13 @@ M.SHORT_OPTIONS = {
 local HETJOB_WORDS = { hetjob = true, packjob = true }
 
 function M.tokenise(text)
+  if not text:find("[\"'\\]") then
+    -- No quote and no backslash (most lines): whitespace-separated words up to an unquoted #,
+    -- exactly what the loop below yields, without a call per character.
+    local words, hash = {}, text:find("#", 1, true)
+    for w in (hash and text:sub(1, hash - 1) or text):gmatch("%S+") do words[#words + 1] = w end
+    return words
+  end
   local words, current, in_word, quote = {}, {}, false, nil
   local i, n = 1, #text
   while i <= n do
@@ -200,15 +279,23 @@ function M.tokenise(text)
   return words
 end
 
+-- Every prefix of every long option, with the options it could mean (sorted): built once, so
+-- resolving a word costs one lookup, not a scan and a sort (a script may have 50,000 of them).
+local PREFIXES = {}
+for name in pairs(M.LONG_OPTIONS) do
+  for i = 0, #name do
+    local prefix = name:sub(1, i)
+    PREFIXES[prefix] = PREFIXES[prefix] or {}
+    table.insert(PREFIXES[prefix], name)
+  end
+end
+for _, names in pairs(PREFIXES) do table.sort(names) end
+
 function M.resolve_long(spelled)
   if M.LONG_OPTIONS[spelled] ~= nil then return spelled end
-  local matches = {}
-  for name in pairs(M.LONG_OPTIONS) do
-    if starts(name, spelled) then matches[#matches + 1] = name end
-  end
-  table.sort(matches)
-  if #matches == 1 then return matches[1] end
-  if #matches > 1 then
+  local matches = PREFIXES[spelled]
+  if matches and #matches == 1 then return matches[1] end
+  if matches then
     return nil, "--" .. spelled .. " is ambiguous (could be --" .. table.concat(matches, ", --") .. ")"
   end
   return nil, "--" .. spelled .. " is not an sbatch option"
@@ -248,11 +335,12 @@ function M.parse_options(line, words, options, problems)
   local i = 1
   while i <= #words do
     local word = words[i]
+    local b1, b2 = word:byte(1, 2) -- 45 is "-"
     i = i + 1
     if HETJOB_WORDS[word] then
       problem(problems, line, "'" .. word .. "' starts another job component: heterogeneous "
         .. "(multi-component) jobs are not supported")
-    elseif starts(word, "--") and #word > 2 then
+    elseif b1 == 45 and b2 == 45 and #word > 2 then
       local body = word:sub(3)
       local eq = body:find("=", 1, true)
       local spelled = eq and body:sub(1, eq - 1) or body
@@ -275,7 +363,7 @@ function M.parse_options(line, words, options, problems)
           options[#options + 1] = { line = line, name = name, value = inline }
         end
       end
-    elseif starts(word, "-") and #word > 1 and not starts(word, "--") then
+    elseif b1 == 45 and b2 ~= nil and b2 ~= 45 then
       i = parse_short_group(line, word, words, i, options, problems)
     else
       problem(problems, line, "'" .. word .. "' is not an option (options start with -)")
@@ -296,18 +384,26 @@ function M.split_lines(text)
   end
 end
 
-function M.parse_script(text)
+-- Parse problems go to `sink` (a problem list) when given, else to parsed.problems.
+function M.parse_script(text, sink)
   local parsed = { options = {}, k8s = {}, problems = {}, late_k8s = {}, first_command = 0 }
-  local lines = M.split_lines(text)
-  if lines[1] ~= nil and starts(lines[1], "#!") then parsed.shebang = lines[1] end
-  for number, line in ipairs(lines) do
-    if parsed.first_command ~= 0 then
-      if starts(line, "#K8S_") then parsed.late_k8s[#parsed.late_k8s + 1] = number end
-    elseif not line:match("^%s*$") and not line:match("^%s*#") then
+  if sink then parsed.problems = sink end
+  -- One pass over the text: no table of lines, anchored patterns only.
+  local pos, size, number = 1, #text, 0
+  while pos <= size do
+    local nl = text:find("\n", pos, true)
+    local line = text:sub(pos, (nl or size + 1) - 1)
+    number = number + 1
+    if number == 1 and line:find("^#!") then parsed.shebang = line end
+    if line:byte(1) ~= 35 and (line:find("^%s*$") or line:find("^%s*#")) then
+      -- blank, or a comment with leading blanks: never a directive
+    elseif line:byte(1) ~= 35 then
       parsed.first_command = number
+      if nl then M.late_k8s_lines(text, nl + 1, number + 1, parsed.late_k8s) end
+      break
     else
-      local prefix = (starts(line, "#SBATCH") and "#SBATCH") or (starts(line, "#SLURM") and "#SLURM")
-      local foreign = (starts(line, "#PBS") and "#PBS") or (starts(line, "#BSUB") and "#BSUB")
+      local prefix = (line:find("^#SBATCH") and "#SBATCH") or (line:find("^#SLURM") and "#SLURM")
+      local foreign = (line:find("^#PBS") and "#PBS") or (line:find("^#BSUB") and "#BSUB")
       if prefix then
         local words, err = M.tokenise(line:sub(#prefix + 1))
         if words == nil then
@@ -318,7 +414,7 @@ function M.parse_script(text)
       elseif foreign then
         problem(parsed.problems, number, foreign .. " directives are not accepted (sbatch would "
           .. "translate them into options); write them as #SBATCH lines")
-      elseif starts(line, "#K8S_") then
+      elseif line:find("^#K8S_") then
         local rest = line:sub(6)
         local eq = rest:find("=", 1, true)
         local name = eq and trim(rest:sub(1, eq - 1)) or ""
@@ -329,8 +425,24 @@ function M.parse_script(text)
         end
       end
     end
+    if not nl then break end
+    pos = nl + 1
   end
   return parsed
+end
+
+-- The numbers of the #K8S_ lines from `pos` (the start of line `number`) on, appended to
+-- `found`: jumps from one "\n#K8S_" to the next and counts the newlines in between.
+function M.late_k8s_lines(text, pos, number, found)
+  if text:find("^#K8S_", pos) then found[#found + 1] = number end
+  while true do
+    local at = text:find("\n#K8S_", pos, true)
+    if at == nil then return found end
+    local _, newlines = text:sub(pos, at):gsub("\n", "")
+    number = number + newlines
+    found[#found + 1] = number
+    pos = at + 1
+  end
 end
 
 local function last_option(parsed, name)
@@ -534,12 +646,25 @@ function M.canonical(path, base)
   return "/" .. table.concat(parts, "/")
 end
 
-function M.is_under(path, roots)
-  for _, root in ipairs(roots) do
+-- Each root as is_under compares it: the canonical path, and that path with one "/".
+local function root_tops(roots)
+  local tops = {}
+  for i, root in ipairs(roots) do
     local top = M.canonical(root, "/")
-    if path == top or starts(path, (top:gsub("/+$", "")) .. "/") then return true end
+    tops[i] = { top, (top:gsub("/+$", "")) .. "/" }
+  end
+  return tops
+end
+
+local function under_tops(path, tops)
+  for _, t in ipairs(tops) do
+    if path == t[1] or starts(path, t[2]) then return true end
   end
   return false
+end
+
+function M.is_under(path, roots)
+  return under_tops(path, root_tops(roots))
 end
 
 ---------------------------------------------------------------------------------------------
@@ -572,11 +697,33 @@ local K8S_DIRECTIVES = { IMAGE = true, SHM = true }
 local K8S_KNOWN = "#K8S_IMAGE, #K8S_SHM"
 local SHELLS = { sh = true, bash = true, dash = true }
 
-local function check_bytes(data, policy, problems)
-  if #data > policy.max_script_bytes then
-    problem(problems, 0, string.format("the file is %d bytes; the limit is %d bytes",
-      #data, policy.max_script_bytes))
+M.MAX_PROBLEMS = 20
+M.BOM = "\239\187\191"
+M.BOM_TEXT = "starts with a byte-order mark (BOM); save the file as UTF-8 without BOM"
+M.WRAPPER_SIGNS = { "slurm-k8s-original-script-base64", "-m services.runner" }
+
+function M.too_big_text(size, policy)
+  return string.format("the file is %d bytes; the limit is %d bytes", size, policy.max_script_bytes)
+end
+
+function M.wrapper_text(sign)
+  return "contains '" .. sign .. "', which only slurm-k8s's own wrapper may carry; submit your "
+    .. "original script (slurm-k8s wraps it itself)"
+end
+
+-- The earliest wrapper sign in a script: line, sign (or nil). One plain find per sign.
+function M.wrapper_sign(data)
+  local best, sign
+  for _, s in ipairs(M.WRAPPER_SIGNS) do
+    local at = data:find(s, 1, true)
+    if at and (best == nil or at < best) then best, sign = at, s end
   end
+  if best == nil then return nil end
+  local _, newlines = data:sub(1, best - 1):gsub("\n", "")
+  return newlines + 1, sign
+end
+
+local function check_bytes(data, problems)
   local nul = data:find("\0", 1, true)
   if nul then
     local _, newlines = data:sub(1, nul - 1):gsub("\n", "")
@@ -678,18 +825,25 @@ end
 
 local function check_paths(parsed, policy, user, home, problems)
   local roots = roots_for(policy, user)
+  local tops = root_tops(roots)
   local shown = table.concat(roots, ", ")
   local base = home
   local chdir = last_option(parsed, "chdir")
   if chdir and chdir.value then
     base = M.canonical((chdir.value:gsub("%%u", function() return user end)), home)
   end
+  local by_name = {} -- one pass over the options, then name by name (the Python order)
+  for _, name in ipairs(PATH_OPTIONS) do by_name[name] = {} end
+  for _, o in ipairs(parsed.options) do
+    local list = by_name[o.name]
+    if list then list[#list + 1] = o end
+  end
   for _, name in ipairs(PATH_OPTIONS) do
-    for _, o in ipairs(parsed.options) do
-      if o.name == name then
+    for _, o in ipairs(by_name[name]) do
+      do
         local value = (o.value or ""):gsub("%%u", function() return user end)
         local where = M.canonical(value, name == "chdir" and home or base)
-        if where ~= "/dev/null" and not M.is_under(where, roots) then
+        if where ~= "/dev/null" and not under_tops(where, tops) then
           problem(problems, o.line, "--" .. name .. " '" .. tostring(o.value)
             .. "' is outside the folders you may use (" .. shown .. ")")
         end
@@ -788,49 +942,38 @@ function M.bash_syntax(data)
   return problems
 end
 
--- Stable sort by line, then drop exact duplicates (like the Python twin).
-local function ordered(problems)
-  for i, p in ipairs(problems) do p.index = i end
-  table.sort(problems, function(a, b)
-    if a.line ~= b.line then return a.line < b.line end
-    return a.index < b.index
-  end)
-  local out, seen = {}, {}
-  for _, p in ipairs(problems) do
-    local key = p.line .. "\0" .. p.message
-    if not seen[key] then
-      seen[key] = true
-      out[#out + 1] = { line = p.line, message = p.message }
-    end
-  end
-  return out
-end
-
--- Every problem of a script, ordered by line: the twin of validation.check_script.
+-- The problems of a script, ordered by line (at most M.MAX_PROBLEMS, then "... and N more"):
+-- the twin of validation.check_script. Returns problems, parsed (nil when not parsed).
 function M.check_script(data, policy, user, home, syntax)
-  local problems = {}
-  check_bytes(data, policy, problems)
-  local parsed = M.parse_script(data)
-  if parsed.shebang == nil then
+  if #data > policy.max_script_bytes then
+    -- Refused before a byte is parsed: the size alone decides, whatever the content.
+    return { { line = 0, message = M.too_big_text(#data, policy) } }, nil
+  end
+  if starts(data, M.BOM) then
+    return { { line = 1, message = M.BOM_TEXT } }, nil
+  end
+  local problems = M.problem_list(M.MAX_PROBLEMS)
+  check_bytes(data, problems)
+  local sign_line, sign = M.wrapper_sign(data)
+  if sign_line then problem(problems, sign_line, M.wrapper_text(sign)) end
+  if not starts(data, "#!") then
     problem(problems, 1, "the first line must name an interpreter, e.g. #!/bin/bash")
   end
-  for _, p in ipairs(parsed.problems) do problems[#problems + 1] = p end
+  local parsed = M.parse_script(data, problems)
   check_option_words(parsed, problems)
   check_resources(parsed, policy, problems)
   check_paths(parsed, policy, user, home, problems)
   check_k8s(parsed, policy, problems)
   syntax = syntax == nil and M.bash_syntax or syntax
   if syntax and policy.bash_syntax_check and is_shell(parsed.shebang) and not data:find("\0", 1, true) then
-    for _, p in ipairs(syntax(data)) do problems[#problems + 1] = p end
+    for _, p in ipairs(syntax(data)) do problem(problems, p.line, p.message) end
   end
-  return ordered(problems), parsed
+  return problems:result(), parsed
 end
 
+-- Whether any line starts with #K8S_ (two plain finds: no table of lines).
 function M.uses_k8s(data)
-  for _, line in ipairs(split(data, "\n")) do
-    if starts(line, "#K8S_") then return true end
-  end
-  return false
+  return starts(data, "#K8S_") or data:find("\n#K8S_", 1, true) ~= nil
 end
 
 function M.format_problem(p)
@@ -934,9 +1077,23 @@ M.ORIGINAL_MARKER = "# slurm-k8s-original-script-base64:"
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 -- Arithmetic only: Debian's slurmctld links Lua 5.1, which has no integer or bit operators.
+-- Two base64 characters for each 12-bit value: a 3-byte group is two lookups.
+local B64_PAIRS = {}
+for n = 0, 4095 do
+  local hi, lo = math.floor(n / 64), n % 64
+  B64_PAIRS[n] = B64:sub(hi + 1, hi + 1) .. B64:sub(lo + 1, lo + 1)
+end
+
 function M.base64(data)
-  local out = {}
-  for i = 1, #data, 3 do
+  local out, k, floor, byte = {}, 0, math.floor, string.byte
+  local whole = #data - #data % 3
+  for i = 1, whole, 3 do
+    local a, b, c = byte(data, i, i + 2)
+    local high = a * 16 + floor(b / 16)
+    k = k + 1
+    out[k] = B64_PAIRS[high] .. B64_PAIRS[(b % 16) * 256 + c]
+  end
+  for i = whole + 1, #data, 3 do -- the last 1 or 2 bytes, padded
     local a, b, c = data:byte(i, i + 2)
     local n = a * 65536 + (b or 0) * 256 + (c or 0)
     local c1 = math.floor(n / 262144)
@@ -985,25 +1142,67 @@ end
 -- The decision for one submission (testable without slurmctld)
 ---------------------------------------------------------------------------------------------
 
+M.ACCEPTED_MARK = "slurmk8s-accepted" -- twin of wrapping.ACCEPTED_MARK
+M.COMMENT_MARK = "slurmk8s"
+M.KEY_PATTERN = "^slurmk8s%-key=[0-9a-f]+$"
+M.ADMIN_COMMENT_TEXT = "AdminComment is written by Slurm administrators and slurm-k8s only; "
+  .. "submit the job without it"
+M.COMMENT_TEXT = "--comment is not allowed: " .. M.REFUSED_OPTIONS["comment"]
+  .. " (set outside the script, e.g. on the sbatch command line)"
+
+function M.min_uid_text(policy)
+  return string.format("slurm-k8s jobs run as their owner; root and system accounts "
+    .. "(uid < %d) cannot submit them", policy.min_uid)
+end
+
+local function has_text(value)
+  return type(value) == "string" and value ~= ""
+end
+
+-- Checks for every job, plain ones too, before the policy file is read: a forged wrapper, an
+-- AdminComment from a non-root submitter. Returns nil or the problems.
+function M.decide_any(job_desc, submit_uid)
+  if has_text(job_desc.admin_comment) and submit_uid ~= 0 then
+    return { { line = 0, message = M.ADMIN_COMMENT_TEXT } }
+  end
+  local script = job_desc.script
+  if script == nil then return nil end
+  local line, sign = M.wrapper_sign(script)
+  if line then return { { line = line, message = M.wrapper_text(sign) } } end
+  return nil
+end
+
 -- Returns nil when the job may go on (job_desc.script possibly wrapped), or the problems.
-function M.decide(job_desc, policy, user, syntax)
+-- Call decide_any first; this is for #K8S_ jobs.
+function M.decide(job_desc, policy, user, syntax, submit_uid)
   local script = job_desc.script
   if script == nil or not M.uses_k8s(script) then return nil end -- plain Slurm job
+  submit_uid = submit_uid or 0
+  local owner = type(job_desc.user_id) == "number" and job_desc.user_id or submit_uid
+  if submit_uid < policy.min_uid or owner < policy.min_uid then
+    return { { line = 0, message = M.min_uid_text(policy) } }
+  end
   local problems = M.check_script(script, policy, user, job_desc.work_dir or "/", syntax)
   for _, p in ipairs(M.check_job_desc(job_desc, policy, user, problems)) do
     problems[#problems + 1] = p
+  end
+  -- The Comment holds the validator's key (slurmk8s-key=<hex>) or nothing: anything else
+  -- (sbatch --comment=x) would replace it.
+  if has_text(job_desc.comment) and not job_desc.comment:match(M.KEY_PATTERN)
+      and not mentions(problems, "^%-%-comment ") then
+    problem(problems, 0, M.COMMENT_TEXT)
   end
   if #problems > 0 then return problems end
   local duplicate = M.claim_key(job_desc.comment)
   if duplicate then return { duplicate } end
   job_desc.script = M.wrap_script(script)
-  -- The comment marks the job as ours for slurm_job_modify. The validator's key is kept;
-  -- a script's own --comment was refused above.
-  if job_desc.comment == nil or job_desc.comment == "" then job_desc.comment = M.COMMENT_MARK end
+  -- The mark users cannot write: what makes this a slurm-k8s job for slurm_job_modify and
+  -- the services. The Comment keeps the validator's key, or gets a plain marker.
+  job_desc.admin_comment = M.ACCEPTED_MARK
+  if not has_text(job_desc.comment) then job_desc.comment = M.COMMENT_MARK end
   return nil
 end
 
-M.COMMENT_MARK = "slurmk8s"
 M.DUPLICATE_TEXT = "slurm-k8s: this submission key was submitted moments ago"
 M.KEY_TTL_S = 120
 M.clock = os.time
@@ -1029,8 +1228,10 @@ function M.claim_key(comment)
   return nil
 end
 
+-- A slurm-k8s job is one this plugin accepted: its AdminComment starts with the mark (later
+-- notes keep it as a prefix). The Comment is no proof: its owner can set it.
 function M.is_slurm_k8s_job(job_rec)
-  return type(job_rec.comment) == "string" and starts(job_rec.comment, M.COMMENT_MARK)
+  return type(job_rec.admin_comment) == "string" and starts(job_rec.admin_comment, M.ACCEPTED_MARK)
 end
 
 -- `scontrol update` by the job's owner must not take a checked job outside the policy (users
@@ -1060,7 +1261,17 @@ local function policy_path()
   return os.getenv("SLURMK8S_POLICY") or M.DEFAULT_POLICY_PATH
 end
 
+local function refuse(who, problems)
+  local lines = {}
+  for i, p in ipairs(problems) do lines[i] = M.format_problem(p) end
+  slurm.log_info("slurm-k8s: refused a job of %s: %s", who, table.concat(lines, "; "))
+  slurm.log_user("%s", table.concat(lines, "\n"))
+  return slurm.ERROR
+end
+
 function slurm_job_submit(job_desc, part_list, submit_uid)
+  local any = M.decide_any(job_desc, submit_uid)
+  if any then return refuse(string.format("uid %d", submit_uid), any) end
   -- Plain Slurm jobs never depend on our policy file, not even on it being readable.
   if job_desc.script == nil or not M.uses_k8s(job_desc.script) then return slurm.SUCCESS end
   local policy, err = M.load_policy(policy_path())
@@ -1070,13 +1281,9 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
     return slurm.ERROR
   end
   local user = M.user_name(job_desc, submit_uid)
-  local problems = M.decide(job_desc, policy, user)
+  local problems = M.decide(job_desc, policy, user, nil, submit_uid)
   if problems == nil then return slurm.SUCCESS end
-  local lines = {}
-  for i, p in ipairs(problems) do lines[i] = M.format_problem(p) end
-  slurm.log_info("slurm-k8s: refused a job of %s: %s", user, table.concat(lines, "; "))
-  slurm.log_user("%s", table.concat(lines, "\n"))
-  return slurm.ERROR
+  return refuse(user, problems)
 end
 
 function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)

@@ -29,6 +29,13 @@ against ``--chdir`` when given, else against the user's NAS home (``<NAS>/home/<
 also the directory the validator runs sbatch in. ``/dev/null`` is always allowed. Symlinks are
 not followed: Slurm opens these files as the job's owner, so the roots are policy (where output
 belongs), while file permissions remain the security boundary.
+
+Bounded work (the Lua twin runs inside slurmctld, where a slow check stalls every user): a
+file over ``max_script_bytes`` gets one problem (its size and the limit) and is not parsed; a
+file starting with a UTF-8 byte-order mark gets one problem too. At most ``MAX_PROBLEMS``
+problems are listed, those with the lowest line numbers, and one last line says how many more
+were found (``... and N more problems (only the first 20 are listed)``); every pass is linear in
+the file's size.
 """
 
 from __future__ import annotations
@@ -36,13 +43,14 @@ from __future__ import annotations
 import posixpath
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from shared.jobscript import resources
 from shared.jobscript.images import ImageError, parse_image
 from shared.jobscript.parsing import Option, ParsedScript, parse_script
 from shared.jobscript.policy import Policy
+from shared.jobscript.wrapping import wrapper_sign
 from shared.messages import Problem
 
 REFUSED_OPTIONS: dict[str, str] = {
@@ -71,6 +79,9 @@ K8S_DIRECTIVES = ("IMAGE", "SHM")
 ALWAYS_WRITABLE = ("/dev/null",)
 SHELLS = ("sh", "bash", "dash")
 SYNTAX_TIMEOUT_S = 10.0
+#: Problems listed at most; the rest are counted on one last line.
+MAX_PROBLEMS = 20
+BOM = b"\xef\xbb\xbf"
 
 SyntaxChecker = Callable[[bytes], list[Problem]]
 """Checks a shell script's syntax; returns problems (tests substitute a fake)."""
@@ -137,11 +148,20 @@ def check_script(
     Returns:
         All problems, ordered by line.
     """
-    problems: list[Problem] = list(_check_bytes(data, policy))
+    if len(data) > policy.max_script_bytes:
+        # Refused before a byte is parsed: the size alone decides, whatever the content.
+        return Verdict(problems=(_too_big(len(data), policy),), parsed=None)
+    if data.startswith(BOM):
+        # Everything after it would be misread (no #! on line 1, every directive ignored).
+        return Verdict(problems=(Problem(line=1, message=BOM_TEXT),), parsed=None)
+    problems = ProblemList(MAX_PROBLEMS)
+    problems.extend(_check_bytes(data))
+    if (sign := wrapper_sign(data)) is not None:
+        problems.add(Problem(line=sign[0], message=wrapper_text(sign[1])))
     text = data.decode("utf-8", errors="surrogateescape")
     parsed = parse_script(text)
     if parsed.shebang is None:
-        problems.append(
+        problems.add(
             Problem(
                 line=1,
                 message="the first line must name an interpreter, e.g. #!/bin/bash",
@@ -154,8 +174,74 @@ def check_script(
     shell = _is_shell(parsed.shebang) and b"\0" not in data
     if syntax is not None and policy.bash_syntax_check and shell:
         problems.extend(syntax(data))
-    ordered = sorted(problems, key=lambda p: p.line)
-    return Verdict(problems=tuple(dict.fromkeys(ordered)), parsed=parsed)
+    return Verdict(problems=problems.result(), parsed=parsed)
+
+
+BOM_TEXT = "starts with a byte-order mark (BOM); save the file as UTF-8 without BOM"
+
+
+def wrapper_text(sign: str) -> str:
+    """The problem of a script that carries the wrapper's own text."""
+    return (
+        f"contains '{sign}', which only slurm-k8s's own wrapper may carry; submit your "
+        "original script (slurm-k8s wraps it itself)"
+    )
+
+
+def more_text(more: int, limit: int = MAX_PROBLEMS) -> str:
+    """The last line when problems were left out."""
+    return f"... and {more} more problems (only the first {limit} are listed)"
+
+
+class ProblemList:
+    """The ``limit`` problems with the lowest line numbers, distinct, and a count of the rest.
+
+    Adding is O(1) unless the problem displaces a listed one (O(limit)); memory is O(limit).
+    A problem equal to a listed one is dropped; any other problem that is not (or no longer)
+    listed counts towards "N more". Ties on a line keep the order problems were added in.
+    ``job_submit.lua`` has the same structure, fed in the same order, so both list the same
+    problems and the same count.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._kept: list[tuple[int, int, Problem]] = []  # (line, order added, problem)
+        self._listed: set[Problem] = set()
+        self._worst = -1  # index in _kept of the entry with the highest (line, order)
+        self._added = 0
+        self.more = 0
+
+    def add(self, problem: Problem) -> None:
+        """Offer one problem."""
+        if problem in self._listed:
+            return
+        self._added += 1
+        entry = (problem.line, self._added, problem)
+        if len(self._kept) < self._limit:
+            self._kept.append(entry)
+            self._listed.add(problem)
+            if self._worst < 0 or entry[:2] > self._kept[self._worst][:2]:
+                self._worst = len(self._kept) - 1
+            return
+        self.more += 1
+        if problem.line >= self._kept[self._worst][0]:
+            return  # a later line (or a later one on the same line): not listed
+        self._listed.discard(self._kept[self._worst][2])
+        self._kept[self._worst] = entry
+        self._listed.add(problem)
+        self._worst = max(range(len(self._kept)), key=lambda i: self._kept[i][:2])
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        """Offer several problems, in order."""
+        for problem in problems:
+            self.add(problem)
+
+    def result(self) -> tuple[Problem, ...]:
+        """The listed problems by line, then one ``... and N more`` line if any were left out."""
+        listed = tuple(p for _, _, p in sorted(self._kept, key=lambda e: e[:2]))
+        if self.more:
+            return (*listed, Problem(line=0, message=more_text(self.more, self._limit)))
+        return listed
 
 
 def uses_k8s(data: bytes) -> bool:
@@ -186,16 +272,14 @@ def _is_shell(shebang: str | None) -> bool:
     return program in SHELLS
 
 
-def _check_bytes(data: bytes, policy: Policy) -> list[Problem]:
+def _too_big(size: int, policy: Policy) -> Problem:
+    return Problem(
+        line=0, message=f"the file is {size} bytes; the limit is {policy.max_script_bytes} bytes"
+    )
+
+
+def _check_bytes(data: bytes) -> list[Problem]:
     problems = []
-    if len(data) > policy.max_script_bytes:
-        problems.append(
-            Problem(
-                line=0,
-                message=f"the file is {len(data)} bytes; the limit is "
-                f"{policy.max_script_bytes} bytes",
-            )
-        )
     if b"\0" in data:
         line = data[: data.index(b"\0")].count(b"\n") + 1
         problems.append(Problem(line=line, message="contains a NUL byte (is it a binary file?)"))

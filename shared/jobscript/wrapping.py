@@ -23,8 +23,30 @@ ACCEPTED_MARK = "slurmk8s-accepted"
 
 Users cannot write a job's AdminComment, so this (not the wrapper's text, which anyone can
 submit) is what makes a job a slurm-k8s job; notes written later keep it as their prefix.
+Mirrored as ``M.ACCEPTED_MARK`` in job_submit.lua.
 """
 LINE_WIDTH = 76
+#: Texts only a wrapper carries. A submitted script containing one is refused, plain jobs
+#: included: a user must never hand in a ready-made wrapper whose "original" the launcher
+#: would run unchecked. Mirrored as ``M.WRAPPER_SIGNS`` in job_submit.lua.
+WRAPPER_SIGNS = ("slurm-k8s-original-script-base64", "-m services.runner")
+
+
+def is_accepted(admin_comment: str | None) -> bool:
+    """Whether a job's AdminComment carries job_submit.lua's ``ACCEPTED_MARK`` prefix."""
+    return admin_comment is not None and admin_comment.startswith(ACCEPTED_MARK)
+
+
+def wrapper_sign(data: bytes) -> tuple[int, str] | None:
+    """The earliest wrapper sign in a script, as (line, sign), or None.
+
+    Linear: one ``find`` per sign, then the newlines before the earliest hit are counted.
+    """
+    hits = [(at, sign) for sign in WRAPPER_SIGNS if (at := data.find(sign.encode())) >= 0]
+    if not hits:
+        return None
+    at, sign = min(hits)
+    return data.count(b"\n", 0, at) + 1, sign
 
 
 def wrap_script(original: bytes) -> str:

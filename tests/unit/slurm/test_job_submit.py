@@ -10,8 +10,14 @@ from typing import Any
 import pytest
 
 from shared.jobscript.policy import REPO_PATH, load_policy
-from shared.jobscript.validation import check_script
-from shared.jobscript.wrapping import extract_original_script, wrap_script
+from shared.jobscript.validation import MAX_PROBLEMS, check_script
+from shared.jobscript.wrapping import (
+    ACCEPTED_MARK,
+    WRAPPER_HEAD,
+    WRAPPER_SIGNS,
+    extract_original_script,
+    wrap_script,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -70,10 +76,20 @@ def test_lua_wrapper_equals_python_wrapper(tmp_path: Path) -> None:
 def submit_with_comment(
     tmp_path: Path, script: bytes, *fields: str
 ) -> tuple[str, list[str], str, str]:
+    rc, messages, new_script, comment, _admin = submit_full(tmp_path, script, *fields)
+    return rc, messages, new_script, comment
+
+
+def submit_full(
+    tmp_path: Path, script: bytes, *fields: str
+) -> tuple[str, list[str], str, str, str]:
+    """rc, user messages, the (maybe wrapped) script, comment, admin_comment."""
     out = run_lua("submit", script, tmp_path, *fields)
     head, _, new_script = out.partition("script:\n")
     lines = head.splitlines()
-    return lines[0], lines[2:], new_script, lines[1].removeprefix("comment=")
+    comment = lines[1].removeprefix("comment=")
+    admin = lines[2].removeprefix("admin_comment=")
+    return lines[0], lines[3:], new_script, comment, admin
 
 
 def submit(tmp_path: Path, script: bytes, *fields: str) -> tuple[str, list[str], str]:
@@ -112,7 +128,9 @@ def modify(tmp_path: Path, *fields: str) -> list[str]:
 def test_owner_cannot_update_a_slurm_k8s_job_out_of_policy(
     tmp_path: Path, fields: tuple[str, ...], expected: str
 ) -> None:
-    out = modify(tmp_path, "rec.comment=slurmk8s-key=abc", *fields)
+    out = modify(
+        tmp_path, "rec.admin_comment=slurmk8s-accepted", "rec.comment=slurmk8s-key=abc", *fields
+    )
     assert out[0] == "rc=-1"
     assert any(m.startswith(expected) for m in out[1:]), out
 
@@ -120,9 +138,12 @@ def test_owner_cannot_update_a_slurm_k8s_job_out_of_policy(
 @pytest.mark.parametrize(
     "fields",
     [
-        ("rec.comment=slurmk8s", "time_limit=10", "std_out=/mnt/test-k8s/results/x"),
+        ("rec.admin_comment=slurmk8s-accepted", "time_limit=10", "std_out=/mnt/test-k8s/results/x"),
         ("rec.comment=", "min_nodes=4"),  # a plain Slurm job
-        ("rec.comment=slurmk8s", "uid=0", "comment=slurmk8s; reason=OOMKilled"),  # root
+        # The Comment is no proof: a plain job whose owner wrote the marker is still plain.
+        ("rec.comment=slurmk8s-key=abc", "min_nodes=4"),
+        ("rec.admin_comment=slurmk8s", "min_nodes=4"),
+        ("rec.admin_comment=slurmk8s-accepted", "uid=0", "comment=slurmk8s; reason=OOMKilled"),
     ],
 )
 def test_allowed_updates(tmp_path: Path, fields: tuple[str, ...]) -> None:
@@ -276,3 +297,158 @@ def test_the_controller_refuses_a_key_it_accepted_moments_ago(tmp_path: Path) ->
     assert run_lua("twice-later", hello, tmp_path, key).splitlines() == ["rc=0", "rc=0"]
     # Without a validator key (plain sbatch) the same script may be submitted again.
     assert run_lua("twice", hello, tmp_path).splitlines() == ["rc=0", "rc=0"]
+
+
+# ---- issue 7: bounded checks, forged wrappers, the AdminComment mark, owners, comments ----
+
+
+def test_lua_shares_the_python_constants(tmp_path: Path) -> None:
+    out = dict(line.split("=", 1) for line in run_lua("constants", b"", tmp_path).splitlines())
+    assert out == {
+        "ACCEPTED_MARK": ACCEPTED_MARK,
+        "MAX_PROBLEMS": str(MAX_PROBLEMS),
+        "WRAPPER_SIGNS": "|".join(WRAPPER_SIGNS),
+    }
+
+
+PATHOLOGICAL_UNITS = [
+    "#SBATCH --outp=/x\n",
+    "#SBATCH -J x\n",
+    "#SBATCH -o /etc/x -e /etc/y --uid=0\n",
+    "#SBATCH -Z --outp=/x -Z\n",
+    "#K8S_FOO=1\n",
+    "#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n",
+    "#PBS -l x\n",
+    "# " + " " * 300 + "x\n",
+]
+
+
+@pytest.mark.parametrize("unit", PATHOLOGICAL_UNITS)
+@pytest.mark.parametrize("repeat", [1, 19, 20, 21, 400])
+def test_many_problems_are_cut_the_same_way(tmp_path: Path, unit: str, repeat: int) -> None:
+    head = "#!/bin/bash\n#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n"
+    script = (head + unit * repeat + "echo hi\n#K8S_LATE=1\n" * (repeat % 7)).encode()
+    lua = run_lua("check", script, tmp_path).splitlines()
+    assert lua == python_verdict(script)
+    assert len(lua) <= MAX_PROBLEMS + 1
+    if len(lua) == MAX_PROBLEMS + 1:
+        assert lua[-1].startswith("0\t... and ")
+        assert lua[-1].endswith(f"more problems (only the first {MAX_PROBLEMS} are listed)")
+
+
+def test_lua_and_python_cut_long_generated_scripts_alike(tmp_path: Path) -> None:
+    rng = random.Random(7)  # fixed seed; long scripts so that problems overflow the list
+    for _ in range(40):
+        lines = ["#!/bin/bash"]
+        for _ in range(rng.randint(15, 60)):
+            fragment = rng.choice(FRAGMENTS)
+            lines.append(fragment.format(**{k: rng.choice(v) for k, v in CHOICES.items()}))
+        lines += rng.sample(BODY, rng.randint(0, 6))
+        script = ("\n".join(lines) + "\n").encode()
+        assert run_lua("check", script, tmp_path).splitlines() == python_verdict(script), script
+
+
+def test_an_oversized_script_gets_one_problem_and_is_not_parsed(tmp_path: Path) -> None:
+    limit = load_policy(REPO_PATH).max_script_bytes
+    head = "#!/bin/bash\n#K8S_IMAGE=docker.io/x\n#SBATCH --uid=0\n"
+    script = (head + "#SBATCH --outp=/x\n" * (limit // 18)).encode()
+    expected = [f"0\tthe file is {len(script)} bytes; the limit is {limit} bytes"]
+    assert python_verdict(script) == expected
+    assert run_lua("check", script, tmp_path).splitlines() == expected
+    rc, messages, _ = submit(tmp_path, script)
+    assert (rc, messages) == ("rc=-1", ["file: " + expected[0].split("\t")[1]])
+
+
+def test_a_bom_is_named(tmp_path: Path) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    rc, messages, _ = submit(tmp_path, b"\xef\xbb\xbf" + hello)
+    assert (rc, messages) == (
+        "rc=-1",
+        ["line 1: starts with a byte-order mark (BOM); save the file as UTF-8 without BOM"],
+    )
+
+
+EVIL = b"#!/bin/bash\n#K8S_IMAGE=evil.example.com/miner:latest\n#K8S_SHM=100000\nminer\n"
+
+
+@pytest.mark.parametrize(
+    ("script", "line"),
+    [
+        (wrap_script(EVIL).encode(), 3),  # the issue's attack: no top-level #K8S_ line
+        (wrap_script(EVIL).replace("# slurm-k8s:", "# x:").encode(), 3),
+        (WRAPPER_HEAD.encode() + b"echo\n", 3),
+        (b"#!/bin/sh\necho\n# slurm-k8s-original-script-base64:\n# ZWNobwo=\n", 3),
+        (b"#!/bin/sh\nexec /opt/slurm-k8s/venv/bin/python -m services.runner\n", 2),
+    ],
+)
+def test_a_forged_wrapper_is_refused_even_as_a_plain_job(
+    tmp_path: Path, script: bytes, line: int
+) -> None:
+    rc, messages, new_script = submit(tmp_path, script)
+    assert rc == "rc=-1"
+    assert len(messages) == 1
+    assert messages[0].startswith(f"line {line}: contains '")
+    assert "only slurm-k8s's own wrapper may carry" in messages[0]
+    assert new_script == script.decode()
+
+
+def test_an_accepted_job_is_marked_in_its_admin_comment(tmp_path: Path) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    rc, _, _, comment, admin = submit_full(tmp_path, hello)
+    assert (rc, comment, admin) == ("rc=0", "slurmk8s", ACCEPTED_MARK)
+    rc, _, _, comment, admin = submit_full(tmp_path, hello, "comment=slurmk8s-key=0a1b")
+    assert (rc, comment, admin) == ("rc=0", "slurmk8s-key=0a1b", ACCEPTED_MARK)
+    assert submit_full(tmp_path, b"#!/bin/sh\necho\n")[3:] == ("nil", "nil")  # plain: unmarked
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_only_root_may_submit_an_admin_comment(tmp_path: Path, plain: bool) -> None:
+    script = b"#!/bin/sh\necho\n" if plain else (REPO / "examples" / "hello.sh").read_bytes()
+    rc, messages, _ = submit(tmp_path, script, "admin_comment=slurmk8s-accepted")
+    assert rc == "rc=-1"
+    assert messages == [
+        "file: AdminComment is written by Slurm administrators and slurm-k8s only; "
+        "submit the job without it"
+    ]
+    if plain:  # root's plain jobs are none of our business
+        assert submit(tmp_path, script, "admin_comment=x", "submit_uid=0")[0] == "rc=0"
+
+
+MIN_UID_TEXT = (
+    "file: slurm-k8s jobs run as their owner; root and system accounts (uid < 1000) "
+    "cannot submit them"
+)
+
+
+@pytest.mark.parametrize(
+    "fields", [("submit_uid=0",), ("submit_uid=1",), ("submit_uid=999",), ("user_id=0",)]
+)
+def test_root_and_system_accounts_cannot_submit_slurm_k8s_jobs(
+    tmp_path: Path, fields: tuple[str, ...]
+) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    assert submit(tmp_path, hello, *fields)[:2] == ("rc=-1", [MIN_UID_TEXT])
+    plain = b"#!/bin/sh\necho\n"
+    assert submit(tmp_path, plain, *fields)[0] == "rc=0"  # plain Slurm jobs: Slurm's business
+
+
+@pytest.mark.parametrize(
+    "comment", ["x", "slurmk8s", "slurmk8s-key=", "slurmk8s-key=ABC", "slurmk8s-key=0a; x"]
+)
+def test_a_slurm_k8s_job_keeps_its_comment_for_the_key(tmp_path: Path, comment: str) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    rc, messages, _ = submit(tmp_path, hello, f"comment={comment}")
+    assert rc == "rc=-1"
+    assert messages == [
+        "file: --comment is not allowed: slurm-k8s records its submission key in the job "
+        "comment (set outside the script, e.g. on the sbatch command line)"
+    ]
+
+
+def test_a_comment_in_the_script_is_reported_once(tmp_path: Path) -> None:
+    script = b"#!/bin/sh\n#SBATCH --comment=x\n#K8S_IMAGE=nas-hub.local:5407/a\necho\n"
+    rc, messages, _ = submit(tmp_path, script, "comment=x")
+    assert rc == "rc=-1"
+    assert [m for m in messages if "--comment" in m] == [
+        "line 2: --comment is not allowed: slurm-k8s records its submission key in the job comment"
+    ]
