@@ -17,8 +17,9 @@ and printed (``bench/nas_huge_file.py`` compares it with and without a huge file
 
 Each test runs its own watcher and validator (``python -m services.<name>``) on a throwaway
 RabbitMQ vhost and a private NAS tree under the lab's NAS (``<NAS>/.attacks-nas-<id>``, its
-``home/<user>`` linking to the real homes), against the lab's real Slurm: no other watcher or
-validator can take these files, and both processes are stopped when the test ends.
+``home/<user>`` linking to the real homes; daemon and bin get a home there too), against the
+lab's real Slurm: no other watcher or validator can take these files, and both processes are
+stopped when the test ends.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 RunAs = Callable[..., "subprocess.CompletedProcess[str]"]  # the conftest's run_as fixture
+SYSTEM_ACCOUNTS = ("daemon", "bin")
 DEADLINE_S = 120.0
 
 
@@ -162,6 +164,12 @@ def door(
     (root / "home").mkdir()
     for user in ("alice", "bob"):
         (root / "home" / user).symlink_to(nas_root / "home" / user)
+    for account in SYSTEM_ACCOUNTS:
+        # A NAS home of their own, so that only the owner rule can stop their files (without
+        # one, "your NAS home folder does not exist" would, by accident).
+        owner = pwd.getpwnam(account)
+        (root / "home" / account).mkdir()
+        os.chown(root / "home" / account, owner.pw_uid, owner.pw_gid)
     env = {
         **os.environ,
         **lab_env,
