@@ -1,16 +1,18 @@
 """How long an ordinary NAS drop waits when someone else's huge file sits in submit/ (issue 7).
 
     source <(make -s lab-env)
-    python bench/nas_huge_file.py [--rounds 5] [--size 8G]   # as root, lab up
+    python bench/nas_huge_file.py [--rounds 5] [--size 8G | --size just-under]   # as root
 
 Starts this checkout's watcher and validator on a throwaway RabbitMQ vhost and a private NAS
 tree (``<NAS>/.bench-nas-<id>``, ``home/<user>`` linking to the real homes), against the lab's
 real Slurm. Each round measures alice's hello.sh from the drop (``cat`` as alice) to its receipt
 in ``submitted/``, twice: alone, and dropped right after bob's sparse file of ``--size``
-(``truncate -s``). Prints every figure and the medians. The jobs are held and cancelled.
+(``truncate -s``). ``--size just-under`` drops instead a real file just under the limit made of
+``#SBATCH --outp=/x`` lines (≈58,000 problems): the most a file that is read can cost. Prints
+every figure and the medians. The jobs are held and cancelled.
 
 Before issue 7's fix the watcher and the validator read and hashed the whole huge file first
-(8 GB: ≈31 s); now both look at its size with ``lstat`` and never read it.
+(8 GB: 57 s on the lab); now both look at its size with ``lstat`` and never read it.
 
 Timings are figures to read, never test assertions.
 """
@@ -44,6 +46,7 @@ HELLO = (
     'echo "Hello from Slurm-K8s!"\n'
 )
 TIMEOUT_S = 600.0
+LIMIT = 1_048_576  # slurm/policy.conf max_script_bytes
 
 
 def run_as(user: str, *argv: str, stdin: str | None = None) -> None:
@@ -119,7 +122,12 @@ def make_vhost(url: str) -> tuple[str, str]:
 def one_drop(jobs: Path, tag: str, big: str | None) -> tuple[float, str]:
     """bob's sparse file first (when ``big``), then alice's hello.sh: (seconds, job id)."""
     submit = jobs / "submit"
-    if big:
+    if big == "just-under":
+        text = "#!/bin/bash\n#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n"
+        line = "#SBATCH --outp=/x\n"
+        text += line * ((LIMIT - 64 - len(text)) // len(line))
+        run_as("bob", "sh", "-c", 'cat > "$0"', str(submit / f"{tag}-big.sh"), stdin=text)
+    elif big:
         run_as("bob", "truncate", "-s", big, str(submit / f"{tag}-big.sh"))
     name = f"{tag}-hello.sh"
     dropped = time.monotonic()
