@@ -6,7 +6,8 @@
   the door for an hour. Now both look at the size with ``lstat`` first: alice's file is
   accepted, bob's lands in ``failed/`` with its size and the limit, unread. Varied: a 1 TB
   sparse file, a file one byte over the limit, a huge file in a user's sub-folder, a file that
-  grows after the watcher detected it, a file that keeps growing.
+  grows after the watcher detected it, a file that keeps growing, and things that never end
+  when read (a FIFO, links to ``/dev/zero`` and to a huge file), which are skipped unopened.
 * **A system account's file runs as that account.** A file owned by ``daemon`` (uid 1) was
   submitted as daemon. Now a file owned by a uid below the policy's ``min_uid`` is refused with
   a clear reason and no Slurm job is made for that account. Varied: ``bin`` (uid 2), and a
@@ -344,6 +345,32 @@ def test_a_file_that_keeps_growing_does_not_hold_up_anyone(
     final_size = path.lstat().st_size
     assert_refused_unread(door, grow, final_size, limit)
     assert slurm_jobs(user="bob", name_part=run) == []
+
+
+def test_endless_non_regular_files_are_skipped_without_holding_anyone_up(
+    door: Door, run_as: RunAs
+) -> None:
+    # Things that never end when read: a FIFO nobody writes to, a link to /dev/zero, a link to
+    # a huge file elsewhere. Judged by lstat, none is opened; alice's drop goes through.
+    door.start("watcher")
+    door.start("validator")
+    run = uuid.uuid4().hex[:6]
+    far = door.nas.nas_root / "home" / "bob" / f"{run}-elsewhere.bin"  # bob's real home
+    names = {"fifo": f"{run}-fifo.sh", "zero": f"{run}-zero.sh", "far": f"{run}-far.sh"}
+    try:
+        run_as("bob", ["truncate", "-s", "8G", str(far)], check=True)
+        run_as("bob", ["mkfifo", str(door.submit / names["fifo"])], check=True)
+        run_as("bob", ["ln", "-s", "/dev/zero", str(door.submit / names["zero"])], check=True)
+        run_as("bob", ["ln", "-s", str(far), str(door.submit / names["far"])], check=True)
+        latency = drop_hello_and_measure(door, run_as, f"{run}-hello.sh")
+        print(f"\nmeasured: alice's hello.sh dropped -> receipt in {latency:.2f} s (fifo, links)")
+        for name in names.values():
+            assert door.outcome(name) is None
+            assert (door.submit / name).is_symlink() or (door.submit / name).exists()
+            assert not door.published(door.submit / name)
+        assert slurm_jobs(user="bob", name_part=run) == []
+    finally:
+        far.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize(
