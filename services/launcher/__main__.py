@@ -22,6 +22,7 @@ from shared.jobscript.policy import load_policy, policy_path
 from shared.kube import RateLimiter, api_client
 from shared.lifecycle import start_service
 from shared.logs import get_logger
+from shared.registry import RegistrySettings, resolve_digest
 from shared.slurmctl import SlurmCtl
 
 _log = get_logger("services.launcher")
@@ -39,6 +40,7 @@ def build(settings: LauncherSettings, nas: NasSettings) -> tuple[Launcher, KubeR
         settings.api_server,
     )
     slurm = SlurmCtl(timeout_s=settings.slurm_timeout_s)
+    registry = RegistrySettings()
     defaults = Defaults(
         nas_root=str(nas.nas_root),
         default_shm_mb=settings.default_shm_mb,
@@ -53,6 +55,9 @@ def build(settings: LauncherSettings, nas: NasSettings) -> tuple[Launcher, KubeR
         HostUsers(nas.nas_root),
         defaults,
         lambda: load_policy(policy_path()),
+        lambda image: resolve_digest(
+            image, registry.timeout_s, plain_http=registry.plain_http_hosts
+        ),
         settings.k8s_node,
     )
     return launcher, runs, slurm

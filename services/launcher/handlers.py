@@ -10,7 +10,7 @@ ignored: a Pod for it would hold the node's resources for nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from services.launcher import podspec
@@ -237,6 +237,8 @@ class Launcher:
         host: users' groups and homes.
         defaults: site choices.
         policy: the submit policy as it stands (read for each job, so a change applies).
+        pin_image: turns ``host/name:tag`` into ``host/name@sha256:…`` as the registry
+            answers now (``shared.registry``), so a tag moved later cannot change the run.
         k8s_node: maps a Slurm node to its Kubernetes node.
     """
 
@@ -247,6 +249,7 @@ class Launcher:
         host: HostPort,
         defaults: Defaults,
         policy: Callable[[], Policy],
+        pin_image: Callable[[str], str],
         k8s_node: Callable[[str], str] = str,
     ) -> None:
         self._slurm = slurm
@@ -254,6 +257,7 @@ class Launcher:
         self._host = host
         self._defaults = defaults
         self._policy = policy
+        self._pin_image = pin_image
         self._k8s_node = k8s_node
 
     def handle(self, envelope: Envelope) -> Sequence[Envelope]:
@@ -299,6 +303,7 @@ class Launcher:
             home=self._host.home(job.user),
             defaults=self._defaults,
         )
+        spec = replace(spec, image=self._pin_image(spec.image), requested_image=spec.image)
         sa_uid = self._cluster.ensure(podspec.service_account(spec))
         owner = podspec.owner_reference(spec.name, sa_uid)
         for manifest in (

@@ -77,6 +77,7 @@ class RunSpec:
     gpu_indices: str
     """SLURM_JOB_GPUS from the prolog, e.g. '0,1': Slurm's view of which GRES it assigned."""
     image: str
+    """What the Pod runs: ``host/name@sha256:…`` once the launcher has pinned it."""
     script: bytes
     """The user's script exactly as submitted (any bytes, not only UTF-8)."""
     work_dir: str
@@ -87,6 +88,8 @@ class RunSpec:
     array_job_id: int | None = None
     array_task_id: int | None = None
     submit_time: int = 0
+    requested_image: str = ""
+    """``#K8S_IMAGE`` as the user wrote it (kept on the Pod as an annotation)."""
     image_pull_policy: str = "Always"
     termination_grace_s: int = 20
     deadline_margin_s: int = 300
@@ -231,6 +234,9 @@ def resources(spec: RunSpec) -> Manifest:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+IMAGE_ANNOTATION = "slurm-k8s.io/requested-image"
+
+
 def pod(spec: RunSpec, owner: Manifest) -> Manifest:
     """The Pod that runs the user's script, pinned to the node Slurm chose."""
     pod_spec: Manifest = {
@@ -287,4 +293,7 @@ def pod(spec: RunSpec, owner: Manifest) -> Manifest:
         pod_spec["activeDeadlineSeconds"] = spec.time_limit_s + spec.deadline_margin_s
     if pod_spec["securityContext"]["supplementalGroups"] is None:
         del pod_spec["securityContext"]["supplementalGroups"]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(spec, owner), "spec": pod_spec}
+    meta = _meta(spec, owner)
+    if spec.requested_image:
+        meta["annotations"] = {IMAGE_ANNOTATION: spec.requested_image}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}

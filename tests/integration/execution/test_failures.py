@@ -46,9 +46,11 @@ def test_missing_image_fails_fast_with_the_reason(jobs: Any) -> None:
     state, code = jobs.wait_done(job_id, timeout=300)
     assert (state, code) == ("FAILED", "125:0")
     out = out_of(job_id, "exec-image")
-    assert "[slurm-k8s] outcome: Failed exit=125 reason=ErrImagePull" in out
+    # The launcher pins the tag to a digest before making anything: no Pod, no pull.
+    assert "[slurm-k8s] outcome: Failed exit=125 reason=Refused" in out
+    assert "nas-hub.local:5407/nope:1 not found in the registry" in out
     comment, admin = jobs.sacct(job_id, "Comment,AdminComment")
-    assert "ErrImagePull" in comment + admin, (comment, admin)
+    assert "not found in the registry" in comment + admin, (comment, admin)
 
 
 def test_job_files_on_the_nas_belong_to_the_user(jobs: Any) -> None:

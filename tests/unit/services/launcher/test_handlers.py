@@ -96,6 +96,15 @@ class FakeHost:
         return f"/mnt/test-k8s/home/{user}"
 
 
+DIGEST = "sha256:" + "ab" * 32
+
+
+def pin(image: str) -> str:
+    if "nope" in image:
+        raise PermanentError(f"image {image} not found in the registry")
+    return image.rsplit(":", 1)[0] + "@" + DIGEST
+
+
 def launcher(slurm: FakeSlurm, cluster: FakeCluster, policy: Policy | None = None) -> Launcher:
     return Launcher(
         slurm,
@@ -103,6 +112,7 @@ def launcher(slurm: FakeSlurm, cluster: FakeCluster, policy: Policy | None = Non
         FakeHost(),
         Defaults(nas_root="/mnt/test-k8s"),
         lambda: policy or Policy(),
+        pin,
         lambda n: f"k-{n}",
     )
 
@@ -124,7 +134,9 @@ def test_creates_every_object_in_order_and_reports_the_pod() -> None:
     assert cluster.created == ["ServiceAccount", "ConfigMap", "Role", "RoleBinding", "Pod"]
     pod = cluster.objects[("Pod", "job-9-r0")]
     assert pod["spec"]["nodeName"] == "k-vm"
-    assert pod["spec"]["containers"][0]["image"] == "nas-hub.local:5407/alpine:latest"
+    assert pod["spec"]["containers"][0]["image"] == f"nas-hub.local:5407/alpine@{DIGEST}"
+    requested = pod["metadata"]["annotations"]["slurm-k8s.io/requested-image"]
+    assert requested == "nas-hub.local:5407/alpine:latest"
     assert pod["spec"]["securityContext"]["runAsUser"] == 2001
     assert pod["metadata"]["labels"]["slurm-k8s.io/uid"] == "2001"
     assert pod["metadata"]["labels"]["slurm-k8s.io/submit-time"] == "1700000000"
@@ -278,6 +290,11 @@ def test_a_refused_admin_comment_does_not_undo_the_launch() -> None:
 def test_wrapped_script_without_image_is_refused_at_once() -> None:
     slurm = FakeSlurm(JOB, wrap_script(b"#!/bin/sh\necho no image\n"))
     refused(slurm, FakeCluster())
+
+
+def test_an_image_the_registry_does_not_have_is_refused_before_any_object() -> None:
+    slurm = FakeSlurm(JOB, wrap_script(SCRIPT.replace(b"alpine:latest", b"nope:1")))
+    assert "not found in the registry" in refused(slurm, FakeCluster())
 
 
 def test_verify_returns_the_original() -> None:
