@@ -1016,7 +1016,9 @@ function M.check_job_desc(job_desc, policy, user, problems, modifying)
     problem(found, 0, string.format("asks for %d GPUs; the limit is %d", gpus, policy.max_gpus) .. where)
   end
   -- cpus_per_tres / mem_per_tres read like "gres:gpu:2" / "gres:gpu:9216" (per GPU, MB).
+  -- pn_min_cpus is --mincpus on the command line and MinCPUsNode in scontrol update.
   local cpus = math.max(tasks * per_task, is_set(job_desc.min_cpus, NO_VAL) and job_desc.min_cpus or 0,
+    is_set(job_desc.pn_min_cpus, NO_VAL16) and job_desc.pn_min_cpus or 0,
     tres_gpus(job_desc.cpus_per_tres) * gpus)
   if cpus > policy.max_cpus and not mentions(problems, "CPUs; the limit") then
     problem(found, 0, string.format("asks for %d CPUs; the limit is %d", cpus, policy.max_cpus) .. where)
