@@ -111,7 +111,11 @@ wait_for() { # SECONDS DESCRIPTION CMD...
 }
 
 # Health probes (each prints nothing, answers by exit status).
-etcd_healthy() { curl -sf --max-time 3 http://127.0.0.1:2379/health | grep -q '"health":"true"'; }
+etcd_curl() { # PATH: etcd's client port answers only clients with a certificate of the lab CA
+  curl -sf --max-time 3 --cacert "$PKI/ca.crt" --cert "$PKI/etcd-healthcheck-client.crt" \
+    --key "$PKI/etcd-healthcheck-client.key" "https://127.0.0.1:2379$1"
+}
+etcd_healthy() { etcd_curl /health | grep -q '"health":"true"'; }
 admin_curl() { curl -sf --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$@"; }
 apiserver_healthy() { [ "$(admin_curl "$APISERVER/readyz" 2>/dev/null)" = ok ]; }
 kcm_healthy() { [ "$(curl -skf --max-time 3 https://127.0.0.1:10257/healthz)" = ok ]; }

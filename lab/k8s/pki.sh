@@ -67,6 +67,12 @@ cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
 cert "kubelet-client-$LAB_NODE" "/O=system:nodes/CN=system:node:$LAB_NODE" clientAuth
 cert "kubelet-serving-$LAB_NODE" "/CN=$LAB_NODE" serverAuth "IP:$LAB_NODE_IP,IP:127.0.0.1,DNS:$LAB_NODE,DNS:localhost"
 cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+# etcd speaks TLS only and asks every client (and its one peer, itself) for a certificate of
+# this CA: on a shared machine its loopback port is reachable by every user, and whoever can
+# write etcd owns the cluster (a privileged Pod, a RoleBinding to cluster-admin).
+cert etcd-server "/CN=etcd" "serverAuth,clientAuth" "IP:127.0.0.1,DNS:localhost"
+cert apiserver-etcd-client "/CN=kube-apiserver-etcd-client" clientAuth
+cert etcd-healthcheck-client "/CN=etcd-healthcheck-client" clientAuth
 if [ ! -s "$PKI/sa.key" ]; then
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null

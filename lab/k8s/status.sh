@@ -20,7 +20,7 @@ line() { # NAME EXE HEALTH-FN VERSION-CMD...
   fi
 }
 
-etcd_version() { curl -sf --max-time 3 http://127.0.0.1:2379/version | jq -r '"v" + .etcdserver'; }
+etcd_version() { etcd_curl /version | jq -r '"v" + .etcdserver'; }
 apiserver_version() { admin_curl "$APISERVER/version" | jq -r .gitVersion; }
 kubelet_version() {
   kubectl_admin get node "$LAB_NODE" -o jsonpath='{.status.nodeInfo.kubeletVersion}' 2>/dev/null ||

@@ -270,9 +270,13 @@ ensure_daemon containerd containerd containerd_healthy 30 \
 # --- etcd ----------------------------------------------------------------------------------
 ensure_daemon etcd etcd etcd_healthy 60 -- \
   "$K8S_BIN/etcd" --name lab --data-dir "$ETCD_DATA" \
-  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-  --initial-cluster lab=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
+  --listen-client-urls https://127.0.0.1:2379 --advertise-client-urls https://127.0.0.1:2379 \
+  --cert-file="$PKI/etcd-server.crt" --key-file="$PKI/etcd-server.key" \
+  --client-cert-auth --trusted-ca-file="$PKI/ca.crt" \
+  --listen-peer-urls https://127.0.0.1:2380 --initial-advertise-peer-urls https://127.0.0.1:2380 \
+  --peer-cert-file="$PKI/etcd-server.crt" --peer-key-file="$PKI/etcd-server.key" \
+  --peer-client-cert-auth --peer-trusted-ca-file="$PKI/ca.crt" \
+  --initial-cluster lab=https://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381 \
   --quota-backend-bytes 2147483648 --log-level warn
 
 # --- control plane -------------------------------------------------------------------------
@@ -283,7 +287,8 @@ ensure_daemon kube-apiserver kube-apiserver apiserver_healthy 120 "$PKI/apiserve
   "$K8S_BIN/kube-apiserver" \
   --bind-address=127.0.0.1 --secure-port=6443 --advertise-address=127.0.0.1 \
   --endpoint-reconciler-type=none \
-  --etcd-servers=http://127.0.0.1:2379 \
+  --etcd-servers=https://127.0.0.1:2379 --etcd-cafile="$PKI/ca.crt" \
+  --etcd-certfile="$PKI/apiserver-etcd-client.crt" --etcd-keyfile="$PKI/apiserver-etcd-client.key" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
   --client-ca-file="$PKI/ca.crt" \
   --authorization-mode=Node,RBAC --anonymous-auth=true \

@@ -234,3 +234,43 @@ def test_bound_service_account_token_and_cascading_delete(core: Any) -> None:
         return False
 
     assert _wait("the garbage collector to delete the child", child_gone)
+
+
+# --- what an ordinary local user can reach --------------------------------------------------
+
+
+def _curl_as_bob(run_as: Any, *args: str) -> Any:
+    return run_as(
+        "bob", ["curl", "-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", *args]
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:2379/version",
+        "http://127.0.0.1:2379/v3/kv/range",
+        "https://127.0.0.1:2379/v3/kv/range",
+        "http://127.0.0.1:2380/members",
+        "https://127.0.0.1:2380/members",
+    ],
+)
+def test_etcd_answers_no_one_without_a_certificate(run_as: Any, url: str, core: Any) -> None:
+    """Whoever can write etcd owns the cluster: a user on the machine must get nothing."""
+    done = _curl_as_bob(run_as, "-k", "-X", "POST", "-d", '{"key":"Lw=="}', url)
+    assert done.stdout.strip() in ("000", "400", "401", "403"), (url, done.stdout)
+    # the API server, which holds the one client certificate, still reads etcd
+    assert core.list_namespaced_pod(NAMESPACE, limit=1) is not None
+
+
+@pytest.mark.parametrize("path", ["/pods", "/runningpods/", "/exec/slurm-jobs/x/job?command=id"])
+def test_kubelet_refuses_anonymous_users(run_as: Any, lab_env: dict[str, str], path: str) -> None:
+    node_ip = lab_env.get("LAB_NODE_IP", "10.255.255.1")
+    done = _curl_as_bob(run_as, "-k", f"https://{node_ip}:10250{path}")
+    assert done.stdout.strip() in ("000", "401", "403"), (path, done.stdout)
+
+
+def test_the_api_server_gives_anonymous_users_nothing_but_discovery(run_as: Any) -> None:
+    for path in ("/api/v1/namespaces/slurm-jobs/pods", "/api/v1/secrets", "/api/v1/nodes"):
+        done = _curl_as_bob(run_as, "-k", f"https://127.0.0.1:6443{path}")
+        assert done.stdout.strip() in ("401", "403"), (path, done.stdout)
