@@ -1045,6 +1045,10 @@ function M.check_job_desc(job_desc, policy, user, problems, modifying)
         policy.max_array_tasks) .. where)
     end
   end
+  if tres_gpus(job_desc.tres_per_socket) > 0 and not mentions(problems, "%-%-gpus%-per%-socket") then
+    problem(found, 0, "--gpus-per-socket is not allowed: " .. M.REFUSED_OPTIONS["gpus-per-socket"]
+      .. where)
+  end
   if job_desc.container and job_desc.container ~= "" and not mentions(problems, "%-%-container") then
     problem(found, 0, "--container is not allowed: " .. M.REFUSED_OPTIONS["container"] .. where)
   end

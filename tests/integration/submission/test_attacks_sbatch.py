@@ -274,7 +274,16 @@ def test_the_owner_cannot_update_a_marked_job_out_of_policy(
 
 
 @pytest.mark.parametrize(
-    "args", [("-c", "64"), ("--mincpus=64",), ("--gres=gpu:8",), ("-N", "2"), ("--mem=64G",)]
+    "args",
+    [
+        ("-c", "64"),
+        ("--mincpus=64",),
+        ("--ntasks-per-node=64",),
+        ("--gres=gpu:8",),
+        ("--gpus-per-socket=8", "--sockets-per-node=1"),
+        ("-N", "2"),
+        ("--mem=64G",),
+    ],
 )
 def test_the_command_line_cannot_take_a_job_out_of_policy(lab: Lab, args: tuple[str, ...]) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"

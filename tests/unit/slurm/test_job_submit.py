@@ -119,6 +119,7 @@ def modify(tmp_path: Path, *fields: str) -> list[str]:
         (("min_nodes=2",), "file: multi-node jobs are not supported yet (scontrol update)"),
         (("min_cpus=8",), "file: asks for 8 CPUs; the limit is 2 (scontrol update)"),
         (("pn_min_cpus=64",), "file: asks for 64 CPUs; the limit is 2 (scontrol update)"),
+        (("tres_per_socket=gres:gpu:8",), "file: --gpus-per-socket is not allowed"),
         (("min_mem_per_node=64000",), "file: asks for 64000 MB of memory"),
         (("tres_per_node=gres:gpu:8",), "file: asks for 8 GPUs; the limit is 4"),
         (("std_out=/tmp/x.out",), "file: --output '/tmp/x.out' (in /mnt/test-k8s/home/alice)"),
@@ -176,6 +177,7 @@ def test_bad_job_is_refused_one_problem_per_line(tmp_path: Path) -> None:
     [
         (("cpus_per_task=64",), "file: asks for 64 CPUs; the limit is 2"),
         (("pn_min_cpus=64",), "file: asks for 64 CPUs; the limit is 2"),  # --mincpus=64
+        (("tres_per_socket=gres:gpu:8",), "file: --gpus-per-socket is not allowed"),
         (("min_mem_per_node=64000",), "file: asks for 64000 MB of memory"),
         (("tres_per_node=gres:gpu:8",), "file: asks for 8 GPUs; the limit is 4"),
         (("min_nodes=2", "max_nodes=4"), "file: multi-node jobs are not supported yet"),
