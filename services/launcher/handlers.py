@@ -278,18 +278,20 @@ class Launcher:
         Raises:
             TransientError: Slurm or Kubernetes is unreachable; the event is retried.
         """
-        job = self._slurm.job_info(event.job_id)
-        reason = skip_reason(event, job)
-        if reason is not None or job is None:
-            _log.info("no Pod for this event", job_id=event.job_id, reason=reason)
-            return None
-        original = extract_original_script(self._slurm.batch_script(event.job_id))
-        if original is None and not job.admin_comment.startswith(ACCEPTED_MARK):
-            # A plain Slurm job (no #K8S_IMAGE): Slurm runs it itself.
-            return None
+        job: JobInfo | None = None
         try:
+            job = self._slurm.job_info(event.job_id)
+            reason = skip_reason(event, job)
+            if reason is not None or job is None:
+                _log.info("no Pod for this event", job_id=event.job_id, reason=reason)
+                return None
+            original = extract_original_script(self._slurm.batch_script(event.job_id))
+            if original is None and not job.admin_comment.startswith(ACCEPTED_MARK):
+                # A plain Slurm job (no #K8S_IMAGE): Slurm runs it itself.
+                return None
             return self._launch(event, job, verify(event, job, original, self._policy()))
         except PermanentError as exc:
+            # Even an unreadable record is answered: the batch step learns why at once.
             self._refuse(event, job, str(exc))
             return None
 
@@ -331,7 +333,7 @@ class Launcher:
             node=spec.k8s_node,
         )
 
-    def _refuse(self, event: JobStarted, job: JobInfo, reason: str) -> None:
+    def _refuse(self, event: JobStarted, job: JobInfo | None, reason: str) -> None:
         _log.warning(
             "no Pod: run refused",
             job_id=event.job_id,
@@ -340,7 +342,8 @@ class Launcher:
             reason=reason,
         )
         self._cluster.refuse(event, reason)
-        self._note(job, f"refused: {reason}")
+        if job is not None:
+            self._note(job, f"refused: {reason}")
 
     def _note(self, job: JobInfo, text: str) -> None:
         # The note is for people; a job that ended meanwhile or a busy slurmctld must not

@@ -11,7 +11,7 @@ from shared.jobscript import wrap_script
 from shared.jobscript.policy import Policy
 from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.messages import Envelope, JobStarted, PodLaunched
-from shared.slurmctl import JobInfo, admin_note
+from shared.slurmctl import JobInfo, MalformedSlurmOutput, admin_note
 
 pytestmark = pytest.mark.unit
 
@@ -295,6 +295,21 @@ def test_wrapped_script_without_image_is_refused_at_once() -> None:
 def test_an_image_the_registry_does_not_have_is_refused_before_any_object() -> None:
     slurm = FakeSlurm(JOB, wrap_script(SCRIPT.replace(b"alpine:latest", b"nope:1")))
     assert "not found in the registry" in refused(slurm, FakeCluster())
+
+
+def test_an_unreadable_slurm_record_is_answered_at_once() -> None:
+    class Unreadable(FakeSlurm):
+        def job_info(self, job_id: int) -> JobInfo | None:
+            raise MalformedSlurmOutput("squeue --json: job 9 without job_id/user_id/group_id")
+
+    cluster = FakeCluster()
+    assert (
+        launcher(Unreadable(JOB, wrap_script(SCRIPT)), cluster).handle(Envelope.wrap(EVENT)) == ()
+    )
+    assert cluster.objects == {}
+    assert cluster.refusals == [
+        (2001, 2001, "squeue --json: job 9 without job_id/user_id/group_id")
+    ]
 
 
 def test_verify_returns_the_original() -> None:
