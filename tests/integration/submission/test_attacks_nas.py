@@ -342,8 +342,10 @@ def test_a_file_that_keeps_growing_does_not_hold_up_anyone(
     finally:
         grower.send_signal(signal.SIGTERM)
         grower.wait(timeout=30)
-    final_size = path.lstat().st_size
-    assert_refused_unread(door, grow, final_size, limit)
+    # Once it stops growing it settles and is filed (runuser may take 2 s to stop the loop, so
+    # the file may already be gone from submit/): its final size is the one in failed/.
+    assert door.wait_filed(grow) == "failed"
+    assert_refused_unread(door, grow, (door.jobs_dir / "failed" / grow).lstat().st_size, limit)
     assert slurm_jobs(user="bob", name_part=run) == []
 
 
