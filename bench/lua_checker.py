@@ -56,7 +56,13 @@ CASES: dict[str, Callable[[], bytes]] = {
     "output-outside-just-under-1MB": lambda: repeat_to(LIMIT - 64, HEAD, "#SBATCH -o /etc/x\n"),
     "unknown-short-one-line-1MB": lambda: one_line(LIMIT - 64, HEAD, "#SBATCH", " -Z"),
     "flags-one-line-1MB": lambda: one_line(LIMIT - 64, HEAD, "#SBATCH", " -H"),
-    "quoted-one-line-1MB": lambda: one_line(LIMIT - 64, HEAD, "#SBATCH -J '", "x") + b"'\n",
+    "quoted-one-line-1MB": lambda: (
+        one_line(LIMIT - 64, HEAD, "#SBATCH -o '/x", " y")[:-9] + b"'\necho hi\n"
+    ),
+    "long-path-one-line-1MB": lambda: one_line(LIMIT - 64, HEAD, "#SBATCH -o /x/", "y"),
+    "trim-one-k8s-line-1MB": lambda: (
+        one_line(LIMIT - 64, HEAD, "#K8S_SHM=1", " ")[:-9] + b"x\necho hi\n"
+    ),
     "k8s-unknown-just-under-1MB": lambda: repeat_to(LIMIT - 64, HEAD, "#K8S_FOO=1\n"),
     "k8s-late-just-under-1MB": lambda: repeat_to(LIMIT - 64, HEAD + "echo\n", "#K8S_X=1\n"),
     "k8s-image-twice-just-under-1MB": lambda: repeat_to(

@@ -74,6 +74,11 @@ ATTACKS: dict[str, tuple[bytes, str | None]] = {
         one_line(LIMIT - 100, '#SBATCH -o "/x', " y")[: -len("\necho hi\n")] + b'"\necho hi\n',
         "is outside the folders",
     ),
+    # Blanks inside one #K8S_ line: the old trim() backtracked over them (100 KB took 45 s).
+    "k8s-line-of-blanks": (
+        one_line(LIMIT - 100, "#K8S_SHM=1", " ")[: -len("\necho hi\n")] + b"x\necho hi\n",
+        "#K8S_SHM: ",
+    ),
     "many-k8s-lines": (sized(LIMIT - 100, "#K8S_FOO=1\n"), "unknown directive #K8S_FOO"),
     "late-k8s-lines": (
         sized(LIMIT - 100, "#K8S_X=1\n", head=HEAD + "echo\n"),

@@ -324,6 +324,9 @@ PATHOLOGICAL_UNITS = [
     "#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n",
     "#PBS -l x\n",
     "# " + " " * 300 + "x\n",
+    "#K8S_SHM=1" + " " * 3000 + "x\n",
+    "#K8S_IMAGE=" + " \t " * 1000 + "nas-hub.local:5407/a" + " " * 1000 + "\n",
+    "#SBATCH -o '/x" + " y" * 2000 + "'\n",
 ]
 
 
