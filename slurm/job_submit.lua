@@ -1214,6 +1214,7 @@ M.KEY_TTL_S = 120
 M.clock = os.time
 -- Lives as long as slurmctld's Lua state (reloaded only when this file changes).
 local recent_keys = {}
+local last_sweep = 0
 
 -- The controller is where two copies of one NAS submission meet in order: an sbatch that
 -- timed out while slurmctld hung may still be processed after it resumes, right when the
@@ -1224,10 +1225,15 @@ function M.claim_key(comment)
   local key = type(comment) == "string" and comment:match("^slurmk8s%-key=([0-9a-f]+)")
   if not key then return nil end
   local now = M.clock()
-  for k, at in pairs(recent_keys) do
-    if now - at > M.KEY_TTL_S then recent_keys[k] = nil end
+  -- Forget old keys at most once per TTL, not on every submission: a flood of keyed
+  -- submissions must not make each one scan all the others.
+  if now - last_sweep > M.KEY_TTL_S then
+    for k, at in pairs(recent_keys) do
+      if now - at > M.KEY_TTL_S then recent_keys[k] = nil end
+    end
+    last_sweep = now
   end
-  if recent_keys[key] then
+  if recent_keys[key] and now - recent_keys[key] <= M.KEY_TTL_S then
     return { line = 0, message = M.DUPLICATE_TEXT .. " (" .. key .. "); not submitting it twice" }
   end
   recent_keys[key] = now
