@@ -177,6 +177,18 @@ def _escape(text: str, i: int, *, quoted: bool) -> tuple[int, str]:
     return i + 1, text[i + 1]
 
 
+def _prefix_table() -> dict[str, tuple[str, ...]]:
+    """Every prefix of every long option -> the options it could mean, sorted (built once)."""
+    table: dict[str, list[str]] = {}
+    for name in LONG_OPTIONS:
+        for end in range(len(name) + 1):
+            table.setdefault(name[:end], []).append(name)
+    return {prefix: tuple(sorted(names)) for prefix, names in table.items()}
+
+
+_PREFIXES = _prefix_table()
+
+
 def resolve_long(spelled: str) -> tuple[str | None, str]:
     """Find the long option getopt_long would pick for ``spelled`` (exact or unique prefix).
 
@@ -185,7 +197,7 @@ def resolve_long(spelled: str) -> tuple[str | None, str]:
     """
     if spelled in LONG_OPTIONS:
         return spelled, ""
-    matches = sorted(n for n in LONG_OPTIONS if n.startswith(spelled))
+    matches = _PREFIXES.get(spelled, ())
     if len(matches) == 1:
         return matches[0], ""
     if matches:
@@ -300,6 +312,8 @@ def parse_script(text: str) -> ParsedScript:
     first_command = 0
     late_k8s: list[int] = []
     for number, line in enumerate(lines, start=1):
+        if not line:
+            continue  # blank: neither a directive nor a command (cheap for 1,000,000 of them)
         if first_command:
             if line.startswith(K8S_PREFIX):
                 late_k8s.append(number)

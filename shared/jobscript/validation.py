@@ -470,16 +470,22 @@ def canonical(path: str, base: str) -> str:
 
 def is_under(path: str, roots: tuple[str, ...]) -> bool:
     """Whether a canonical path is one of the roots or inside one."""
-    for root in roots:
-        top = canonical(root, "/")
-        if path == top or path.startswith(top.rstrip("/") + "/"):
-            return True
-    return False
+    return _under(path, _tops(roots))
+
+
+def _tops(roots: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Each root as ``is_under`` compares it: canonical, and with one trailing slash."""
+    return tuple((top, top.rstrip("/") + "/") for top in (canonical(r, "/") for r in roots))
+
+
+def _under(path: str, tops: tuple[tuple[str, str], ...]) -> bool:
+    return any(path == top or path.startswith(inside) for top, inside in tops)
 
 
 def _check_paths(parsed: ParsedScript, policy: Policy, *, user: str, home: str) -> list[Problem]:
     problems = []
     roots = policy.roots_for(user)
+    tops = _tops(roots)
     shown = ", ".join(roots)
     base = home
     chdir = parsed.last("chdir")
@@ -489,7 +495,7 @@ def _check_paths(parsed: ParsedScript, policy: Policy, *, user: str, home: str) 
         for option in (o for o in parsed.options if o.name == name):
             value = (option.value or "").replace("%u", user)
             where = canonical(value, home if name == "chdir" else base)
-            if where in ALWAYS_WRITABLE or is_under(where, roots):
+            if where in ALWAYS_WRITABLE or _under(where, tops):
                 continue
             problems.append(
                 Problem(
