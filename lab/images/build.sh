@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Builds the lab's base images without any public registry and pushes them to $REGISTRY:
 #   $REGISTRY/alpine:latest  busybox-static root (a stand-in for alpine: /bin/sh and applets)
-#   $REGISTRY/python:3       Debian bookworm minbase with python3
+#   $REGISTRY/python:3       Debian bookworm minbase with python3 (3.11), also tagged python:3.11
+#   $REGISTRY/pytorch:2.0-cuda11.8  a STAND-IN for the seed's sample image: the same Debian
+#                            python3, no PyTorch, no CUDA (labelled so, and /STAND-IN.txt says so)
+#   $REGISTRY/slurm-k8s-tools:1  what the launcher's init container copies into every job Pod:
+#                            Debian's bash-static and busybox-static (see docs/execution-runner.md)
 #   $REGISTRY/pause:3.10     Kubernetes' own pause.c, compiled statically (sandbox image)
 # Images already in the registry are left alone; root filesystems are cached in $LAB_CACHE.
 # Needs the registry answering at $REGISTRY (lab/k8s/up.sh starts it first) and its push
@@ -57,7 +61,7 @@ build_alpine() {
   push "$t" alpine latest --cmd '["/bin/sh"]' --env PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 }
 
-build_python() {
+build_python_rootfs() {
   local t="$cache/python3-bookworm-rootfs.tar" r="$work/python-root"
   if [ ! -s "$t" ]; then
     log "images: debootstrap bookworm minbase + python3 (about a minute, first time only)"
@@ -66,7 +70,44 @@ build_python() {
     rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/*
     root_tar "$r" "$t"
   fi
-  push "$t" python 3 --cmd '["python3"]'
+}
+
+build_python() {
+  build_python_rootfs
+  push "$cache/python3-bookworm-rootfs.tar" python 3 --cmd '["python3"]'
+}
+
+build_python311() { # the same root filesystem as python:3 (bookworm's python3 is 3.11)
+  build_python_rootfs
+  push "$cache/python3-bookworm-rootfs.tar" python 3.11 --cmd '["python3"]'
+}
+
+build_pytorch_standin() {
+  build_python_rootfs
+  local t="$cache/pytorch-standin-rootfs.tar" r="$work/standin"
+  mkdir -p "$r"
+  printf '%s\n' "This image is a lab stand-in for the seed's nas-hub.local:5407/pytorch:2.0-cuda11.8." \
+    "It is Debian bookworm's python3 only: no PyTorch, no CUDA. Built by slurm-k8s lab/images/build.sh." \
+    > "$r/STAND-IN.txt"
+  cp "$cache/python3-bookworm-rootfs.tar" "$t.tmp"
+  tar --numeric-owner --owner=0 --group=0 -C "$r" -rf "$t.tmp" ./STAND-IN.txt && mv "$t.tmp" "$t"
+  push "$t" pytorch 2.0-cuda11.8 --cmd '["python3"]' \
+    --label "org.opencontainers.image.title=pytorch:2.0-cuda11.8 lab stand-in" \
+    --label "org.opencontainers.image.description=STAND-IN without PyTorch and without CUDA: Debian python3 only" \
+    --label "slurm-k8s.lab/stand-in=true"
+}
+
+build_tools() {
+  local t="$cache/tools-rootfs.tar" r="$work/tools-root"
+  [ -x /bin/bash-static ] || die "images: /bin/bash-static missing (Debian package bash-static; lab/packages.sh)"
+  if [ ! -s "$t" ] || [ /bin/bash-static -nt "$t" ] || [ /bin/busybox -nt "$t" ]; then
+    mkdir -p "$r/opt/slurm-k8s-tools/bin"
+    cp /bin/bash-static "$r/opt/slurm-k8s-tools/bin/bash"
+    cp /bin/busybox "$r/opt/slurm-k8s-tools/bin/busybox"
+    chmod 0555 "$r/opt/slurm-k8s-tools/bin/bash" "$r/opt/slurm-k8s-tools/bin/busybox"
+    root_tar "$r" "$t"
+  fi
+  push "$t" slurm-k8s-tools 1 --label "org.opencontainers.image.description=slurm-k8s Pod tools: static bash and busybox"
 }
 
 build_pause() {
@@ -83,7 +124,8 @@ build_pause() {
 }
 
 mkdir -p "$LAB_LOG"
-for spec in alpine:latest:build_alpine python:3:build_python pause:3.10:build_pause; do
+for spec in alpine:latest:build_alpine python:3:build_python python:3.11:build_python311 \
+  pytorch:2.0-cuda11.8:build_pytorch_standin slurm-k8s-tools:1:build_tools pause:3.10:build_pause; do
   IFS=: read -r name tag fn <<<"$spec"
   if in_registry "$name" "$tag"; then
     log "images: $REGISTRY/$name:$tag already in the registry"

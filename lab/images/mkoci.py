@@ -4,6 +4,7 @@
 No public registry is reachable from the lab, so base images are made from local root
 filesystems; skopeo then copies the layout into the lab registry like any pushed image.
 Usage: mkoci.py ROOTFS.tar OUT_DIR TAG [--cmd JSON] [--entrypoint JSON] [--env K=V ...]
+                 [--label K=V ...]
 """
 
 import argparse
@@ -31,6 +32,7 @@ def main():
     ap.add_argument("--cmd", default=None)
     ap.add_argument("--entrypoint", default=None)
     ap.add_argument("--env", action="append", default=[])
+    ap.add_argument("--label", action="append", default=[])
     a = ap.parse_args()
 
     shutil.rmtree(a.out, ignore_errors=True)
@@ -46,6 +48,8 @@ def main():
         cfg["Cmd"] = json.loads(a.cmd)
     if a.entrypoint:
         cfg["Entrypoint"] = json.loads(a.entrypoint)
+    if a.label:
+        cfg["Labels"] = dict(item.split("=", 1) for item in a.label)
     config = {
         "architecture": "amd64",
         "os": "linux",

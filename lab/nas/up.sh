@@ -25,6 +25,7 @@ tree=(
   "0755 root:root slurm-jobs/submitted"
   "0711 root:root slurm-jobs/.state"
   "1777 root:root results"
+  "1777 root:root scripts"  # users' programs named by #K8S_SCRIPT (the seed's /mnt/test-k8s/scripts/)
   "0755 root:root home"
 )
 for entry in $LAB_USERS; do
