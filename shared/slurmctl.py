@@ -17,13 +17,15 @@ identity, resource or policy decision reads it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import PermanentError, ServiceError, TransientError
 from shared.jobscript.wrapping import ACCEPTED_MARK
 
 TERMINAL_STATES = frozenset(
@@ -42,18 +44,69 @@ TERMINAL_STATES = frozenset(
 """States after which a job (its last run) will never run again by itself."""
 
 _UNKNOWN_JOB = ("invalid job id", "job not found", "no such job")
-_UNREACHABLE = (
-    "unable to contact slurm controller",
-    "socket timed out",
-    "slurm_persist_conn_open",
-    "connection refused",
-    "slurmdbd",
-    "try again",
+# The clients' wording when slurmctld (or slurmdbd for sacct) is down, busy or unreachable.
+_TRANSIENT = re.compile(
+    r"Unable to contact slurm controller|Socket timed out|Connection refused|"
+    r"Connection timed out|temporarily unavailable|Slurmctld is busy|Zero Bytes were "
+    r"transmitted|Communication connection failure|Unable to establish|Transport endpoint|"
+    r"No route to host|slurmdbd|slurm_persist_conn_open|Connection reset|try again|"
+    r"Resource temporarily",
+    re.IGNORECASE,
 )
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class SlurmJobUnknown(PermanentError):
     """Slurm does not know the job (never existed, or aged out of slurmctld's memory)."""
+
+
+def is_transient(message: str) -> bool:
+    """Whether a Slurm client's error text means "try again later"."""
+    return bool(_TRANSIENT.search(message))
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The error lines of a Slurm client without the ``sbatch: error:`` prefix, for users."""
+    lines = []
+    for raw in stderr.splitlines():
+        text = re.sub(r"^(sbatch|squeue|sacct|scontrol): (error|fatal): ", "", raw.strip())
+        if text:
+            lines.append(text)
+    return lines
+
+
+def exec_command(
+    argv: Sequence[str],
+    timeout_s: float,
+    *,
+    stdin: bytes = b"",
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run one Slurm client: the only place a Slurm command becomes a process.
+
+    Raises:
+        TransientError: the command did not answer in time (what it did is unknown: callers
+            that submit look their key up before trying again), or it cannot be run here
+            (missing, not executable): an operator's fix, so users' work waits instead of
+            failing.
+    """
+    try:
+        return subprocess.run(
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise TransientError(f"{argv[0]} did not answer within {timeout_s:.0f} s") from exc
+    except OSError as exc:
+        raise TransientError(
+            f"cannot run {argv[0]} on this host ({exc.strerror}); is the Slurm client installed?"
+        ) from exc
 
 
 Runner = Callable[[Sequence[str], float], str]
@@ -61,24 +114,19 @@ Runner = Callable[[Sequence[str], float], str]
 
 
 def run_command(argv: Sequence[str], timeout_s: float) -> str:
-    """Run a Slurm command, translating its failures.
+    """Run a Slurm query or update as this process's user, translating its failures.
 
     Raises:
         SlurmJobUnknown: the command says the job does not exist.
-        TransientError: slurmctld/slurmdbd unreachable, timeout, or an unexplained failure.
-        PermanentError: the command is missing or refused the request.
+        TransientError: slurmctld/slurmdbd unreachable, timeout, missing client, or an
+            unexplained failure.
+        PermanentError: the command refused the request.
     """
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except FileNotFoundError as exc:
-        raise PermanentError(f"{argv[0]} is not installed on this host") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise TransientError(f"{argv[0]} timed out after {timeout_s:.0f} s") from exc
+    done = exec_command(argv, timeout_s)
+    stdout = done.stdout.decode(errors="replace")
     if done.returncode == 0:
-        return done.stdout
-    message = (done.stderr or done.stdout).strip()
+        return stdout
+    message = (done.stderr.decode(errors="replace") or stdout).strip()
     lowered = message.lower()
     if any(text in lowered for text in _UNKNOWN_JOB):
         raise SlurmJobUnknown(f"{' '.join(argv[:2])}: {message}")
@@ -86,7 +134,7 @@ def run_command(argv: Sequence[str], timeout_s: float) -> str:
     # slurmctld refuses any update of a job that has finished (COMPLETING included).
     if refused or "already finished" in lowered:
         raise PermanentError(f"{' '.join(argv[:2])}: {message}")
-    if any(text in lowered for text in _UNREACHABLE):
+    if is_transient(message):
         raise TransientError(f"{' '.join(argv[:2])}: {message}", delay=5)
     raise TransientError(f"{' '.join(argv[:2])} exited {done.returncode}: {message}")
 
@@ -529,3 +577,144 @@ def gres_gpu_count(gres: str) -> int:
         tail = parts[-1]
         total += int(tail) if tail.isdigit() else 1
     return total
+
+
+COMMENT_PREFIX = "slurmk8s-key="
+"""The NAS door's submission key travels in the job's comment (``--comment``)."""
+DUPLICATE_TEXT = "slurm-k8s: this submission key was submitted moments ago"
+"""job_submit.lua's refusal of a key it accepted moments ago (``M.DUPLICATE_TEXT``)."""
+
+
+class SubmitRefused(PermanentError):
+    """sbatch refused the job; ``reasons`` are its error lines, without the prefix."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = tuple(reasons)
+
+
+class Submitter:
+    """sbatch as a file's owner, and finding a submission again by its key.
+
+    sbatch runs through ``runuser`` as the owner (never as root on user content), reads the
+    exact validated bytes from stdin (no re-read of the file), and gets a clean environment:
+    sbatch lets ``SBATCH_*`` variables override script options and exports its environment
+    into the job, so the service's own variables must not leak in. The key is looked up with
+    ``squeue``/``sacct`` filtered by the owner (slurmctld filters; the comment is only
+    compared, never trusted for identity).
+
+    Args:
+        timeout_s: how long sbatch may take.
+        query_timeout_s: how long squeue, sacct and scontrol may take.
+        lookback_days: how far back accounting is searched for a key.
+        slurm_conf: SLURM_CONF to pass on (the only Slurm variable the clients need).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        query_timeout_s: float,
+        lookback_days: int,
+        slurm_conf: str | None = None,
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._query_timeout_s = query_timeout_s
+        self._lookback_days = lookback_days
+        self._slurm_conf = slurm_conf if slurm_conf is not None else os.environ.get("SLURM_CONF")
+        self._ctl = SlurmCtl(self._query_text, query_timeout_s)
+
+    def _env(self, user: str | None = None, home: Path | None = None) -> dict[str, str]:
+        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
+        if self._slurm_conf:
+            env["SLURM_CONF"] = self._slurm_conf
+        if user is not None:
+            env |= {"USER": user, "LOGNAME": user}
+        if home is not None:
+            env["HOME"] = str(home)
+        return env
+
+    def submit(self, script: bytes, *, user: str, key: str, cwd: Path, job_name: str) -> int:
+        """Run sbatch as ``user`` in ``cwd`` with the script on stdin.
+
+        Raises:
+            TransientError: the controller could not be reached or sbatch timed out.
+            SubmitRefused: sbatch (or job_submit.lua) refused the job.
+        """
+        argv = [
+            "runuser", "-u", user, "--",
+            "sbatch", "--parsable", f"--comment={COMMENT_PREFIX}{key}",
+        ]  # fmt: skip
+        if job_name:
+            argv.append(f"--job-name={job_name}")
+        done = exec_command(argv, self._timeout_s, stdin=script, cwd=cwd, env=self._env(user, cwd))
+        stderr = done.stderr.decode(errors="replace")
+        if done.returncode != 0:
+            if DUPLICATE_TEXT in stderr:
+                # An earlier attempt of ours reached slurmctld after all; the retry finds
+                # its job by the key instead of submitting.
+                raise TransientError("slurmctld already has this submission", delay=2)
+            if is_transient(stderr):
+                raise TransientError(f"sbatch: {stderr.strip()}")
+            raise SubmitRefused(error_lines(stderr) or [f"sbatch exited with {done.returncode}"])
+        first = done.stdout.decode(errors="replace").strip().split(";")[0]
+        if not first.isdigit():
+            raise SubmitRefused([f"sbatch printed no job id: {first!r} {stderr.strip()}"])
+        return int(first)
+
+    def find_job(self, *, user: str, key: str, attempted: bool) -> int | None:
+        """Look the key up in the queue, then in accounting.
+
+        Raises:
+            TransientError: Slurm could not be asked where the answer matters (we must not
+                guess "not found" for a key an earlier attempt may have submitted).
+        """
+        # --states=all: a job that already ended is still in slurmctld's memory (MinJobAge)
+        # before accounting may have it; the default states would miss exactly that job.
+        queue = self._query(
+            ["squeue", "--all", "--states=all", "--noheader", "--format=%i|%k", "-u", user]
+        )
+        found = match_key(queue, key)
+        if found is not None:
+            return found
+        argv = ["sacct", "-X", "-n", "-P", "--format=JobID,Comment", "-u", user]
+        try:
+            history = self._query([*argv, "-S", f"now-{self._lookback_days}days"])
+        except TransientError:
+            # slurmdbd down: if no sbatch ever ran with this key, there is nothing to find,
+            # and new submissions should not wait for accounting to come back.
+            if attempted:
+                raise
+            return None
+        return match_key(history, key)
+
+    def stdout_path(self, job_id: int) -> str | None:
+        """Where the job's output goes (``squeue --json``), if slurmctld still knows it."""
+        try:
+            job = self._ctl.job_info(job_id)
+        except ServiceError:
+            return None
+        return job.stdout if job is not None and job.stdout else None
+
+    def _query(self, argv: list[str]) -> str:
+        done = exec_command(argv, self._query_timeout_s, env=self._env())
+        if done.returncode != 0:
+            raise TransientError(f"{argv[0]} failed: {done.stderr.decode(errors='replace')}")
+        return done.stdout.decode(errors="replace")
+
+    def _query_text(self, argv: Sequence[str], timeout_s: float) -> str:
+        return self._query(list(argv))
+
+
+def match_key(listing: str, key: str) -> int | None:
+    """The job id in ``id|comment`` lines whose comment carries the key."""
+    wanted = f"{COMMENT_PREFIX}{key}"
+    for line in listing.splitlines():
+        job, _, comment = line.strip().partition("|")
+        # The collector appends "; reason=…" to a failed job's comment; the key stays first.
+        if comment.strip().split(";")[0].strip() == wanted:
+            # Array jobs are listed as 123_4 or 123_[1-9]; the submission is job 123.
+            base = job.split("_")[0].split("+")[0]
+            if base.isdigit():
+                return int(base)
+    return None

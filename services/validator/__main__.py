@@ -17,13 +17,13 @@ from collections.abc import Callable
 from services.validator.config import ValidatorSettings
 from services.validator.filing import Journal
 from services.validator.handlers import ValidatorDeps, ValidatorHandler
-from services.validator.submitting import SlurmCli
 from shared.broker import VALIDATOR, Consumer
 from shared.config import BrokerSettings, NasSettings
 from shared.errors import ConfigError
 from shared.jobscript import load_policy, policy_path
 from shared.lifecycle import start_service
 from shared.logs import get_logger
+from shared.slurmctl import Submitter
 
 SERVICE = "validator"
 # Finished records are only needed while redeliveries can still come; an hour is plenty often.
@@ -77,7 +77,7 @@ def main() -> int:
         log.error("validator.config_error", error=str(exc))
         return 2
     log.info("validator.starting", policy=str(path), submit_dir=str(nas.submit_dir))
-    slurm = SlurmCli(
+    slurm = Submitter(
         timeout_s=settings.sbatch_timeout_s,
         query_timeout_s=settings.query_timeout_s,
         lookback_days=settings.lookback_days,

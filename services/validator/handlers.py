@@ -35,7 +35,7 @@ from services.validator.filing import (
     unique_destination,
     write_for_owner,
 )
-from services.validator.submitting import Slurm, SubmitRefused
+from services.validator.submitting import Slurm
 from shared.config import NasSettings
 from shared.errors import PermanentError
 from shared.jobscript import Policy, check_script, format_problem
@@ -51,6 +51,7 @@ from shared.messages import (
     decode,
     encode,
 )
+from shared.slurmctl import SubmitRefused, expand_output_pattern
 
 _log = get_logger(__name__)
 RECEIPT_SUFFIX = ".receipt.json"
@@ -365,9 +366,9 @@ def _default_job_name(data: bytes, path: str) -> str:
 
 
 def expand_output(data: bytes, *, job_id: int, user: str, home: str, path: str) -> str:
-    """The job's output path with Slurm's common patterns expanded (when scontrol cannot say).
+    """The job's output path from its script, when slurmctld cannot say any more.
 
-    Covers ``%j %A %u %x %%``; array and node patterns (``%a %N %n %s %t``) are kept as they are.
+    Patterns are expanded by ``shared.slurmctl.expand_output_pattern`` (the one expander).
     """
     parsed = parse_script(data.decode("utf-8", errors="surrogateescape"))
     chdir = parsed.last("chdir")
@@ -376,7 +377,5 @@ def expand_output(data: bytes, *, job_id: int, user: str, home: str, path: str) 
     pattern = output.value if output and output.value else "slurm-%j.out"
     name_option = parsed.last("job-name")
     name = name_option.value if name_option and name_option.value else Path(path).name
-    text = pattern.replace("%%", "\0")
-    for token, value in (("%j", str(job_id)), ("%A", str(job_id)), ("%u", user), ("%x", name)):
-        text = text.replace(token, value)
-    return posixpath.normpath(posixpath.join(base, text.replace("\0", "%")))
+    text = expand_output_pattern(pattern, job_id=job_id, user=user, name=name)
+    return posixpath.normpath(posixpath.join(base, text))

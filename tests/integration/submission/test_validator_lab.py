@@ -27,11 +27,11 @@ import pytest
 
 from services.validator.filing import Journal
 from services.validator.handlers import ValidatorDeps, ValidatorHandler, submission_key
-from services.validator.submitting import COMMENT_PREFIX, SlurmCli
 from shared.config import NasSettings
 from shared.errors import TransientError
 from shared.jobscript import load_policy
 from shared.messages import Envelope, FileDetected, JobRejected, JobSubmitted
+from shared.slurmctl import COMMENT_PREFIX, Submitter
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def deps(
     return ValidatorDeps(
         policy=load_policy(policy_file),
         nas=tree,
-        slurm=SlurmCli(
+        slurm=Submitter(
             timeout_s=60,
             query_timeout_s=30,
             lookback_days=7,
@@ -279,7 +279,7 @@ def _slurmctld_pid() -> int:
     return int(pids[0])
 
 
-class PausingSlurm(SlurmCli):
+class PausingSlurm(Submitter):
     """Real Slurm, but slurmctld is paused (SIGSTOP) just before sbatch runs.
 
     Pausing after the key lookup makes sbatch itself meet the unresponsive controller, which

@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 
 from services.validator.handlers import submission_key
-from services.validator.submitting import COMMENT_PREFIX
 from shared.broker import Publisher
 from shared.config import BrokerSettings, NasSettings
 from shared.messages import Envelope, FileDetected
+from shared.slurmctl import COMMENT_PREFIX
 
 pytestmark = pytest.mark.integration
 

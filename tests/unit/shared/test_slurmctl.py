@@ -12,6 +12,7 @@ from shared.slurmctl import (
     SlurmCtl,
     SlurmJobUnknown,
     admin_note,
+    exec_command,
     expand_output_pattern,
     gpu_count,
     gres_gpu_count,
@@ -199,8 +200,13 @@ def test_running_gpu_jobs() -> None:
 
 
 def test_command_errors_are_translated() -> None:
-    with pytest.raises(PermanentError):
+    # A missing client is an operator's fix: users' work waits (retries), it does not fail.
+    with pytest.raises(TransientError, match="is the Slurm client installed"):
         run_command(["/nonexistent/scontrol"], 5)
+    with pytest.raises(TransientError, match="is the Slurm client installed"):
+        exec_command(["/nonexistent/sbatch"], 5)
+    with pytest.raises(PermanentError):
+        run_command(["sh", "-c", "echo 'Access/permission denied' >&2; exit 1"], 5)
     with pytest.raises(SlurmJobUnknown):
         run_command(
             ["sh", "-c", "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1"], 5

@@ -9,11 +9,11 @@ import pytest
 
 from services.validator.filing import Journal
 from services.validator.handlers import ValidatorDeps, ValidatorHandler, submission_key
-from services.validator.submitting import SubmitRefused
 from shared.config import NasSettings
 from shared.errors import PermanentError, TransientError
 from shared.jobscript.policy import REPO_PATH, load_policy
 from shared.messages import Envelope, FileDetected, JobRejected, JobStarted, JobSubmitted
+from shared.slurmctl import SubmitRefused
 
 pytestmark = pytest.mark.unit
 

@@ -3,16 +3,16 @@ from pathlib import Path
 
 import pytest
 
-from services.validator import submitting
-from services.validator.submitting import (
+from shared import slurmctl
+from shared.errors import TransientError
+from shared.slurmctl import (
     DUPLICATE_TEXT,
-    SlurmCli,
     SubmitRefused,
-    _match_key,
+    Submitter,
     error_lines,
     is_transient,
+    match_key,
 )
-from shared.errors import TransientError
 
 pytestmark = pytest.mark.unit
 
@@ -56,12 +56,12 @@ def test_keys_are_found_in_queue_and_accounting_listings() -> None:
         "12|slurmk8s-key=aaa\n13_[1-9]|slurmk8s-key=bbb\n14_2|slurmk8s-key=ccc\n15|\n"
         "16|slurmk8s-key=ddd; reason=OOMKilled\n17|slurmk8s-key=eeeX\n"
     )
-    assert _match_key(listing, "aaa") == 12
-    assert _match_key(listing, "bbb") == 13
-    assert _match_key(listing, "ccc") == 14
-    assert _match_key(listing, "ddd") == 16
-    assert _match_key(listing, "eee") is None
-    assert _match_key(listing, "zzz") is None
+    assert match_key(listing, "aaa") == 12
+    assert match_key(listing, "bbb") == 13
+    assert match_key(listing, "ccc") == 14
+    assert match_key(listing, "ddd") == 16
+    assert match_key(listing, "eee") is None
+    assert match_key(listing, "zzz") is None
 
 
 class FakeRun:
@@ -81,10 +81,12 @@ class FakeRun:
         return subprocess.CompletedProcess(argv, code, out, err)
 
 
-def cli(monkeypatch: pytest.MonkeyPatch, answers: dict[str, object]) -> tuple[SlurmCli, FakeRun]:
+def cli(monkeypatch: pytest.MonkeyPatch, answers: dict[str, object]) -> tuple[Submitter, FakeRun]:
     fake = FakeRun(answers)
-    monkeypatch.setattr(submitting.subprocess, "run", fake)
-    return SlurmCli(timeout_s=5, query_timeout_s=5, lookback_days=7, slurm_conf="/etc/s.conf"), fake
+    monkeypatch.setattr(slurmctl.subprocess, "run", fake)
+    return Submitter(
+        timeout_s=5, query_timeout_s=5, lookback_days=7, slurm_conf="/etc/s.conf"
+    ), fake
 
 
 def test_submit_runs_sbatch_as_the_owner_with_the_bytes_on_stdin(
