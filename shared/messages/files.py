@@ -16,7 +16,11 @@ class FileDetected(MessageBody):
     path: str = Field(description="Absolute path of the file in the submit folder.")
     size: int = Field(ge=0)
     mtime_ns: int
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="The content's sha256; for a file over the size limit, which is never "
+        "read, a digest of its identity (path, inode, size, mtime): see docs/watcher.md.",
+    )
     owner_uid: int = Field(ge=0)
 
     @property
