@@ -23,6 +23,7 @@ import pika
 import pytest
 
 from shared.broker.connection import declare_topology
+from tests.integration.conftest import lab_unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ CLOSED_PORT_URL = "amqp://nobody:nothing@127.0.0.1:1/slurm-k8s"
 @pytest.fixture
 def installed() -> None:
     if os.geteuid() != 0:
-        pytest.skip("the hooks run as root")
+        lab_unavailable("the hooks run as root")
     for path in (HOOKS / "prolog", HOOKS / "epilog", Path(PYTHON)):
         if not os.access(path, os.X_OK):
             pytest.fail(f"{path} is not installed: run lab/slurm/install-hooks.sh")

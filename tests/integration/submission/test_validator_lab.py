@@ -32,6 +32,7 @@ from shared.errors import TransientError
 from shared.jobscript import load_policy
 from shared.messages import Envelope, FileDetected, JobRejected, JobSubmitted
 from shared.slurmctl import COMMENT_PREFIX, Submitter
+from tests.integration.conftest import lab_unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,7 @@ def nas_root(lab_env: dict[str, str]) -> Path:
 def tree(nas_root: Path) -> Iterator[NasSettings]:
     """A private slurm-jobs tree on the lab's NAS, removed afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("needs root (files are given to alice, sbatch runs through runuser)")
+        lab_unavailable("needs root (files are given to alice, sbatch runs through runuser)")
     root = nas_root / f".validator-test-{uuid.uuid4().hex[:8]}"
     settings = NasSettings(NAS_ROOT=root)
     for d in (settings.submit_dir, settings.failed_dir, settings.submitted_dir):
@@ -275,7 +276,7 @@ def _slurmctld_pid() -> int:
     done = subprocess.run(["pidof", "slurmctld"], capture_output=True, text=True, check=False)
     pids = done.stdout.split()
     if len(pids) != 1:
-        pytest.skip(f"cannot tell which slurmctld to pause: {done.stdout!r}")
+        lab_unavailable(f"cannot tell which slurmctld to pause: {done.stdout!r}")
     return int(pids[0])
 
 

@@ -30,6 +30,7 @@ from shared.broker import Publisher
 from shared.config import BrokerSettings, NasSettings
 from shared.messages import Envelope, FileDetected
 from shared.slurmctl import COMMENT_PREFIX
+from tests.integration.conftest import lab_unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ DEADLINE_S = 120.0
 def tree(lab_env: dict[str, str], slurm_ready: str) -> Iterator[NasSettings]:
     """A private NAS tree whose home/alice is the lab's real one (where jobs may write)."""
     if os.geteuid() != 0:
-        pytest.skip("needs root (files are given to alice, sbatch runs through runuser)")
+        lab_unavailable("needs root (files are given to alice, sbatch runs through runuser)")
     nas = Path(lab_env.get("NAS_ROOT", "/mnt/test-k8s"))
     root = nas / f".validator-service-test-{uuid.uuid4().hex[:8]}"
     settings = NasSettings(NAS_ROOT=root)
