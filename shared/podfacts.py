@@ -81,6 +81,8 @@ def facts_of(pod: Any) -> PodFacts:
             message = waiting.message or message
         elif running is not None:
             started = _iso(running.started_at)
+    if exit_code is None and not started:
+        reason, message = _setup_problem(status, reason, message)
     try:
         gpus = int(str(requests.get(GPU_RESOURCE, "0")))
     except ValueError:
@@ -100,6 +102,32 @@ def facts_of(pod: Any) -> PodFacts:
         gpus=gpus,
         terminating=meta.deletion_timestamp is not None,
     )
+
+
+SETUP_FAILED = "SetupFailed"
+"""The init container (slurm-k8s's own setup from the tools image) ended with an error."""
+
+
+def _setup_problem(status: Any, reason: str, message: str) -> tuple[str, str]:
+    """While the job's container has not started: a failing init container's reason.
+
+    Its image pull failures keep their kubelet reason (ErrImagePull, …) with a message naming
+    the setup; a setup that exited non-zero is ``SETUP_FAILED``. Otherwise nothing changes.
+    """
+    for init in (status.init_container_statuses or []) if status else []:
+        state = init.state
+        if state is None:
+            continue
+        if state.waiting is not None and state.waiting.reason not in (None, "PodInitializing"):
+            detail = (state.waiting.message or "").strip()
+            return state.waiting.reason, f"slurm-k8s setup container ({init.image}): {detail}"
+        if state.terminated is not None and state.terminated.exit_code != 0:
+            detail = (state.terminated.message or state.terminated.reason or "").strip()
+            return SETUP_FAILED, (
+                f"slurm-k8s setup container ({init.image}) exited "
+                f"{state.terminated.exit_code}: {detail}"
+            )
+    return reason, message
 
 
 def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> PodFacts | None:

@@ -48,6 +48,8 @@ def build(settings: LauncherSettings, nas: NasSettings) -> tuple[Launcher, KubeR
         termination_grace_s=settings.termination_grace_s,
         deadline_margin_s=settings.deadline_margin_s,
         token_max_s=settings.token_max_s,
+        tools_image=settings.tools_image,
+        scratch_size=settings.scratch_size,
     )
     launcher = Launcher(
         slurm,

@@ -63,6 +63,22 @@ class LauncherSettings(BaseSettings):
         description="Always: a cached private image must not run for a user who could not "
         "pull it (AlwaysPullImages semantics); pulls from the site registry are cheap.",
     )
+    tools_image: str = Field(
+        default="nas-hub.local:5407/slurm-k8s-tools:1",
+        alias="LAUNCHER_TOOLS_IMAGE",
+        min_length=1,
+        description="The image of every job Pod's init container: a static bash and busybox "
+        "under /opt/slurm-k8s-tools/bin (lab/images/build.sh builds it from Debian's "
+        "bash-static and busybox-static). Pinned to its digest like #K8S_IMAGE for each Pod.",
+    )
+    scratch_size: str = Field(
+        default="10Gi",
+        alias="LAUNCHER_SCRATCH_SIZE",
+        pattern=r"^[1-9][0-9]*(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="sizeLimit of each Pod's scratch emptyDir, which holds /workspace and "
+        "/results together (node disk, not memory). A Pod whose scratch grows past it is "
+        "evicted by the kubelet and the job fails.",
+    )
     slurm_timeout_s: float = Field(default=15.0, alias="LAUNCHER_SLURM_TIMEOUT")
     kube_qps: float = Field(default=20.0, alias="LAUNCHER_KUBE_QPS", gt=0)
     kube_burst: int = Field(default=40, alias="LAUNCHER_KUBE_BURST", ge=1)

@@ -83,6 +83,9 @@ class HostPort(Protocol):
     def home(self, user: str) -> str | None:
         """The user's home on the NAS if it exists, else None."""
 
+    def results_dir(self, job_id: int, uid: int, gid: int) -> str:
+        """Make ``<NAS>/results/<job_id>`` owned by uid:gid, never through a symlink."""
+
 
 @dataclass(frozen=True)
 class Defaults:
@@ -94,6 +97,8 @@ class Defaults:
     termination_grace_s: int = 20
     deadline_margin_s: int = 300
     token_max_s: int = 7 * 24 * 3600
+    tools_image: str = "nas-hub.local:5407/slurm-k8s-tools:1"
+    scratch_size: str = "10Gi"
 
 
 def token_lifetime(job: JobInfo, token_max_s: int) -> int:
@@ -123,6 +128,15 @@ def run_spec(
     image = parsed.k8s_value("IMAGE")
     if image is None or not image.value.strip():
         raise PermanentError(f"job {event.job_id}: wrapped script without #K8S_IMAGE")
+    start_dir = podspec.WORKSPACE
+    workdir = parsed.k8s_value("WORKDIR")
+    if workdir is not None:
+        start_dir = workdir.value
+        if not safe_absolute(start_dir):
+            raise Refused(f"#K8S_WORKDIR {start_dir!r} is not an absolute path without '..'")
+    elif parsed.last("chdir") is not None:
+        start_dir = job.work_dir  # the script chose its directory: Slurm's resolution of it
+    script = parsed.k8s_value("SCRIPT")
     shm_mb = defaults.default_shm_mb
     shm = parsed.k8s_value("SHM")
     if shm is not None:
@@ -158,6 +172,20 @@ def run_spec(
         image_pull_policy=defaults.image_pull_policy,
         termination_grace_s=defaults.termination_grace_s,
         deadline_margin_s=defaults.deadline_margin_s,
+        tools_image=defaults.tools_image,
+        start_dir=start_dir,
+        k8s_script=script.value if script is not None else "",
+        run_k8s_script=script is not None and parsed.first_command_line == 0,
+        scratch_size=defaults.scratch_size,
+    )
+
+
+def safe_absolute(path: str) -> bool:
+    """Absolute, no ``..`` component, no NUL or newline (``#K8S_WORKDIR``, ``#K8S_SCRIPT``)."""
+    return (
+        path.startswith("/")
+        and ".." not in path.split("/")
+        and not any(c in path for c in "\0\n\r")
     )
 
 
@@ -305,7 +333,14 @@ class Launcher:
             home=self._host.home(job.user),
             defaults=self._defaults,
         )
-        spec = replace(spec, image=self._pin_image(spec.image), requested_image=spec.image)
+        spec = replace(
+            spec,
+            image=self._pin_image(spec.image),
+            requested_image=spec.image,
+            tools_image=self._pin_image(spec.tools_image),
+        )
+        # Before any object: a run whose results folder cannot be made safely gets no Pod.
+        self._host.results_dir(spec.job_id, spec.uid, spec.gid)
         sa_uid = self._cluster.ensure(podspec.service_account(spec))
         owner = podspec.owner_reference(spec.name, sa_uid)
         for manifest in (

@@ -4,7 +4,15 @@ Everything a run needs is in ``RunSpec``; ``manifests`` turns it into the Servic
 script ConfigMap, the Role/RoleBinding that let the batch step follow (and delete) only its
 own Pod, and the Pod itself. The Pod passes the "restricted" Pod Security profile: non-root
 uid/gid from Slurm, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp,
-and only configMap, emptyDir and PVC volumes.
+and only configMap, emptyDir and PVC volumes; the init container is restricted the same way.
+
+Every Pod has a ``scratch`` emptyDir with a size limit (``LAUNCHER_SCRATCH_SIZE``): an init
+container from the tools image (``LAUNCHER_TOOLS_IMAGE``, pinned to a digest) runs as the job's
+uid and makes ``workspace/`` (mounted at ``/workspace``, the default working directory),
+``results/`` (``/results``) and ``tools/`` (a static bash and busybox, read-only at
+``/slurm-k8s-tools``). The job's container runs ``RUN_SHIM`` with that bash: it honours the
+script's ``#!`` line (bash semantics even on images without bash), starts in ``#K8S_WORKDIR``,
+and at the end merges ``/results`` into ``<NAS>/results/<jobid>/``.
 """
 
 from __future__ import annotations
@@ -29,30 +37,130 @@ SCRIPT_DIR = "/slurm-k8s"
 SCRIPT_KEY = "script"
 CONTAINER = "job"
 
-# Runs the user's script with the interpreter its shebang names when the image has it, else
-# with /bin/sh: scripts written for the cluster say #!/bin/bash, small images (busybox,
-# alpine) have no bash, and sbatch itself never required the shebang to exist in an image.
-# `env` shebangs (#!/usr/bin/env python3) are resolved through the image's PATH.
-RUN_SHIM = r"""script=$1; shift
+TOOLS_DIR = "/slurm-k8s-tools"
+"""Where the job's container finds the static bash and busybox the init container copied."""
+TOOLS_SOURCE = "/opt/slurm-k8s-tools/bin"
+"""Where they are in the tools image (``lab/images/build.sh``: Debian's bash-static and
+busybox-static)."""
+WORKSPACE = "/workspace"
+"""The default working directory: the run's own scratch, owned by the job's user."""
+RESULTS = "/results"
+"""The run's results folder; merged into ``<NAS>/results/<jobid>/`` when the program ends."""
+SCRATCH = "scratch"
+"""The emptyDir that holds workspace/, results/ and tools/ (one size limit for all three)."""
+SETUP_CONTAINER = "setup"
+
+# The init container: runs as the job's uid from the tools image (fixed text, no job value
+# in it), so workspace/ and results/ are the user's own directories.
+SETUP_SCRIPT = f"""set -e
+B={TOOLS_SOURCE}/busybox
+cd /scratch
+"$B" mkdir -p workspace results tools
+"$B" cp {TOOLS_SOURCE}/bash {TOOLS_SOURCE}/busybox tools/
+"$B" chmod 0555 tools/bash tools/busybox
+"""
+
+# The job container's entry point, run by the static bash (so it works on any image, even one
+# without /bin/sh). Arguments: TOOLS PROGRAM WORKDIR RESULTS DEST.
+# 1. Enters WORKDIR as the user (created with mkdir -p as the user if missing: runc would
+#    create a missing workingDir as root, anywhere on the NAS).
+# 2. Runs PROGRAM with the interpreter its #! line names when the image has it (also
+#    `#!/usr/bin/env X` through PATH); a missing bash is replaced by the static bash, a
+#    missing sh/dash by that bash in POSIX mode, both said on stderr; any other missing
+#    interpreter fails at once (exit 127) with the reason. A program without #! (only a
+#    #K8S_SCRIPT can be one) runs by its name: .py with python3/python, .sh with bash.
+# 3. Forwards SIGTERM (Slurm's cancel or time limit) to the program and waits for it.
+# 4. Merges RESULTS into DEST (<NAS>/results/<jobid>, checked to be the user's own, not a
+#    symlink): files the job already copied there are kept; exits with the program's code.
+RUN_SHIM = r"""T=$1 program=$2 workdir=$3 results=$4 dest=$5
+say() { printf 'slurm-k8s: %s\n' "$*" >&2; }
+if [ ! -d "$workdir" ]; then
+  "$T/busybox" mkdir -p -- "$workdir" 2>/dev/null
+fi
+cd -- "$workdir" 2>/dev/null || {
+  say "cannot start in the working directory $workdir (#K8S_WORKDIR):" \
+    "it does not exist and cannot be created, or you may not enter it"
+  exit 1
+}
+if [ ! -f "$program" ] || [ ! -r "$program" ]; then
+  say "cannot read $program: it is not a file you may read"
+  exit 127
+fi
+cmd=()
 first=
-IFS= read -r first < "$script" || true
+IFS= read -r first < "$program"
 case $first in
 '#!'*)
-  set -f; set -- ${first#??}; set +f
-  interp=${1:-}; [ $# -gt 0 ] && shift
-  if [ -n "$interp" ] && [ -x "$interp" ]; then
-    case $interp in
-    */env)
-      if [ $# -gt 0 ] && command -v "$1" >/dev/null 2>&1; then
-        exec "$interp" "$@" "$script"
-      fi ;;
-    *) exec "$interp" "$@" "$script" ;;
-    esac
+  read -r -a words <<< "${first#??}"
+  interp=${words[0]:-}; rest=("${words[@]:1}")
+  base=${interp##*/}
+  if [ "$base" = env ] && [ ${#rest[@]} -gt 0 ]; then
+    name=${rest[0]}
+    if [ -x "$interp" ] && command -v -- "$name" >/dev/null 2>&1; then
+      cmd=("$interp" "${rest[@]}" "$program")
+    else
+      interp=$name; base=${name##*/}; rest=("${rest[@]:1}")
+    fi
+  elif [ -n "$interp" ] && [ -x "$interp" ]; then
+    cmd=("$interp" "${rest[@]}" "$program")
   fi
-  echo "slurm-k8s: ${interp:-the interpreter} not in the image; running with /bin/sh" >&2
-  ;;
+  if [ ${#cmd[@]} -eq 0 ]; then
+    case $base in
+    bash) say "$interp is not in the image;" \
+            "running it with the bash slurm-k8s provides (${BASH_VERSION%%(*})"
+          cmd=("$T/bash" "${rest[@]}" "$program") ;;
+    sh|dash) say "$interp is not in the image; running it with slurm-k8s's bash in POSIX mode"
+          cmd=("$T/bash" --posix "${rest[@]}" "$program") ;;
+    esac
+  fi ;;
+*)
+  case $program in
+  *.py) for p in python3 python; do
+          if command -v "$p" >/dev/null 2>&1; then cmd=("$p" "$program"); break; fi
+        done
+        interp=python3 ;;
+  *.sh) if [ -x /bin/bash ]; then cmd=(/bin/bash "$program"); else cmd=("$T/bash" "$program"); fi ;;
+  *) say "$program has no #! line naming its interpreter," \
+       "and its name ends neither in .py nor in .sh"
+     exit 127 ;;
+  esac ;;
 esac
-exec /bin/sh "$script"
+if [ ${#cmd[@]} -eq 0 ]; then
+  say "the interpreter ${interp:-named by the #! line} is not in the image," \
+    "so $program cannot run as written; use an image that has it" \
+    "(slurm-k8s itself provides only bash)"
+  exit 127
+fi
+child= term=
+trap 'term=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM
+"${cmd[@]}" &
+child=$!
+[ -z "$term" ] || kill -TERM "$child" 2>/dev/null
+while :; do
+  wait "$child"; rc=$?
+  kill -0 "$child" 2>/dev/null || break
+done
+trap - TERM
+if [ -n "$("$T/busybox" ls -A "$results" 2>/dev/null)" ]; then
+  if [ -d "$dest" ] && [ ! -L "$dest" ] && [ -O "$dest" ]; then
+    # Merge: what the job already put in $dest (the seed's own `cp`) is kept as it is.
+    failed=0
+    shopt -s globstar dotglob nullglob
+    for f in "$results"/**; do
+      rel=${f#"$results"/}
+      if [ -d "$f" ] && [ ! -L "$f" ]; then
+        "$T/busybox" mkdir -p -- "$dest/$rel" || failed=1
+      elif [ ! -e "$dest/$rel" ] && [ ! -L "$dest/$rel" ]; then
+        "$T/busybox" cp -Pp -- "$f" "$dest/$rel" || failed=1
+      fi
+    done
+    [ "$failed" = 0 ] ||
+      say "copying $results to $dest failed in part: some results are missing there"
+  else
+    say "$dest is not your own directory: $results was not copied there"
+  fi
+fi
+exit "$rc"
 """
 
 
@@ -94,11 +202,27 @@ class RunSpec:
     termination_grace_s: int = 20
     deadline_margin_s: int = 300
     extra_env: tuple[tuple[str, str], ...] = field(default=())
+    tools_image: str = ""
+    """The slurm-k8s tools image (static bash, busybox), pinned to a digest by the launcher."""
+    start_dir: str = WORKSPACE
+    """Where the program starts: ``#K8S_WORKDIR``, else the script's ``--chdir``, else
+    ``/workspace``."""
+    k8s_script: str = ""
+    """``#K8S_SCRIPT`` as validated ("" when the job names none)."""
+    run_k8s_script: bool = False
+    """The job body has no command, so the container runs ``#K8S_SCRIPT`` itself."""
+    scratch_size: str = "10Gi"
+    """The size limit of the run's scratch emptyDir (/workspace and /results together)."""
 
     @property
     def name(self) -> str:
         """``job-<id>-r<restart>``: the name of every object of the run."""
         return run_name(self.job_id, self.restart_count)
+
+    @property
+    def results_dir(self) -> str:
+        """``<NAS>/results/<jobid>``: where the run's results land (made by the launcher)."""
+        return f"{self.nas_root.rstrip('/')}/results/{self.job_id}"
 
     @property
     def labels(self) -> dict[str, str]:
@@ -215,7 +339,11 @@ def job_env(spec: RunSpec) -> list[dict[str, str]]:
         "USER": spec.user,
         "LOGNAME": spec.user,
         "HOME": spec.home or spec.work_dir,
+        "SLURM_K8S_WORKDIR": spec.start_dir,
+        "SLURM_K8S_RESULTS": spec.results_dir,
     }
+    if spec.k8s_script:
+        env["SLURM_K8S_SCRIPT"] = spec.k8s_script
     if spec.gpus:
         env["SLURM_JOB_GPUS"] = spec.gpu_indices
         env["SLURM_GPUS_ON_NODE"] = str(spec.gpus)
@@ -235,6 +363,44 @@ def resources(spec: RunSpec) -> Manifest:
 
 
 IMAGE_ANNOTATION = "slurm-k8s.io/requested-image"
+SCRIPT_ANNOTATION = "slurm-k8s.io/k8s-script"
+"""``#K8S_SCRIPT`` of the run (the collector copies it into the run summary)."""
+RESULTS_ANNOTATION = "slurm-k8s.io/results-dir"
+
+
+def _restricted_context() -> Manifest:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def setup_container(spec: RunSpec) -> Manifest:
+    """The init container: the user's workspace/ and results/, and the tools, in the scratch.
+
+    Same uid/gid and restrictions as the job; same CPU and memory as the job (requests equal
+    limits, so the Pod stays Guaranteed and its effective request is the allocation).
+    """
+    amounts = {"cpu": str(spec.cpus), "memory": f"{spec.mem_mb}Mi"}
+    return {
+        "name": SETUP_CONTAINER,
+        "image": spec.tools_image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": [f"{TOOLS_SOURCE}/busybox", "sh", "-c", SETUP_SCRIPT],
+        "resources": {"requests": dict(amounts), "limits": dict(amounts)},
+        "securityContext": _restricted_context(),
+        "volumeMounts": [{"name": SCRATCH, "mountPath": "/scratch"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def program(spec: RunSpec) -> str:
+    """What the container runs: the job's script, or ``#K8S_SCRIPT`` when the body is empty."""
+    return (
+        spec.k8s_script if spec.run_k8s_script and spec.k8s_script else f"{SCRIPT_DIR}/{SCRIPT_KEY}"
+    )
 
 
 def pod(spec: RunSpec, owner: Manifest) -> Manifest:
@@ -260,21 +426,24 @@ def pod(spec: RunSpec, owner: Manifest) -> Manifest:
                 "name": CONTAINER,
                 "image": spec.image,
                 "imagePullPolicy": spec.image_pull_policy,
-                "command": ["/bin/sh", "-c", RUN_SHIM, "slurm-k8s-job"],
-                "args": [f"{SCRIPT_DIR}/{SCRIPT_KEY}"],
-                "workingDir": spec.work_dir,
+                "command": [f"{TOOLS_DIR}/bash", "-c", RUN_SHIM, "slurm-k8s-job"],
+                "args": [TOOLS_DIR, program(spec), spec.start_dir, RESULTS, spec.results_dir],
+                "workingDir": WORKSPACE,
                 "env": job_env(spec),
                 "resources": resources(spec),
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "capabilities": {"drop": ["ALL"]},
-                    "runAsNonRoot": True,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": _restricted_context(),
                 "volumeMounts": [
                     {"name": "nas", "mountPath": spec.nas_root},
                     {"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True},
                     {"name": "shm", "mountPath": "/dev/shm"},
+                    {"name": SCRATCH, "mountPath": WORKSPACE, "subPath": "workspace"},
+                    {"name": SCRATCH, "mountPath": RESULTS, "subPath": "results"},
+                    {
+                        "name": SCRATCH,
+                        "mountPath": TOOLS_DIR,
+                        "subPath": "tools",
+                        "readOnly": True,
+                    },
                 ],
                 # The reason of a failure is in the Pod status, not only in the log.
                 "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -287,13 +456,19 @@ def pod(spec: RunSpec, owner: Manifest) -> Manifest:
                 "configMap": {"name": spec.name, "defaultMode": 0o555},
             },
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{spec.shm_mb}Mi"}},
+            {"name": SCRATCH, "emptyDir": {"sizeLimit": spec.scratch_size}},
         ],
+        "initContainers": [setup_container(spec)],
     }
     if spec.time_limit_s is not None:
         pod_spec["activeDeadlineSeconds"] = spec.time_limit_s + spec.deadline_margin_s
     if pod_spec["securityContext"]["supplementalGroups"] is None:
         del pod_spec["securityContext"]["supplementalGroups"]
     meta = _meta(spec, owner)
+    annotations = {RESULTS_ANNOTATION: spec.results_dir}
     if spec.requested_image:
-        meta["annotations"] = {IMAGE_ANNOTATION: spec.requested_image}
+        annotations[IMAGE_ANNOTATION] = spec.requested_image
+    if spec.k8s_script:
+        annotations[SCRIPT_ANNOTATION] = spec.k8s_script
+    meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}

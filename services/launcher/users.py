@@ -1,4 +1,4 @@
-"""The head node's user database, as the launcher needs it: groups and NAS homes.
+"""The head node's user database, as the launcher needs it: groups, NAS homes, results folders.
 
 The launcher runs where Slurm's users resolve (same passwd/group source as the nodes), so the
 Pod gets the same supplementary groups the job would have had on the node.
@@ -11,6 +11,7 @@ import os
 import pwd
 from pathlib import Path
 
+from services.launcher.results import ensure_results_dir
 from shared.errors import PermanentError
 
 
@@ -44,3 +45,7 @@ class HostUsers:
             if path.is_relative_to(self._nas_root) and path.is_dir():
                 return str(path)
         return None
+
+    def results_dir(self, job_id: int, uid: int, gid: int) -> str:
+        """``<nas>/results/<job_id>``, made and owned by uid:gid (``ensure_results_dir``)."""
+        return str(ensure_results_dir(self._nas_root, job_id, uid, gid))

@@ -20,7 +20,7 @@ from shared.errors import ServiceError
 from shared.jobpods import LABEL_JOB_ID, LABEL_RESTART
 from shared.logs import get_logger
 from shared.messages import Envelope, PodFinished
-from shared.podfacts import PodFacts
+from shared.podfacts import SETUP_FAILED, PodFacts
 from shared.slurmctl import JobInfo
 
 _log = get_logger(__name__)
@@ -34,6 +34,7 @@ NEVER_STARTS = frozenset(
         "CreateContainerConfigError",
         "CreateContainerError",
         "RunContainerError",
+        SETUP_FAILED,
     }
 )
 """Waiting reasons after which the runner gives up on the Pod (it may retry a pull briefly)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from shared.podfacts import PodFacts
+from shared.podfacts import SETUP_FAILED, PodFacts
 
 EXIT_CANNOT_RUN = 125
 EXIT_LOST = 126
@@ -36,10 +36,18 @@ CANNOT_RUN = frozenset(
         "CreateContainerConfigError",
         "CreateContainerError",
         "RunContainerError",
+        SETUP_FAILED,
     }
 )
 """Container creation failures; a brief grace covers a kubelet racing its own caches."""
 NOT_FOUND_HINTS = ("not found", "manifest unknown", "name unknown", "404")
+
+
+def outgrew_scratch(facts: PodFacts) -> bool:
+    """Evicted for writing more than the scratch limit: the job's doing, not the node's."""
+    return facts.reason == "Evicted" and (
+        "EmptyDir volume" in facts.message or "ephemeral storage" in facts.message
+    )
 
 
 class Step(Enum):
@@ -122,8 +130,10 @@ class PodJudge:
         if facts.phase == "Succeeded":
             return Verdict(Step.FINISHED, 0, facts.reason or "Completed")
         if facts.phase == "Failed":
-            if facts.reason == "DeadlineExceeded":
+            if facts.reason == "DeadlineExceeded" or outgrew_scratch(facts):
                 return Verdict(Step.FAIL, 1, facts.reason, facts.message)
+            if facts.reason == SETUP_FAILED:
+                return Verdict(Step.FAIL, EXIT_CANNOT_RUN, facts.reason, facts.message)
             # Admission refusals (OutOfnvidia.com/gpu, UnexpectedAdmissionError, …) and
             # evictions: the node could not honour what Slurm allocated.
             return Verdict(Step.REQUEUE, REQUEUE_EXIT, facts.reason or "Failed", facts.message)

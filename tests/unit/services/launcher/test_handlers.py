@@ -4,7 +4,15 @@ from typing import Any
 
 import pytest
 
-from services.launcher.handlers import Created, Defaults, Launcher, Refused, token_lifetime, verify
+from services.launcher.handlers import (
+    Created,
+    Defaults,
+    Launcher,
+    Refused,
+    run_spec,
+    token_lifetime,
+    verify,
+)
 from services.launcher.podspec import RunSpec
 from shared.errors import PermanentError
 from shared.jobscript import wrap_script
@@ -89,11 +97,21 @@ class FakeCluster:
 
 
 class FakeHost:
+    def __init__(self) -> None:
+        self.results: list[tuple[int, int, int]] = []
+        self.results_error: Exception | None = None
+
     def groups(self, user: str, gid: int) -> tuple[int, ...]:
         return (gid, 100)
 
     def home(self, user: str) -> str | None:
         return f"/mnt/test-k8s/home/{user}"
+
+    def results_dir(self, job_id: int, uid: int, gid: int) -> str:
+        if self.results_error is not None:
+            raise self.results_error
+        self.results.append((job_id, uid, gid))
+        return f"/mnt/test-k8s/results/{job_id}"
 
 
 DIGEST = "sha256:" + "ab" * 32
@@ -105,11 +123,16 @@ def pin(image: str) -> str:
     return image.rsplit(":", 1)[0] + "@" + DIGEST
 
 
-def launcher(slurm: FakeSlurm, cluster: FakeCluster, policy: Policy | None = None) -> Launcher:
+def launcher(
+    slurm: FakeSlurm,
+    cluster: FakeCluster,
+    policy: Policy | None = None,
+    host: FakeHost | None = None,
+) -> Launcher:
     return Launcher(
         slurm,
         cluster,
-        FakeHost(),
+        host or FakeHost(),
         Defaults(nas_root="/mnt/test-k8s"),
         lambda: policy or Policy(),
         pin,
@@ -321,3 +344,63 @@ def test_verify_returns_the_original() -> None:
 def test_token_lifetime() -> None:
     assert token_lifetime(replace(JOB, time_limit_s=None), 1000) == 1000
     assert token_lifetime(replace(JOB, time_limit_s=10**9), 7200) == 7200
+
+
+def test_results_folder_is_made_for_the_owner_and_the_tools_image_pinned() -> None:
+    slurm, cluster, host = FakeSlurm(JOB, wrap_script(SCRIPT)), FakeCluster(), FakeHost()
+    launcher(slurm, cluster, host=host).handle(Envelope.wrap(EVENT))
+    assert host.results == [(9, 2001, 2001)]
+    pod = cluster.objects[("Pod", "job-9-r0")]
+    assert pod["spec"]["initContainers"][0]["image"] == (
+        f"nas-hub.local:5407/slurm-k8s-tools@{DIGEST}"
+    )
+    assert pod["metadata"]["annotations"]["slurm-k8s.io/results-dir"] == ("/mnt/test-k8s/results/9")
+
+
+def test_a_results_folder_that_cannot_be_made_refuses_the_run_before_any_object() -> None:
+    slurm, cluster, host = FakeSlurm(JOB, wrap_script(SCRIPT)), FakeCluster(), FakeHost()
+    host.results_error = PermanentError("the NAS results folder cannot be opened")
+    assert launcher(slurm, cluster, host=host).handle(Envelope.wrap(EVENT)) == ()
+    assert cluster.objects == {}
+    assert "results folder" in cluster.refusals[0][2]
+
+
+def spec_of(script: bytes, job: JobInfo = JOB) -> RunSpec:
+    return run_spec(
+        EVENT,
+        job,
+        script,
+        k8s_node="k",
+        groups=(2001,),
+        home=None,
+        defaults=Defaults(nas_root="/mnt/test-k8s"),
+    )
+
+
+IMAGE_LINE = b"#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n"
+
+
+def test_working_directory_k8s_workdir_else_chdir_else_workspace() -> None:
+    assert spec_of(b"#!/bin/bash\n" + IMAGE_LINE + b"pwd\n").start_dir == "/workspace"
+    chdir = b"#!/bin/bash\n#SBATCH --chdir=/mnt/test-k8s/home/alice/p\n" + IMAGE_LINE + b"pwd\n"
+    job = replace(JOB, work_dir="/mnt/test-k8s/home/alice/p")
+    assert spec_of(chdir, job).start_dir == "/mnt/test-k8s/home/alice/p"
+    both = b"#!/bin/bash\n#K8S_WORKDIR=/workspace/run\n" + IMAGE_LINE + b"pwd\n"
+    assert spec_of(both, job).start_dir == "/workspace/run"
+
+
+@pytest.mark.parametrize("value", ["relative/dir", "/workspace/../etc", "/a/..", ""])
+def test_an_unsafe_k8s_workdir_is_refused_again_at_launch(value: str) -> None:
+    script = b"#!/bin/bash\n#K8S_WORKDIR=" + value.encode() + b"\n" + IMAGE_LINE + b"pwd\n"
+    with pytest.raises(Refused, match="#K8S_WORKDIR"):
+        spec_of(script)
+
+
+def test_k8s_script_runs_only_when_the_body_has_no_command() -> None:
+    head = b"#!/bin/bash\n#K8S_SCRIPT=/mnt/test-k8s/scripts/train.py\n" + IMAGE_LINE
+    documented = spec_of(head + b"python3 /mnt/test-k8s/scripts/train.py --epochs 1\n")
+    assert documented.k8s_script == "/mnt/test-k8s/scripts/train.py"
+    assert not documented.run_k8s_script
+    run = spec_of(head + b"\n# nothing else to do\n")
+    assert run.run_k8s_script
+    assert spec_of(b"#!/bin/bash\n" + IMAGE_LINE).k8s_script == ""

@@ -76,17 +76,55 @@ def test_restricted_profile() -> None:
     assert csc["capabilities"] == {"drop": ["ALL"]}
     kinds = {next(k for k in v if k != "name") for v in spec["volumes"]}
     assert kinds <= {"persistentVolumeClaim", "configMap", "emptyDir"}
+    for container in spec["initContainers"] + spec["containers"]:
+        assert "privileged" not in container["securityContext"]
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
-def test_volumes_nas_script_and_shm() -> None:
+def test_volumes_nas_script_shm_and_scratch() -> None:
     spec = podspec.pod(SPEC, OWNER)["spec"]
-    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
-    assert mounts == {"nas": "/mnt/test-k8s", "script": "/slurm-k8s", "shm": "/dev/shm"}
+    mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert {p: m["name"] for p, m in mounts.items()} == {
+        "/mnt/test-k8s": "nas",
+        "/slurm-k8s": "script",
+        "/dev/shm": "shm",
+        "/workspace": "scratch",
+        "/results": "scratch",
+        "/slurm-k8s-tools": "scratch",
+    }
+    assert mounts["/workspace"]["subPath"] == "workspace"
+    assert mounts["/results"]["subPath"] == "results"
+    assert (mounts["/slurm-k8s-tools"]["subPath"], mounts["/slurm-k8s-tools"]["readOnly"]) == (
+        "tools",
+        True,
+    )
     vols = {v["name"]: v for v in spec["volumes"]}
     assert vols["nas"]["persistentVolumeClaim"]["claimName"] == "nas"
     assert vols["script"]["configMap"]["defaultMode"] == 0o555
     assert vols["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "256Mi"}
-    assert spec["containers"][0]["workingDir"] == "/mnt/test-k8s/home/alice"
+    assert vols["scratch"]["emptyDir"] == {"sizeLimit": "10Gi"}
+    assert podspec.pod(replace(SPEC, scratch_size="2Gi"), OWNER)["spec"]["volumes"][-1][
+        "emptyDir"
+    ] == {"sizeLimit": "2Gi"}
+    assert spec["containers"][0]["workingDir"] == "/workspace"
+
+
+def test_init_container_is_restricted_fixed_and_sized_like_the_job() -> None:
+    spec = podspec.pod(replace(SPEC, tools_image="reg/tools@sha256:" + "1" * 64), OWNER)["spec"]
+    (init,) = spec["initContainers"]
+    assert init["image"] == "reg/tools@sha256:" + "1" * 64
+    csc = init["securityContext"]
+    assert csc["allowPrivilegeEscalation"] is False
+    assert csc["capabilities"] == {"drop": ["ALL"]}
+    assert csc["runAsNonRoot"] is True
+    assert csc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # Guaranteed QoS needs requests == limits in every container; no GPU for the setup.
+    assert init["resources"]["requests"] == init["resources"]["limits"]
+    assert init["resources"]["limits"] == {"cpu": "2", "memory": "1024Mi"}
+    assert init["volumeMounts"] == [{"name": "scratch", "mountPath": "/scratch"}]
+    # No value of the job reaches the setup's command line.
+    assert init["command"][-1] == podspec.SETUP_SCRIPT
+    assert "alice" not in " ".join(init["command"])
 
 
 def test_time_limit_gives_a_deadline_and_grace_fits_killwait() -> None:
@@ -113,12 +151,36 @@ def test_slurm_environment() -> None:
     assert "SLURM_JOB_GPUS" not in arr
 
 
-def test_script_runs_through_the_shim() -> None:
+def test_script_runs_through_the_shim_under_the_static_bash() -> None:
     c = podspec.pod(SPEC, OWNER)["spec"]["containers"][0]
-    assert c["command"][:2] == ["/bin/sh", "-c"]
-    assert c["args"] == ["/slurm-k8s/script"]
+    assert c["command"][:2] == ["/slurm-k8s-tools/bash", "-c"]
+    assert c["args"] == [
+        "/slurm-k8s-tools",
+        "/slurm-k8s/script",
+        "/workspace",
+        "/results",
+        "/mnt/test-k8s/results/42",
+    ]
     cm = podspec.config_map(SPEC, OWNER)
     assert base64.b64decode(cm["binaryData"]["script"]) == SPEC.script
+
+
+def test_k8s_script_and_workdir_reach_the_container() -> None:
+    spec = replace(
+        SPEC,
+        k8s_script="/mnt/test-k8s/scripts/train.py",
+        start_dir="/workspace/run",
+    )
+    pod = podspec.pod(spec, OWNER)
+    c = pod["spec"]["containers"][0]
+    assert c["args"][1:3] == ["/slurm-k8s/script", "/workspace/run"]
+    env = env_of(pod)
+    assert env["SLURM_K8S_SCRIPT"] == "/mnt/test-k8s/scripts/train.py"
+    assert env["SLURM_K8S_WORKDIR"] == "/workspace/run"
+    assert env["SLURM_K8S_RESULTS"] == "/mnt/test-k8s/results/42"
+    assert pod["metadata"]["annotations"]["slurm-k8s.io/k8s-script"] == spec.k8s_script
+    ran = podspec.pod(replace(spec, run_k8s_script=True), OWNER)["spec"]["containers"][0]
+    assert ran["args"][1] == "/mnt/test-k8s/scripts/train.py"
 
 
 def test_role_allows_only_its_own_pod() -> None:
