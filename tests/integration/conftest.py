@@ -11,6 +11,7 @@ import os
 import shlex
 import socket
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +32,23 @@ def lab_unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"lab component unavailable under CI: {reason}", pytrace=False)
     pytest.skip(f"{reason} (bring the lab up with `make lab`)")
+
+
+def wait_for(
+    what: str, probe: Callable[[], Any], timeout: float = 180, interval: float = 1.0
+) -> Any:
+    """Poll until ``probe()`` is truthy; fail with ``what`` after ``timeout``.
+
+    The suite's one way to wait: for a condition, never for a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def _parse_exports(text: str) -> dict[str, str]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import wait_for
+
 REPO = Path(__file__).resolve().parents[3]
 COLLECTOR_MAIN = REPO / "services" / "collector" / "__main__.py"
 ADMIN_KUBECONFIG = Path("/var/lib/slurm-k8s-lab/k8s/admin.kubeconfig")
@@ -224,20 +226,6 @@ def sacct(job_id: int, fields: str = "State,ExitCode") -> list[str]:
         check=False,
     ).stdout.strip()
     return out.splitlines()[0].split("|") if out else []
-
-
-def wait_for(
-    what: str, probe: Callable[[], Any], timeout: float = 180, interval: float = 1.0
-) -> Any:
-    """Poll until ``probe()`` is truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def wait_done(job_id: int, timeout: float = 240) -> list[str]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,14 +104,7 @@ def _pod(name: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
 
 
 def _wait(what: str, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1)
-    pytest.fail(f"timed out after {DEADLINE_S}s waiting for {what}")
+    return wait_for(what, probe, DEADLINE_S)
 
 
 def _terminated(core: Any, name: str) -> Any:

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from shared.registry import ImageNotFound, resolve_digest
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,13 +69,7 @@ def _curl(run_as: RunAs, user: str, *args: str) -> int:
 
 
 def _wait(what: str, probe: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(1)
-    pytest.fail(f"timed out after {DEADLINE_S}s waiting for {what}")
+    return wait_for(what, probe, DEADLINE_S)
 
 
 def test_anonymous_pull_works(front: str, run_as: RunAs) -> None:
