@@ -16,6 +16,9 @@ from kubernetes import client
 from shared.kube import KubeNotFound, api_call
 
 GPU_RESOURCE = "nvidia.com/gpu"
+SCRIPT_ANNOTATION = "slurm-k8s.io/k8s-script"
+"""Set by the launcher on each Pod (users cannot change Pods: their Role has no patch)."""
+RESULTS_ANNOTATION = "slurm-k8s.io/results-dir"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class PodFacts:
     finished_at: str = ""
     gpus: int = 0
     terminating: bool = False
+    k8s_script: str = ""
+    """``#K8S_SCRIPT`` of the run, from the launcher's annotation ("" when none)."""
+    results_dir: str = ""
+    """``<NAS>/results/<jobid>``, from the launcher's annotation."""
 
     @property
     def image_digest(self) -> str:
@@ -87,7 +94,10 @@ def facts_of(pod: Any) -> PodFacts:
         gpus = int(str(requests.get(GPU_RESOURCE, "0")))
     except ValueError:
         gpus = 0
+    annotations = (meta.annotations or {}) if meta is not None else {}
     return PodFacts(
+        k8s_script=annotations.get(SCRIPT_ANNOTATION, ""),
+        results_dir=annotations.get(RESULTS_ANNOTATION, ""),
         namespace=meta.namespace or "",
         name=meta.name or "",
         phase=(status.phase or "") if status else "",

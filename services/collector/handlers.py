@@ -204,6 +204,8 @@ def summary_of(
         "finished_at": (pod.finished_at if pod and pod.finished_at else (job.end if job else "")),
         "gpus": pod.gpus if pod else (job.gpus if job else 0),
         "gpu_indices": gpu_ids,
+        "k8s_script": pod.k8s_script if pod else "",
+        "results_dir": pod.results_dir if pod else "",
     }
 
 

@@ -29,6 +29,7 @@ from shared.jobpods import (
     run_labels,
     run_name,
 )
+from shared.podfacts import RESULTS_ANNOTATION, SCRIPT_ANNOTATION
 
 Manifest = dict[str, Any]
 
@@ -363,9 +364,6 @@ def resources(spec: RunSpec) -> Manifest:
 
 
 IMAGE_ANNOTATION = "slurm-k8s.io/requested-image"
-SCRIPT_ANNOTATION = "slurm-k8s.io/k8s-script"
-"""``#K8S_SCRIPT`` of the run (the collector copies it into the run summary)."""
-RESULTS_ANNOTATION = "slurm-k8s.io/results-dir"
 
 
 def _restricted_context() -> Manifest:

@@ -102,3 +102,20 @@ def test_a_setup_container_that_failed_is_setup_failed() -> None:
     assert "exited 1: mkdir: denied" in facts.message
     running = client.V1ContainerState(running=client.V1ContainerStateRunning(started_at=T0))
     assert facts_of(with_setup(running)).reason == "PodInitializing"
+
+
+def test_the_launcher_s_annotations_give_the_script_and_the_results_folder() -> None:
+    state = client.V1ContainerState(
+        terminated=client.V1ContainerStateTerminated(exit_code=0, reason="Completed")
+    )
+    p = pod(state, "Succeeded")
+    p.metadata.annotations = {
+        "slurm-k8s.io/k8s-script": "/mnt/test-k8s/scripts/train.py",
+        "slurm-k8s.io/results-dir": "/mnt/test-k8s/results/42",
+    }
+    facts = facts_of(p)
+    assert (facts.k8s_script, facts.results_dir) == (
+        "/mnt/test-k8s/scripts/train.py",
+        "/mnt/test-k8s/results/42",
+    )
+    assert facts_of(pod(state, "Succeeded")).k8s_script == ""
