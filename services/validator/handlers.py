@@ -248,6 +248,7 @@ class ValidatorHandler:
             gid=job.gid,
             kind=job.kind,
             output_path=output,
+            k8s_script=_k8s_script(job.data),
         )
         return self._finish(event, key, record)
 
@@ -272,7 +273,8 @@ class ValidatorHandler:
                 output_path=record["output_path"],
                 submitted_at=datetime.fromisoformat(record["submitted_at"]),
             )
-            write_for_owner(receipt, _receipt_text(body, event, destination), uid=uid, gid=gid)
+            text = _receipt_text(body, event, destination, record.get("k8s_script", ""))
+            write_for_owner(receipt, text, uid=uid, gid=gid)
         else:
             problems = tuple(Problem(line=line, message=msg) for line, msg in record["problems"])
             error = destination.with_name(destination.name + ERROR_SUFFIX)
@@ -337,7 +339,15 @@ def _sbatch_problem(reason: str) -> Problem:
     return Problem(line=0, message=f"sbatch: {reason}")
 
 
-def _receipt_text(body: JobSubmitted, event: FileDetected, destination: Path) -> str:
+def _k8s_script(data: bytes) -> str:
+    """The file's ``#K8S_SCRIPT`` (checked by the policy), "" when it names none."""
+    found = parse_script(data.decode("utf-8", errors="surrogateescape")).k8s_value("SCRIPT")
+    return found.value if found is not None else ""
+
+
+def _receipt_text(
+    body: JobSubmitted, event: FileDetected, destination: Path, k8s_script: str
+) -> str:
     receipt = {
         "job_id": body.job_id,
         "user": body.user,
@@ -349,6 +359,7 @@ def _receipt_text(body: JobSubmitted, event: FileDetected, destination: Path) ->
         "source_path": event.path,
         "submitted_path": str(destination),
         "output_path": body.output_path,
+        "k8s_script": k8s_script,
     }
     return json.dumps(receipt, indent=2) + "\n"
 

@@ -110,6 +110,7 @@ def test_good_file_is_submitted_as_owner_with_receipt(nas: NasSettings) -> None:
     assert receipt["user"] == "alice"
     assert receipt["output_path"] == "/mnt/test-k8s/results/101.out"
     assert receipt["submitted_at"] == NOW.isoformat()
+    assert receipt["k8s_script"] == ""  # the file names no #K8S_SCRIPT
 
 
 def test_bad_file_goes_to_failed_with_every_reason(nas: NasSettings) -> None:
