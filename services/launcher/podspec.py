@@ -87,6 +87,10 @@ if [ ! -f "$program" ] || [ ! -r "$program" ]; then
   say "cannot read $program: it is not a file you may read"
   exit 127
 fi
+case $program in
+/slurm-k8s/*) shown="the job script" ;;
+*) shown=$program ;;
+esac
 cmd=()
 first=
 IFS= read -r first < "$program"
@@ -128,7 +132,7 @@ case $first in
 esac
 if [ ${#cmd[@]} -eq 0 ]; then
   say "the interpreter ${interp:-named by the #! line} is not in the image," \
-    "so $program cannot run as written; use an image that has it" \
+    "so $shown cannot run as written; use an image that has it" \
     "(slurm-k8s itself provides only bash)"
   exit 127
 fi

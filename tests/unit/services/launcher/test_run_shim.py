@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services.launcher.podspec import RUN_SHIM
+from services.launcher.podspec import RUN_SHIM, SCRIPT_DIR
 
 pytestmark = pytest.mark.unit
 
@@ -156,3 +156,7 @@ def test_sigterm_reaches_the_program_and_its_code_comes_back(tools: Path) -> Non
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=10) == 143
         assert "got TERM" in proc.stdout.read()
+
+
+def test_the_shim_calls_the_job_s_own_script_the_job_script() -> None:
+    assert f"{SCRIPT_DIR}/*) shown=\"the job script\"" in RUN_SHIM
