@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[3]
 CASES = json.loads((REPO / "tests" / "data" / "submission_cases.json").read_text())
 ALICE = "alice"
 # sbatch refuses these itself, before job_submit.lua sees them: same verdict, its own words.
-CLIENT_SIDE = {"no-shebang", "crlf", "nul", "uid", "abbreviated-uid"}
+CLIENT_SIDE = {"no-shebang", "bom", "crlf", "nul", "uid", "abbreviated-uid"}
 
 
 def script_of(case: dict[str, Any]) -> bytes:
