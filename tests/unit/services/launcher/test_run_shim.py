@@ -159,4 +159,4 @@ def test_sigterm_reaches_the_program_and_its_code_comes_back(tools: Path) -> Non
 
 
 def test_the_shim_calls_the_job_s_own_script_the_job_script() -> None:
-    assert f"{SCRIPT_DIR}/*) shown=\"the job script\"" in RUN_SHIM
+    assert f'{SCRIPT_DIR}/*) shown="the job script"' in RUN_SHIM
