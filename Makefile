@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_FLAGS ?=
 
-.PHONY: venv unit lint test lab lab-status lab-down lab-env demo
+.PHONY: venv unit lint test lab lab-status lab-down lab-env demo bench
 
 $(BIN)/python: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,3 +43,9 @@ test: venv lab
 
 demo: venv lab
 	source <(bash lab/env.sh) && bash examples/demo.sh
+
+# Speed side by side with the raw tools and the seed's naive door (issue 8), on a lab that
+# `make lab` brought up: at most 15 minutes, one table, bench/results/latest.{json,png}.
+# Not part of `make test`.
+bench: venv
+	source <(bash lab/env.sh) && $(BIN)/python bench/run.py $(BENCH_FLAGS)

@@ -14,6 +14,7 @@ PACKAGES=(
   lua5.1  # the Lua slurmctld links (job_submit_lua.so): install-hooks checks syntax with it
   gcc libc6-dev binutils  # the pause image is a static build of Kubernetes' pause.c
   nginx  # the registry's front: anonymous pull, authenticated push (lab/k8s/up.sh)
+  inotify-tools  # make bench: the seed's naive inotifywait loop is one of its baselines
 )
 
 # Kubernetes v1.37 needs Go >= 1.26 (its go.mod); Debian's golang is older, so the machine's
