@@ -6,6 +6,7 @@ flight is finished first). Exit status 0 on a clean stop, 2 on a configuration e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pwd
@@ -19,7 +20,7 @@ from services.validator.filing import Journal
 from services.validator.handlers import ValidatorDeps, ValidatorHandler
 from shared.broker import VALIDATOR, Consumer
 from shared.config import BrokerSettings, NasSettings
-from shared.errors import ConfigError
+from shared.errors import ConfigError, TransientError
 from shared.jobscript import load_policy, policy_path
 from shared.lifecycle import start_service
 from shared.logs import get_logger
@@ -83,6 +84,8 @@ def main() -> int:
         lookback_days=settings.lookback_days,
     )
     journal = Journal(nas.state_dir / "validator")
+    with contextlib.suppress(TransientError):  # else made on the first file handled
+        journal.born_ns()  # files changed from now on need no Slurm look-up for their key
     deps = ValidatorDeps(
         policy=policy,
         nas=nas,

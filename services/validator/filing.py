@@ -50,6 +50,8 @@ class JobFile:
     data: bytes | None  # None when not a regular file, or over the limit
     mtime_ns: int = 0
     oversize: bool = False
+    ctime_ns: int = 0
+    """The inode's last status change: set by the kernel (or the NFS server), never by users."""
 
 
 def read_job_file(path: Path, limit: int) -> JobFile:
@@ -111,6 +113,7 @@ def _open_and_read(path: Path, limit: int) -> JobFile:
         hashlib.sha256(data).hexdigest(),
         data,
         mtime_ns=st.st_mtime_ns,
+        ctime_ns=st.st_ctime_ns,
     )
 
 
@@ -130,6 +133,7 @@ def _unread(path: Path, st: os.stat_result, kind: str, *, oversize: bool = False
         None,
         mtime_ns=st.st_mtime_ns,
         oversize=oversize,
+        ctime_ns=st.st_ctime_ns,
     )
 
 
@@ -218,8 +222,16 @@ def write_for_owner(path: Path, content: str, *, uid: int, gid: int) -> None:
         raise TransientError(f"cannot write {path}: {exc.strerror}") from exc
 
 
+BIRTH_MARK = ".born"
+"""Created with the journal; its mtime (the NAS's clock) is when the journal began to exist."""
+
+
 class Journal:
     """One small JSON record per submission key, updated step by step.
+
+    The journal also knows when it was born (``.born``, made on first use, made again if the
+    directory was lost): a file whose inode was last changed after that cannot have been
+    submitted by an earlier journal, so for it "no record" means "never tried".
 
     Args:
         directory: where the records live (created on first use).
@@ -227,6 +239,29 @@ class Journal:
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
+
+    def born_ns(self) -> int:
+        """When this journal began (``.born``'s mtime, NAS clock), making the mark if missing.
+
+        Raises:
+            TransientError: the NAS could not be read or written.
+        """
+        mark = self._directory / BIRTH_MARK
+        try:
+            return os.stat(mark).st_mtime_ns
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise TransientError(f"cannot look at {mark}: {exc.strerror}") from exc
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another validator made it first
+                fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.fsync(fd)
+                os.close(fd)
+            return os.stat(mark).st_mtime_ns
+        except OSError as exc:
+            raise TransientError(f"cannot make {mark}: {exc.strerror}") from exc
 
     def read(self, key: str) -> dict[str, Any]:
         """The record for a key ({} when there is none)."""

@@ -2,8 +2,9 @@
 
 Steps, each recorded in the journal before the next, so a redelivery resumes instead of
 repeating: vet the file (kind and size by ``lstat`` before a byte is read, owner, content still
-as detected) → check it → find or make the Slurm job (key looked up in the journal, then in
-Slurm, before any sbatch) → choose a free name → move → write the receipt or error file →
+as detected) → check it → find or make the Slurm job (key looked up in the journal; in Slurm
+too when an sbatch may have run for it: the journal says one started, or the file is older
+than the journal) → choose a free name → move → write the receipt or error file →
 publish. A stale event (the file changed or went
 away before we saw it) is acknowledged and dropped: the watcher publishes the new content itself.
 
@@ -215,9 +216,10 @@ class ValidatorHandler:
     ) -> Sequence[Envelope]:
         deps = self._deps
         assert job.data is not None
-        job_id = record.get("job_id") or deps.slurm.find_job(
-            user=user, key=key, attempted="sbatch_started_at" in record
-        )
+        job_id = record.get("job_id")
+        attempted = "sbatch_started_at" in record
+        if job_id is None and (attempted or self._older_than_journal(job)):
+            job_id = deps.slurm.find_job(user=user, key=key, attempted=attempted)
         if job_id is None:
             # Recorded before sbatch runs: from now on a lost answer means "ask Slurm".
             deps.journal.update(key, sbatch_started_at=deps.now().isoformat())
@@ -236,7 +238,8 @@ class ValidatorHandler:
         submitted_at = record.get("submitted_at") or deps.now().isoformat()
         deps.journal.update(key, job_id=job_id, submitted_at=submitted_at, user=user)
         deps.fault("after-journal")
-        output = deps.slurm.stdout_path(job_id) or expand_output(
+        name = _job_name(job.data, event.path)
+        output = deps.slurm.stdout_path(job_id, user=user, name=name) or expand_output(
             job.data, job_id=job_id, user=user, home=str(self._home(user)), path=event.path
         )
         destination = unique_destination(deps.nas.submitted_dir, Path(event.path).name, _COMPANIONS)
@@ -251,6 +254,19 @@ class ValidatorHandler:
             k8s_script=_k8s_script(job.data),
         )
         return self._finish(event, key, record)
+
+    def _older_than_journal(self, job: JobFile) -> bool:
+        """Whether an earlier journal, since lost, may have submitted this file.
+
+        The journal records ``sbatch_started_at`` before any sbatch, so with the journal intact
+        "no record" means "never tried", and Slurm is not asked (its ``squeue --states=all`` and
+        ``sacct`` cost grows with the queue and the user's history). A journal only knows the
+        files it saw: one whose mtime or ctime (the kernel's, which a user cannot set back) is
+        older than the journal's birth may have been handled by a journal that was lost, so
+        Slurm is asked for it as before.
+        """
+        # Equal counts as older: timestamps are coarse (a clock tick), ties are looked up.
+        return min(job.mtime_ns, job.ctime_ns) <= self._deps.journal.born_ns()
 
     def _finish(self, event: FileDetected, key: str, record: dict[str, Any]) -> list[Envelope]:
         """Move the file to its recorded destination, write its companion, publish."""
@@ -368,6 +384,13 @@ def _error_text(event: FileDetected, problems: Sequence[Problem]) -> str:
     name = Path(event.path).name
     header = f"slurm-k8s did not submit {name}: {len(problems)} problem(s) to fix"
     return "\n".join([header, *(format_problem(p) for p in problems)]) + "\n"
+
+
+def _job_name(data: bytes, path: str) -> str:
+    """The job's name: the script's ``--job-name``, else the file's name (what we pass)."""
+    parsed = parse_script(data.decode("utf-8", errors="surrogateescape"))
+    option = parsed.last("job-name")
+    return option.value if option is not None and option.value else Path(path).name
 
 
 def _default_job_name(data: bytes, path: str) -> str:

@@ -28,6 +28,9 @@ class Slurm(Protocol):
         """
         ...
 
-    def stdout_path(self, job_id: int) -> str | None:
-        """Where the job's output goes, patterns expanded, if Slurm still knows the job."""
+    def stdout_path(self, job_id: int, *, user: str, name: str) -> str | None:
+        """Where the job's output goes, patterns expanded, if Slurm still knows the job.
+
+        ``user`` and ``name`` are the job's owner and name, for ``%u`` and ``%x``.
+        """
         ...

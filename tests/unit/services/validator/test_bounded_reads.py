@@ -34,7 +34,7 @@ class FakeSlurm:
     def find_job(self, *, user: str, key: str, attempted: bool) -> int | None:
         return None
 
-    def stdout_path(self, job_id: int) -> str | None:
+    def stdout_path(self, job_id: int, *, user: str, name: str) -> str | None:
         return None
 
 

@@ -1,13 +1,14 @@
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from services.validator.filing import Journal
+from services.validator.filing import BIRTH_MARK, Journal
 from services.validator.handlers import ValidatorDeps, ValidatorHandler, submission_key
 from shared.config import NasSettings
 from shared.errors import PermanentError, TransientError
@@ -42,7 +43,7 @@ class FakeSlurm:
         self.lookups.append(attempted)
         return self.jobs.get(key)
 
-    def stdout_path(self, job_id: int) -> str | None:
+    def stdout_path(self, job_id: int, *, user: str, name: str) -> str | None:
         return None
 
 
@@ -80,6 +81,10 @@ def drop(nas: NasSettings, name: str, data: bytes, uid: int = ALICE) -> Envelope
     path = nas.submit_dir / name
     path.write_bytes(data)
     os.chown(path, uid, uid)
+    return drop_event(path, data, uid)
+
+
+def drop_event(path: Path, data: bytes, uid: int = ALICE) -> Envelope:
     st = path.stat()
     return Envelope.wrap(
         FileDetected(
@@ -180,6 +185,70 @@ def test_journal_lost_but_slurm_knows_the_key(nas: NasSettings) -> None:
     assert slurm.submitted == []
     assert isinstance(out.body, JobSubmitted)
     assert out.body.job_id == 77
+
+
+def _journal_born_in_the_past(nas: NasSettings, seconds: float = 60) -> None:
+    """The journal existed before the test's drops (as it does on a running door)."""
+    journal = Journal(nas.state_dir / "validator")
+    born = journal.born_ns()
+    mark = nas.state_dir / "validator" / BIRTH_MARK
+    os.utime(mark, ns=(born - int(seconds * 1e9), born - int(seconds * 1e9)))
+
+
+def test_a_key_never_tried_is_not_looked_up_in_slurm(nas: NasSettings) -> None:
+    _journal_born_in_the_past(nas)
+    slurm = FakeSlurm()
+    [out] = ValidatorHandler(make_deps(nas, slurm))(drop(nas, "hello.sh", HELLO))
+    assert isinstance(out.body, JobSubmitted)
+    assert slurm.lookups == []  # the journal vouches: no sbatch ever started for this key
+    assert len(slurm.submitted) == 1
+
+
+def test_after_an_attempt_the_key_is_looked_up_even_in_a_young_file(nas: NasSettings) -> None:
+    _journal_born_in_the_past(nas)
+    slurm = FakeSlurm()
+    event = drop(nas, "hello.sh", HELLO)
+    with pytest.raises(Crash):
+        ValidatorHandler(make_deps(nas, slurm, crash_at="after-sbatch"))(event)
+    [out] = ValidatorHandler(make_deps(nas, slurm))(event)
+    assert slurm.lookups == [True]
+    assert len(slurm.submitted) == 1
+    assert isinstance(out.body, JobSubmitted)
+
+
+def test_a_file_older_than_the_journal_is_looked_up(nas: NasSettings) -> None:
+    """The journal was lost and made again: files from before it may have been submitted."""
+    event = drop(nas, "hello.sh", HELLO)
+    slurm = FakeSlurm(jobs={submission_key(event.body): 77})  # type: ignore[arg-type]
+    shutil.rmtree(nas.state_dir / "validator", ignore_errors=True)
+    [out] = ValidatorHandler(make_deps(nas, slurm))(event)
+    assert slurm.lookups == [False]
+    assert slurm.submitted == []
+    assert isinstance(out.body, JobSubmitted)
+    assert out.body.job_id == 77
+
+
+def test_an_old_mtime_with_a_new_ctime_is_still_looked_up(nas: NasSettings) -> None:
+    """``touch -d`` or ``cp -p`` can set mtime back; the lookup then happens (safe side)."""
+    _journal_born_in_the_past(nas)
+    event = drop(nas, "hello.sh", HELLO)
+    path = Path(event.body.path)  # type: ignore[attr-defined]
+    old = (nas.state_dir / "validator" / BIRTH_MARK).stat().st_mtime_ns - 10**9
+    os.utime(path, ns=(old, old))
+    event = drop_event(path, HELLO)
+    slurm = FakeSlurm()
+    ValidatorHandler(make_deps(nas, slurm))(event)
+    assert slurm.lookups == [False]
+    assert len(slurm.submitted) == 1
+
+
+def test_the_journal_marks_its_birth_once(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j")
+    first = journal.born_ns()
+    assert (tmp_path / "j" / BIRTH_MARK).exists()
+    assert journal.born_ns() == first
+    shutil.rmtree(tmp_path / "j")
+    assert journal.born_ns() >= first  # lost and made again: born anew
 
 
 def test_transient_sbatch_failure_leaves_the_file_waiting(nas: NasSettings) -> None:

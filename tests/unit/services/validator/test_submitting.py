@@ -151,3 +151,21 @@ def test_find_job_needs_accounting_only_after_an_attempt(
 def test_duplicate_text_is_the_one_job_submit_lua_prints() -> None:
     lua = (Path(__file__).parents[4] / "slurm" / "job_submit.lua").read_text()
     assert f'M.DUPLICATE_TEXT = "{DUPLICATE_TEXT}"' in lua
+
+
+def test_stdout_path_asks_for_the_one_job_and_expands_its_pattern(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answer = (0, b"/nas/home/alice/out-%x-%j-%u.txt\n", b"")
+    slurm, fake = cli(monkeypatch, {"squeue": answer})
+    path = slurm.stdout_path(42, user="alice", name="hello.sh")
+    assert path == "/nas/home/alice/out-hello.sh-42-alice.txt"
+    argv, _ = fake.calls[0]
+    assert "--jobs=42" in argv
+    assert "--Format=STDOUT:0" in argv
+    assert "--json" not in argv  # 22.05 ignores --jobs with --json and lists every job
+    gone = (1, b"", b"slurm_load_jobs error: Invalid job id specified\n")
+    slurm, _ = cli(monkeypatch, {"squeue": gone})
+    assert slurm.stdout_path(42, user="alice", name="x") is None
+    slurm, _ = cli(monkeypatch, {"squeue": (0, b"", b"")})
+    assert slurm.stdout_path(42, user="alice", name="x") is None
