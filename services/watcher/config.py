@@ -36,6 +36,13 @@ class WatcherSettings(BaseSettings):
         "inode were seen unchanged this long. Writers (cp, scp, editors) touch the file far "
         "more often than every 2 s while writing; Camel's readLock=changed uses at least 1 s.",
     )
+    kernel_completeness: bool = Field(
+        default=True,
+        description="WATCHER_KERNEL_COMPLETENESS. On a local filesystem, take a file as "
+        "complete as soon as the kernel says no one holds it open for writing (a read lease "
+        "is granted), instead of waiting out the stability window. Never on a network "
+        "filesystem. Needs CAP_LEASE or owning the file; without, the window decides.",
+    )
     network_stability_window_s: float = Field(
         default=5.0,
         gt=0,

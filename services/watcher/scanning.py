@@ -12,7 +12,7 @@ folder per user). Deeper files, hidden folders and non-regular files are not job
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -117,19 +117,30 @@ class StabilityTracker:
     """Tracks each file's signature across listings; a file settles when it stops changing.
 
     A file is *settled* when two observations at least ``window_s`` apart saw the same
-    signature. Settled files are reported once; a later change (append, touch, rewrite)
-    makes the file unsettled again and it is reported again once it settles.
+    signature, or when ``closed`` (see :meth:`observe`) says no one writes it any more.
+    Settled files are reported once; a later change (append, touch, rewrite) makes the file
+    unsettled again and it is reported again once it settles.
 
     Args:
         window_s: how long the signature must stay the same.
+        closed: asks the kernel whether anyone still writes a file (True: no one; False: a
+            writer has it open; None: cannot tell). Given only on a local filesystem.
     """
 
-    def __init__(self, window_s: float) -> None:
+    def __init__(
+        self, window_s: float, closed: Callable[[FileStat], bool | None] | None = None
+    ) -> None:
         self.window_s = window_s
+        self._closed = closed
         self._seen: dict[str, _Seen] = {}
 
     def observe(self, snapshot: Mapping[str, FileStat], now: float) -> list[FileStat]:
         """Record a full listing of the submit tree taken at ``now``.
+
+        A file is ready when the window has passed with its signature unchanged, or, when the
+        tracker was given ``closed`` (the kernel's word, on a local filesystem), as soon as
+        ``closed`` says no writer holds it open any more. ``closed`` answering None (cannot
+        tell) leaves the window as the rule for that file.
 
         Returns:
             Files that are settled and not yet handled, in path order.
@@ -141,10 +152,13 @@ class StabilityTracker:
             stat = snapshot[path]
             seen = self._seen.get(path)
             if seen is None or seen.signature != stat.signature:
-                self._seen[path] = _Seen(stat.signature, since=now, last=now)
-                continue
+                seen = self._seen[path] = _Seen(stat.signature, since=now, last=now)
             seen.last = now
-            if not seen.handled and seen.last - seen.since >= self.window_s:
+            if seen.handled:
+                continue
+            if seen.last - seen.since >= self.window_s or (
+                self._closed is not None and self._closed(stat) is True
+            ):
                 ready.append(stat)
         return ready
 

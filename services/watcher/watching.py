@@ -15,6 +15,8 @@ drops silently (inotify queue overflow). Library and filesystem errors are trans
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import pwd
@@ -133,6 +135,34 @@ def hash_settled(stat: FileStat, max_bytes: int) -> HashedFile | None:
     return HashedFile(stat, digest.hexdigest())
 
 
+def no_writer(stat: FileStat) -> bool | None:
+    """Whether the kernel says no one holds the listed file open for writing.
+
+    A read lease (``fcntl(F_SETLEASE, F_RDLCK)``) is refused with EAGAIN while any process
+    has the file open for writing (or mapped writable), and granted otherwise; it is released
+    at once. Only the local kernel can answer: on NFS it knows nothing of other clients, so the
+    caller asks only on a local filesystem. None: it cannot tell (no lease support, no
+    CAP_LEASE and not the owner, the file changed or went since its listing).
+    """
+    try:
+        fd = os.open(stat.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if _signature(os.fstat(fd)) != stat.signature:
+            return None
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        except OSError as exc:
+            return False if exc.errno in (errno.EAGAIN, errno.EBUSY) else None
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _signature(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -178,18 +208,27 @@ class Watcher:
             if network
             else self.settings.stability_window_s
         )
-        self.tracker = StabilityTracker(window)
+        # On a local filesystem the kernel knows who has a file open for writing: a file no
+        # one writes is complete at once (a file renamed in, or closed by cp). The window stays
+        # the rule on network filesystems, where it cannot know about other clients.
+        leases = self.settings.kernel_completeness and fstype is not None and not network
+        self.tracker = StabilityTracker(window, closed=self._closed if leases else None)
         _log.info(
             "watcher.configured",
             submit_dir=str(self.submit_dir),
             filesystem=fstype,
             polling=self.polling,
             stability_window_s=window,
+            kernel_completeness=leases,
             max_script_bytes=self.max_script_bytes,
             rescan_interval_s=self.settings.rescan_interval_s,
             ledger=str(self.ledger.path),
             ledger_entries=len(self.ledger),
         )
+
+    def _closed(self, stat: FileStat) -> bool | None:
+        """:func:`no_writer`, for files within the limit: one over it is never opened."""
+        return None if over_limit(stat, self.max_script_bytes) else no_writer(stat)
 
     def run(self, stop: threading.Event) -> None:
         """Watch until ``stop`` is set; a NAS outage is waited out, not fatal."""

@@ -59,8 +59,10 @@ def broker() -> Broker:
     return Broker()
 
 
-def _watcher(submit: Path, clock: Clock, broker: Broker) -> Watcher:
-    settings = WatcherSettings(stability_window_s=2.0, force_polling="false")
+def _watcher(submit: Path, clock: Clock, broker: Broker, *, leases: bool = False) -> Watcher:
+    settings = WatcherSettings(
+        stability_window_s=2.0, force_polling="false", kernel_completeness=leases
+    )
     ledger = Ledger(submit.parent / "state", forget_after_s=600)
     return Watcher(settings, submit, ledger, broker.publish, clock=clock)
 
@@ -254,3 +256,51 @@ def test_a_ledger_write_failure_is_transient_and_the_file_is_offered_again(
     assert watcher.step(events=False) == 1  # published again: the validator absorbs it
     assert len(broker.bodies) == 2
     assert broker.bodies[0] == broker.bodies[1]
+
+
+def test_a_closed_file_on_a_local_filesystem_is_complete_at_once(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    """The kernel's word (a read lease is granted: no writer has it open) beats the window."""
+    if os.geteuid() != 0:
+        pytest.skip("a read lease needs CAP_LEASE or owning the file: run as root")
+    watcher = _watcher(submit, clock, broker, leases=True)
+    job = submit / "hello.sh"
+    job.write_bytes(b"#!/bin/bash\necho hi\n")
+    assert watcher.step(events=True) == 1  # first sight, no time passed
+    assert broker.bodies[0].sha256 == hashlib.sha256(job.read_bytes()).hexdigest()
+
+
+def test_a_file_held_open_for_writing_waits_for_its_writer(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    """A slow writer keeps the file open: never taken half-written, however long it pauses."""
+    if os.geteuid() != 0:
+        pytest.skip("a read lease needs CAP_LEASE or owning the file: run as root")
+    watcher = _watcher(submit, clock, broker, leases=True)
+    job = submit / "slow.sh"
+    with job.open("wb") as writer:
+        writer.write(b"#!/bin/bash\necho 1\n")
+        writer.flush()
+        assert watcher.step(events=True) == 0
+        clock.now += 1.0
+        assert watcher.step(events=False) == 0  # quiet, but the writer still holds it
+        writer.write(b"echo 2\n")
+        writer.flush()
+        assert watcher.step(events=True) == 0
+    assert watcher.step(events=False) == 1  # closed: complete, with every byte
+    assert broker.bodies[0].sha256 == hashlib.sha256(job.read_bytes()).hexdigest()
+    assert broker.bodies[0].size == job.stat().st_size
+
+
+def test_no_writer_says_who_holds_a_file(submit: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a read lease needs CAP_LEASE or owning the file: run as root")
+    job = submit / "a.sh"
+    job.write_bytes(b"x")
+    [stat] = list_submit_tree(submit).values()
+    assert watching.no_writer(stat) is True
+    with job.open("ab"):
+        assert watching.no_writer(stat) is False
+    job.write_bytes(b"changed")  # no longer the listed file: cannot tell for that listing
+    assert watching.no_writer(stat) is None
