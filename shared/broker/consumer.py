@@ -9,6 +9,7 @@ connection thread keeps heartbeats flowing, publishes follow-ups with confirms *
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,12 @@ Handler = Callable[[Envelope], Sequence[Envelope]]
 
 _log = get_logger(__name__)
 _RECONNECT_DELAY_S = 2.0
+
+
+def _wake(connection: pika.BlockingConnection) -> None:
+    """Make the connection's pending ``process_data_events`` return (from any thread)."""
+    with contextlib.suppress(Exception):  # closed meanwhile: the pump ends by itself
+        connection.add_callback_threadsafe(lambda: None)
 
 
 class Consumer:
@@ -164,8 +171,14 @@ class Consumer:
     def _handle(
         self, connection: pika.BlockingConnection, envelope: Envelope
     ) -> Sequence[Envelope]:
-        """Run the handler in the worker thread, pumping heartbeats until it returns."""
+        """Run the handler in the worker thread, pumping heartbeats until it returns.
+
+        The handler's end wakes the pump at once (``add_callback_threadsafe``): without it,
+        every message waited out the rest of a 0.1 s pump slice, a floor of 0.1 s per message
+        whatever the handler took (a 1,000-file burst: 100 s of waiting).
+        """
         future = self._executor.submit(self._handler, envelope)
+        future.add_done_callback(lambda _: _wake(connection))
         while not future.done():
             connection.process_data_events(time_limit=0.1)
         return future.result()
