@@ -1,7 +1,8 @@
 """``python -m services.validator``: consume ``file.detected``, submit or reject each job file.
 
-Parses the settings and the policy once, runs the consumer until SIGTERM/SIGINT (the message in
-flight is finished first). Exit status 0 on a clean stop, 2 on a configuration error.
+Parses the settings and the policy once, runs ``VALIDATOR_WORKERS`` consumers (threads, one
+broker connection each) until SIGTERM/SIGINT (the messages in flight are finished first).
+Exit status 0 on a clean stop, 2 on a configuration error.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import pwd
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -65,6 +67,17 @@ def journal_pruner(journal: Journal, *, keep_s: float) -> Callable[[], None]:
     return prune
 
 
+def run_all(loops: list[Callable[[], None]]) -> None:
+    """Run each consumer loop in its own thread until all have returned (after SIGTERM)."""
+    threads = [
+        threading.Thread(target=loop, name=f"validator-worker-{n}") for n, loop in enumerate(loops)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def main() -> int:
     """Run the validator until stopped."""
     stop = start_service(SERVICE)
@@ -95,13 +108,14 @@ def main() -> int:
     )
     if settings.crash_at:
         deps = dataclasses.replace(deps, fault=crash_seam(settings.crash_at))
-    Consumer(
-        BrokerSettings(),
-        VALIDATOR,
-        ValidatorHandler(deps),
-        stop,
-        on_idle=journal_pruner(journal, keep_s=settings.lookback_days * 86400.0),
-    ).run()
+    handler = ValidatorHandler(deps)
+    broker = BrokerSettings()
+    pruner = journal_pruner(journal, keep_s=settings.lookback_days * 86400.0)
+    consumers = [
+        Consumer(broker, VALIDATOR, handler, stop, on_idle=pruner if n == 0 else None)
+        for n in range(settings.workers)
+    ]
+    run_all([c.run for c in consumers])
     log.info("validator.stopped")
     return 0
 

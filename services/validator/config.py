@@ -34,6 +34,15 @@ class ValidatorSettings(BaseSettings):
         "submission key. Redeliveries happen within minutes; a week also covers a validator "
         "that was down over a long weekend.",
     )
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="VALIDATOR_WORKERS. Files validated and submitted at once, each worker "
+        "with its own broker connection. Most of a file's time is spent waiting for sbatch, "
+        "bash -n and the NAS, so a few workers keep slurmctld, not this service, the limit "
+        "of a burst; each key is still handled by one worker at a time (the journal's lock).",
+    )
     crash_at: str = Field(
         default="",
         description="VALIDATOR_CRASH_AT. Test seam: the name of a step ('after-sbatch', "

@@ -38,7 +38,7 @@ from services.validator.filing import (
 )
 from services.validator.submitting import Slurm
 from shared.config import NasSettings
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.jobscript import Policy, check_script, format_problem
 from shared.jobscript.parsing import parse_script
 from shared.jobscript.validation import SyntaxChecker, bash_syntax, canonical
@@ -273,7 +273,7 @@ class ValidatorHandler:
         deps = self._deps
         source, destination = Path(event.path), Path(record["destination"])
         if os.path.lexists(source) and self._still_the_same(source, event, record["kind"]):
-            move_no_clobber(source, destination)
+            destination = self._move(source, destination, key)
         deps.fault("after-move")
         uid, gid = int(record["uid"]), int(record["gid"])
         body: JobSubmitted | JobRejected
@@ -312,6 +312,22 @@ class ValidatorHandler:
             job_id=record.get("job_id"),
         )
         return [envelope]
+
+    def _move(self, source: Path, destination: Path, key: str) -> Path:
+        """Move to the journalled name; if another file took it meanwhile, to a new free one.
+
+        Several workers (or validators) file at once: two files of the same name (from two
+        sub-folders, or dropped again) can be given the same free name before either moved.
+        The move never overwrites; the loser journals a new name first, then moves there.
+        """
+        for _ in range(100):
+            try:
+                move_no_clobber(source, destination)
+                return destination
+            except FileExistsError:
+                destination = unique_destination(destination.parent, source.name, _COMPANIONS)
+                self._deps.journal.update(key, destination=str(destination))
+        raise TransientError(f"no free name for {source.name} in {destination.parent}")
 
     def _still_the_same(self, source: Path, event: FileDetected, kind: str) -> bool:
         """Whether the file at ``source`` is still the one this key is about."""

@@ -2,12 +2,16 @@ import hashlib
 import json
 import os
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from services.validator import handlers
+from services.validator.__main__ import run_all
 from services.validator.filing import BIRTH_MARK, Journal
 from services.validator.handlers import ValidatorDeps, ValidatorHandler, submission_key
 from shared.config import NasSettings
@@ -321,3 +325,44 @@ def test_other_events_are_permanent_errors(nas: NasSettings) -> None:
     event = Envelope.wrap(JobStarted(job_id=1, restart_count=0, node="n", user="a", uid=1, gid=1))
     with pytest.raises(PermanentError):
         ValidatorHandler(make_deps(nas, FakeSlurm()))(event)
+
+
+def test_a_name_taken_between_choice_and_move_gets_the_next_free_one(
+    nas: NasSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker filed a file of the same name first: nothing is overwritten."""
+    real_move = handlers.move_no_clobber
+    other = b"#!/bin/sh\necho other\n"
+
+    def racing(source: Path, destination: Path) -> None:
+        if destination.name == "hello.sh" and not destination.exists():
+            destination.write_bytes(other)  # the other worker's move lands first
+        real_move(source, destination)
+
+    monkeypatch.setattr(handlers, "move_no_clobber", racing)
+    slurm = FakeSlurm()
+    event = drop(nas, "hello.sh", HELLO)
+    [out] = ValidatorHandler(make_deps(nas, slurm))(event)
+    assert isinstance(out.body, JobSubmitted)
+    assert (nas.submitted_dir / "hello.sh").read_bytes() == other
+    assert (nas.submitted_dir / "hello.1.sh").read_bytes() == HELLO
+    receipt = json.loads((nas.submitted_dir / "hello.1.sh.receipt.json").read_text())
+    assert receipt["submitted_path"] == str(nas.submitted_dir / "hello.1.sh")
+    record = Journal(nas.state_dir / "validator").read(submission_key(event.body))  # type: ignore[arg-type]
+    assert record["destination"] == str(nas.submitted_dir / "hello.1.sh")
+    assert len(slurm.submitted) == 1
+
+
+def test_the_validator_runs_every_worker_until_each_returns() -> None:
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def loop(n: int) -> Callable[[], None]:
+        def run() -> None:
+            with lock:
+                ran.append(n)
+
+        return run
+
+    run_all([loop(n) for n in range(4)])
+    assert sorted(ran) == [0, 1, 2, 3]
