@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from shared.jobscript.wrapping import ACCEPTED_MARK
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
@@ -98,7 +100,9 @@ sleep 20
     assert pod.metadata.labels["slurm-k8s.io/user"] == "alice"
     assert pod.metadata.owner_references[0].kind == "ServiceAccount"
     record = jobs.show(job_id)
-    assert record.get("AdminComment", "").startswith(f"pod=slurm-jobs/{name} phase=")
+    # job_submit.lua's acceptance mark stays in front of the launcher's note
+    note = f"{ACCEPTED_MARK}; pod=slurm-jobs/{name} phase="
+    assert record.get("AdminComment", "").startswith(note)
     assert jobs.wait_done(job_id) == ["COMPLETED", "0:0"]
     out = (RESULTS / f"exec-alloc-{job_id}.out").read_text()
     assert "uid=2001 gid=2001" in out
