@@ -313,7 +313,7 @@ class Launcher:
             if reason is not None or job is None:
                 _log.info("no Pod for this event", job_id=event.job_id, reason=reason)
                 return None
-            original = extract_original_script(self._slurm.batch_script(event.job_id))
+            original = self._original(job)
             if original is None and not job.admin_comment.startswith(ACCEPTED_MARK):
                 # A plain Slurm job (no #K8S_IMAGE): Slurm runs it itself.
                 return None
@@ -321,6 +321,20 @@ class Launcher:
         except PermanentError as exc:
             # Even an unreadable record is answered: the batch step learns why at once.
             self._refuse(event, job, str(exc))
+            return None
+
+    def _original(self, job: JobInfo) -> bytes | None:
+        """The script inside our wrapper; None for any other script.
+
+        A job without the acceptance mark is a plain Slurm job unless its script imitates
+        the wrapper (refused then, with a reason); when its script cannot be read (an
+        interactive allocation has none) it is left to Slurm: no Pod either way.
+        """
+        try:
+            return extract_original_script(self._slurm.batch_script(job.job_id))
+        except ServiceError:
+            if job.admin_comment.startswith(ACCEPTED_MARK):
+                raise
             return None
 
     def _launch(self, event: JobStarted, job: JobInfo, original: bytes) -> PodLaunched:

@@ -14,7 +14,7 @@ from services.launcher.handlers import (
     verify,
 )
 from services.launcher.podspec import RunSpec
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.jobscript import wrap_script
 from shared.jobscript.policy import Policy
 from shared.jobscript.wrapping import ACCEPTED_MARK
@@ -318,6 +318,20 @@ def test_wrapped_script_without_image_is_refused_at_once() -> None:
 def test_an_image_the_registry_does_not_have_is_refused_before_any_object() -> None:
     slurm = FakeSlurm(JOB, wrap_script(SCRIPT.replace(b"alpine:latest", b"nope:1")))
     assert "not found in the registry" in refused(slurm, FakeCluster())
+
+
+def test_an_unmarked_job_without_a_readable_script_is_left_to_slurm() -> None:
+    class Interactive(FakeSlurm):
+        def batch_script(self, job_id: int) -> str:
+            raise TransientError("scontrol write batch_script: job has no batch script")
+
+    cluster = FakeCluster()
+    plain = replace(JOB, admin_comment="")
+    assert launcher(Interactive(plain, ""), cluster).handle(Envelope.wrap(EVENT)) == ()
+    assert cluster.objects == {}
+    assert cluster.refusals == []
+    with pytest.raises(TransientError):  # a marked job's script must be read: retried
+        launcher(Interactive(JOB, ""), cluster).handle(Envelope.wrap(EVENT))
 
 
 def test_an_unreadable_slurm_record_is_answered_at_once() -> None:
