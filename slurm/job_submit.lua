@@ -133,9 +133,10 @@ local POLICY_DEFAULTS = {
   max_cpus = 2, max_mem_mb = 16000, max_gpus = 4, max_nodes = 1, max_array_tasks = 100,
   max_script_bytes = 1048576, max_shm_mb = 8192,
   writable_roots = { "/mnt/test-k8s/results", "/mnt/test-k8s/home/%u" },
+  script_roots = { "/mnt/test-k8s" },
   allow_root_owned_files = false, bash_syntax_check = true, min_uid = 1000,
 }
-local LIST_KEYS = { allowed_registries = true, writable_roots = true }
+local LIST_KEYS = { allowed_registries = true, writable_roots = true, script_roots = true }
 local BOOLEANS = { ["true"] = true, yes = true, on = true, ["1"] = true,
                    ["false"] = false, no = false, off = false, ["0"] = false }
 
@@ -693,8 +694,8 @@ M.REFUSED_OPTIONS = {
   ["gpus-per-socket"] = "GPUs per socket cannot be checked against the GPU limit; use --gpus",
 }
 local PATH_OPTIONS = { "chdir", "output", "error", "input" }
-local K8S_DIRECTIVES = { IMAGE = true, SHM = true }
-local K8S_KNOWN = "#K8S_IMAGE, #K8S_SHM"
+local K8S_DIRECTIVES = { IMAGE = true, SHM = true, WORKDIR = true, SCRIPT = true }
+local K8S_KNOWN = "#K8S_IMAGE, #K8S_SHM, #K8S_WORKDIR, #K8S_SCRIPT"
 local SHELLS = { sh = true, bash = true, dash = true }
 
 M.MAX_PROBLEMS = 20
@@ -852,7 +853,117 @@ local function check_paths(parsed, policy, user, home, problems)
   end
 end
 
-local function check_k8s(parsed, policy, problems)
+---------------------------------------------------------------------------------------------
+-- #K8S_WORKDIR and #K8S_SCRIPT (twins of shared/jobscript/k8s_paths.py)
+---------------------------------------------------------------------------------------------
+
+-- Absolute, no ".." component, no control character.
+function M.safe_path(value)
+  return starts(value, "/") and not ("/" .. value .. "/"):find("/../", 1, true)
+    and not value:find("%c")
+end
+
+-- The root (normalised, no trailing slash; "/" for the root itself) `value` lies strictly under.
+function M.under_root(value, roots)
+  for _, root in ipairs(roots) do
+    local inner = root:match("^/*(.-)/*$")
+    local top = inner ~= "" and ("/" .. inner) or ""
+    if starts(value, top .. "/") and value ~= top .. "/" then
+      return top ~= "" and top or "/"
+    end
+  end
+end
+
+local function sh_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- One shell for the whole walk: the user's uid and groups (`id`), then `stat` of each path
+-- (the first one followed, the others not): "mode_hex uid gid", "-" when it is missing, "?"
+-- when slurmctld (SlurmUser, not root) may not look (then the launcher, root, decides before
+-- any Pod). Bounded by `timeout`: slurmctld holds its job lock while this runs.
+-- Returns account, seen (a table, false for missing, "unknown").
+function M.script_walk(paths, user)
+  local parts = { "id -u -- " .. sh_quote(user) .. " 2>/dev/null || echo -",
+                  "id -G -- " .. sh_quote(user) .. " 2>/dev/null || echo -" }
+  for i, p in ipairs(paths) do
+    parts[#parts + 1] = "o=$(LC_ALL=C stat " .. (i == 1 and "-L " or "") .. "-c '%f %u %g' -- "
+      .. sh_quote(p) .. " 2>&1) && echo \"$o\" || case $o in *'Permission denied') echo '?' ;; "
+      .. "*) echo - ;; esac"
+  end
+  local pipe = io.popen("timeout 5 sh -c " .. sh_quote(table.concat(parts, "; ")) .. " 2>/dev/null")
+  local out = pipe and pipe:read("*a") or ""
+  if pipe then pipe:close() end
+  local lines = {}
+  for line in out:gmatch("[^\n]*\n") do lines[#lines + 1] = line:sub(1, -2) end
+  local account = { uid = tonumber(lines[1] or "") or -1, groups = {} }
+  for g in (lines[2] or ""):gmatch("%d+") do account.groups[tonumber(g)] = true end
+  local seen = {}
+  for i = 1, #paths do
+    local line = lines[i + 2] or "?"
+    local mode, uid, gid = line:match("^(%x+) (%d+) (%d+)$")
+    if mode then
+      seen[i] = { mode = tonumber(mode, 16), uid = tonumber(uid), gid = tonumber(gid) }
+    else
+      seen[i] = "unknown"
+      if line == "-" then seen[i] = false end
+    end
+  end
+  return account, seen
+end
+
+local function file_type(s) return math.floor(s.mode / 4096) % 16 end -- S_IFMT >> 12
+local S_DIR, S_REG, S_LNK = 4, 8, 10
+
+-- Whether the class `account` falls in has `bit` (4 read, 1 search/execute).
+local function allowed(s, account, bit)
+  local shift
+  if s.uid == account.uid then shift = 64 elseif account.groups[s.gid] then shift = 8 else shift = 1 end
+  local class = math.floor(s.mode / shift) % 8
+  return math.floor(class / bit) % 2 == 1
+end
+
+-- Why #K8S_SCRIPT=value is refused for `user`, or nil; `walk` is M.script_walk or a test's fake.
+function M.script_problem(value, roots, user, walk)
+  local shown = "#K8S_SCRIPT '" .. value .. "'"
+  if not M.safe_path(value) then
+    return shown .. " must be an absolute path without '..' or control characters"
+  end
+  local root = M.under_root(value, roots)
+  if root == nil then
+    return shown .. " is outside the folders programs may come from (" .. table.concat(roots, ", ") .. ")"
+  end
+  local names, paths = {}, { root }
+  local current = root
+  for part in value:sub(#root + 1):gmatch("[^/]+") do
+    names[#names + 1] = part
+    current = (current == "/" and "" or current) .. "/" .. part
+    paths[#paths + 1] = current
+  end
+  local account, seen = (walk or M.script_walk)(paths, user)
+  for i = 1, #names do
+    local s = seen[i]
+    if s == "unknown" then return nil end
+    if not s or file_type(s) ~= S_DIR then return shown .. " does not exist" end
+    if not allowed(s, account, 1) then
+      return shown .. " cannot be read by " .. user .. " (no access to " .. paths[i] .. ")"
+    end
+    local next_seen = seen[i + 1]
+    if type(next_seen) == "table" and file_type(next_seen) == S_LNK then
+      if i == #names then return shown .. " is a symlink; name the file itself" end
+      return shown .. " goes through the symlink " .. paths[i + 1] .. "; name the file itself"
+    end
+  end
+  local s = seen[#paths]
+  if s == "unknown" then return nil end
+  if not s then return shown .. " does not exist" end
+  if file_type(s) ~= S_REG then return shown .. " is not a regular file" end
+  if not allowed(s, account, 4) then
+    return shown .. " cannot be read by " .. user .. string.format(" (mode %04o)", s.mode % 4096)
+  end
+end
+
+local function check_k8s(parsed, policy, problems, user, walk)
   local seen = {}
   for _, d in ipairs(parsed.k8s) do
     if not K8S_DIRECTIVES[d.name] then
@@ -895,6 +1006,16 @@ local function check_k8s(parsed, policy, problems)
       problem(problems, shm.line, string.format("#K8S_SHM asks for %d MB; the limit is %d MB",
         mb, policy.max_shm_mb))
     end
+  end
+  local workdir = k8s_value(parsed, "WORKDIR")
+  if workdir and not M.safe_path(workdir.value) then
+    problem(problems, workdir.line, "#K8S_WORKDIR '" .. workdir.value
+      .. "' must be an absolute path without '..' or control characters")
+  end
+  local script = k8s_value(parsed, "SCRIPT")
+  if script then
+    local why = M.script_problem(script.value, policy.script_roots, user, walk)
+    if why then problem(problems, script.line, why) end
   end
 end
 
@@ -944,7 +1065,7 @@ end
 
 -- The problems of a script, ordered by line (at most M.MAX_PROBLEMS, then "... and N more"):
 -- the twin of validation.check_script. Returns problems, parsed (nil when not parsed).
-function M.check_script(data, policy, user, home, syntax)
+function M.check_script(data, policy, user, home, syntax, walk)
   if #data > policy.max_script_bytes then
     -- Refused before a byte is parsed: the size alone decides, whatever the content.
     return { { line = 0, message = M.too_big_text(#data, policy) } }, nil
@@ -963,7 +1084,7 @@ function M.check_script(data, policy, user, home, syntax)
   check_option_words(parsed, problems)
   check_resources(parsed, policy, problems)
   check_paths(parsed, policy, user, home, problems)
-  check_k8s(parsed, policy, problems)
+  check_k8s(parsed, policy, problems, user, walk)
   syntax = syntax == nil and M.bash_syntax or syntax
   if syntax and policy.bash_syntax_check and is_shell(parsed.shebang) and not data:find("\0", 1, true) then
     for _, p in ipairs(syntax(data)) do problem(problems, p.line, p.message) end

@@ -44,6 +44,10 @@ class Policy(BaseModel):
         description="--output/--error/--input/--chdir must resolve under one of these; "
         "%u is the user's name.",
     )
+    script_roots: tuple[str, ...] = Field(
+        default=("/mnt/test-k8s",),
+        description="#K8S_SCRIPT must name a file under one of these (the NAS).",
+    )
     allow_root_owned_files: bool = False
     min_uid: int = Field(
         default=1000,
@@ -55,12 +59,12 @@ class Policy(BaseModel):
         default=True, description="Run `bash -n` on scripts whose #! names sh or bash."
     )
 
-    @field_validator("writable_roots")
+    @field_validator("writable_roots", "script_roots")
     @classmethod
     def _absolute(cls, roots: tuple[str, ...]) -> tuple[str, ...]:
         for root in roots:
             if not root.startswith("/"):
-                raise ValueError(f"writable root {root!r} is not an absolute path")
+                raise ValueError(f"root {root!r} is not an absolute path")
         return roots
 
     def roots_for(self, user: str) -> tuple[str, ...]:
@@ -68,7 +72,7 @@ class Policy(BaseModel):
         return tuple(root.replace("%u", user) for root in self.writable_roots)
 
 
-_LIST_KEYS = {"allowed_registries", "writable_roots"}
+_LIST_KEYS = {"allowed_registries", "writable_roots", "script_roots"}
 
 
 def parse_policy(text: str) -> Policy:

@@ -30,6 +30,10 @@ also the directory the validator runs sbatch in. ``/dev/null`` is always allowed
 not followed: Slurm opens these files as the job's owner, so the roots are policy (where output
 belongs), while file permissions remain the security boundary.
 
+``#K8S_WORKDIR`` and ``#K8S_SCRIPT`` (paths: absolute, no ``..``; the script a regular file
+under ``script_roots`` its owner can read, decided from mode bits) are checked by
+``k8s_paths``; unknown ``#K8S_`` names are refused with the list of known ones.
+
 Bounded work (the Lua twin runs inside slurmctld, where a slow check stalls every user): a
 file over ``max_script_bytes`` gets one problem (its size and the limit) and is not parsed; a
 file starting with a UTF-8 byte-order mark gets one problem too. At most ``MAX_PROBLEMS``
@@ -48,6 +52,15 @@ from dataclasses import dataclass
 
 from shared.jobscript import resources
 from shared.jobscript.images import ImageError, parse_image
+from shared.jobscript.k8s_paths import (
+    UNKNOWN,
+    Account,
+    Seen,
+    host_account,
+    host_stat,
+    safe_path,
+    script_problem,
+)
 from shared.jobscript.parsing import Option, ParsedScript, parse_script
 from shared.jobscript.policy import Policy
 from shared.jobscript.wrapping import wrapper_sign
@@ -75,7 +88,7 @@ REFUSED_OPTIONS: dict[str, str] = {
     "gpus-per-socket": "GPUs per socket cannot be checked against the GPU limit; use --gpus",
 }
 PATH_OPTIONS = ("chdir", "output", "error", "input")
-K8S_DIRECTIVES = ("IMAGE", "SHM")
+K8S_DIRECTIVES = ("IMAGE", "SHM", "WORKDIR", "SCRIPT")
 ALWAYS_WRITABLE = ("/dev/null",)
 SHELLS = ("sh", "bash", "dash")
 SYNTAX_TIMEOUT_S = 10.0
@@ -85,6 +98,17 @@ BOM = b"\xef\xbb\xbf"
 
 SyntaxChecker = Callable[[bytes], list[Problem]]
 """Checks a shell script's syntax; returns problems (tests substitute a fake)."""
+
+
+@dataclass(frozen=True)
+class Files:
+    """How ``#K8S_SCRIPT`` is looked up: the owner's account and ``stat`` (tests fake them)."""
+
+    account: Callable[[str], Account] = host_account
+    stat: Callable[[str, bool], Seen] = host_stat
+
+
+HOST_FILES = Files()
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,7 @@ def check_script(
     user: str,
     home: str,
     syntax: SyntaxChecker | None = bash_syntax,
+    files: Files | None = HOST_FILES,
 ) -> Verdict:
     """Check a job script against the policy.
 
@@ -144,6 +169,7 @@ def check_script(
         user: the owner's name (``%u`` in writable roots and paths).
         home: the directory relative paths resolve against (the user's NAS home).
         syntax: the shell syntax checker; None skips it.
+        files: where ``#K8S_SCRIPT`` is looked up; None checks only its form.
 
     Returns:
         All problems, ordered by line.
@@ -169,7 +195,7 @@ def check_script(
         )
     problems.extend(parsed.problems)
     problems.extend(_check_options(parsed, policy, user=user, home=home))
-    problems.extend(_check_k8s(parsed, policy))
+    problems.extend(_check_k8s(parsed, policy, user=user, files=files))
     # bash -n on a NUL-carrying file only repeats the NUL problem in worse words.
     shell = _is_shell(parsed.shebang) and b"\0" not in data
     if syntax is not None and policy.bash_syntax_check and shell:
@@ -507,7 +533,9 @@ def _check_paths(parsed: ParsedScript, policy: Policy, *, user: str, home: str) 
     return problems
 
 
-def _check_k8s(parsed: ParsedScript, policy: Policy) -> list[Problem]:
+def _check_k8s(
+    parsed: ParsedScript, policy: Policy, *, user: str, files: Files | None
+) -> list[Problem]:
     problems = []
     seen: dict[str, int] = {}
     for directive in parsed.k8s:
@@ -539,7 +567,42 @@ def _check_k8s(parsed: ParsedScript, policy: Policy) -> list[Problem]:
         )
     problems.extend(_check_image(parsed, policy))
     problems.extend(_check_shm(parsed, policy))
+    problems.extend(_check_paths_k8s(parsed, policy, user=user, files=files))
     return problems
+
+
+def _check_paths_k8s(
+    parsed: ParsedScript, policy: Policy, *, user: str, files: Files | None
+) -> list[Problem]:
+    """``#K8S_WORKDIR`` (form only) and ``#K8S_SCRIPT`` (form, root, owner can read it)."""
+    problems = []
+    workdir = parsed.k8s_value("WORKDIR")
+    if workdir is not None and not safe_path(workdir.value):
+        problems.append(
+            Problem(
+                line=workdir.line,
+                message=f"#K8S_WORKDIR '{workdir.value}' must be an absolute path without '..' "
+                "or control characters",
+            )
+        )
+    script = parsed.k8s_value("SCRIPT")
+    if script is not None:
+        if files is None:
+            why = script_problem(
+                script.value, policy.script_roots, user, Account(-1, frozenset()), _no_stat
+            )
+        else:
+            why = script_problem(
+                script.value, policy.script_roots, user, files.account(user), files.stat
+            )
+        if why is not None:
+            problems.append(Problem(line=script.line, message=why))
+    return problems
+
+
+def _no_stat(path: str, follow: bool) -> Seen:
+    """Without a filesystem: nothing can be decided past the form (``UNKNOWN``)."""
+    return UNKNOWN
 
 
 def _check_image(parsed: ParsedScript, policy: Policy) -> list[Problem]:

@@ -459,3 +459,70 @@ def test_a_comment_in_the_script_is_reported_once(tmp_path: Path) -> None:
     assert [m for m in messages if "--comment" in m] == [
         "line 2: --comment is not allowed: slurm-k8s records its submission key in the job comment"
     ]
+
+
+def test_k8s_script_lookup_is_the_same_in_lua_and_python(tmp_path: Path) -> None:
+    """#K8S_SCRIPT on a real tree (as root, like the validator and the launcher): both walks
+    give the same verdict, byte for byte, for readable, private, missing, linked and hostile
+    programs."""
+    import os
+
+    from shared.jobscript.policy import parse_policy
+
+    if os.geteuid() != 0:
+        pytest.skip("the tree needs files of other uids (chown needs root)")
+    nas = tmp_path / "nas"
+    (nas / "scripts").mkdir(parents=True)
+    (nas / "scripts").chmod(0o1777)
+    (nas / "home" / "bob").mkdir(parents=True)
+    (nas / "home" / "bob").chmod(0o750)
+    os.chown(nas / "home" / "bob", 2002, 2002)
+    tmp_path.chmod(0o755)
+    for name, mode, uid in (
+        ("ok.py", 0o644, 2001),
+        ("mine.py", 0o400, 2001),
+        ("bobs.py", 0o600, 2002),
+        ("grp.py", 0o040, 2002),
+    ):
+        (nas / "scripts" / name).write_text("print(1)\n")
+        os.chown(nas / "scripts" / name, uid, 2000 if name == "grp.py" else uid)
+        (nas / "scripts" / name).chmod(mode)
+    (nas / "home" / "bob" / "secret.py").write_text("x\n")
+    (nas / "scripts" / "link.py").symlink_to(nas / "scripts" / "ok.py")
+    (nas / "via").symlink_to(nas / "home" / "bob")
+    policy_file = tmp_path / "policy.conf"
+    policy_file.write_text(REPO_PATH.read_text() + f"\nscript_roots = {nas}\n")
+    policy = parse_policy(policy_file.read_text())
+    values = [
+        f"{nas}/scripts/{n}" for n in ("ok.py", "mine.py", "bobs.py", "grp.py", "link.py", "no.py")
+    ] + [
+        f"{nas}/home/bob/secret.py",
+        f"{nas}/home/bob/none.py",
+        f"{nas}/via/secret.py",
+        f"{nas}/scripts",
+        f"{nas}/it's.py",
+        "/etc/passwd",
+        "rel.py",
+        f"{nas}/../x.py",
+    ]
+    verdicts = []
+    for value in values:
+        script = (
+            "#!/bin/bash\n#SBATCH --output=/mnt/test-k8s/results/%j.out\n"
+            f"#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n#K8S_SCRIPT={value}\necho hi\n"
+        ).encode()
+        job = tmp_path / "job.sh"
+        job.write_bytes(script)
+        lua = subprocess.run(
+            [LUA, str(DRIVER), str(JOB_SUBMIT), "check", str(policy_file), "alice", HOME, str(job)],
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        python = check_script(script, policy, user="alice", home=HOME).problems
+        assert lua.splitlines() == [f"{p.line}\t{p.message}" for p in python], value
+        verdicts.append(lua)
+    assert verdicts[0] == verdicts[1] == verdicts[3] == ""  # other, owner, group can read
+    assert "cannot be read by alice (mode 0600)" in verdicts[2]
+    assert "is a symlink" in verdicts[4]
+    assert "does not exist" in verdicts[5]
+    assert verdicts[6].replace("secret", "none") == verdicts[7]  # nothing told past bob's door

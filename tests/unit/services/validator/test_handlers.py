@@ -4,7 +4,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -366,3 +366,18 @@ def test_the_validator_runs_every_worker_until_each_returns() -> None:
 
     run_all([loop(n) for n in range(4)])
     assert sorted(ran) == [0, 1, 2, 3]
+
+
+def test_the_receipt_names_the_k8s_script(nas: NasSettings, tmp_path: Path) -> None:
+    program = tmp_path / "programs" / "train.py"
+    program.parent.mkdir()
+    program.write_text("print(1)\n")
+    program.chmod(0o644)
+    tmp_path.chmod(0o755)
+    text = HELLO.replace(b"#K8S_IMAGE=", b"#K8S_SCRIPT=" + str(program).encode() + b"\n#K8S_IMAGE=")
+    deps = make_deps(nas, FakeSlurm())
+    deps = replace(deps, policy=deps.policy.model_copy(update={"script_roots": (str(tmp_path),)}))
+    [out] = ValidatorHandler(deps)(drop(nas, "train.sh", text))
+    assert isinstance(out.body, JobSubmitted)
+    receipt = json.loads((nas.submitted_dir / "train.sh.receipt.json").read_text())
+    assert receipt["k8s_script"] == str(program)

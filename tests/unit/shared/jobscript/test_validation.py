@@ -50,7 +50,8 @@ def test_all_problems_at_once_in_line_order() -> None:
         "line 3: --output '/etc/x' is outside the folders you may use "
         "(/mnt/test-k8s/results, /mnt/test-k8s/home/alice)",
         "line 4: #K8S_IMAGE registry 'docker.io' is not allowed (allowed: nas-hub.local:5407)",
-        "line 5: unknown directive #K8S_FOO (known: #K8S_IMAGE, #K8S_SHM)",
+        "line 5: unknown directive #K8S_FOO "
+        "(known: #K8S_IMAGE, #K8S_SHM, #K8S_WORKDIR, #K8S_SCRIPT)",
     ]
 
 
