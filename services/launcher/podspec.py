@@ -142,7 +142,7 @@ trap 'term=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM
 child=$!
 [ -z "$term" ] || kill -TERM "$child" 2>/dev/null
 while :; do
-  wait "$child"; rc=$?
+  wait "$child" 2>/dev/null; rc=$?  # no "Killed" notice of bash's own in the job's stderr
   kill -0 "$child" 2>/dev/null || break
 done
 trap - TERM

@@ -160,3 +160,9 @@ def test_sigterm_reaches_the_program_and_its_code_comes_back(tools: Path) -> Non
 
 def test_the_shim_calls_the_job_s_own_script_the_job_script() -> None:
     assert f'{SCRIPT_DIR}/*) shown="the job script"' in RUN_SHIM
+
+
+def test_a_killed_program_gives_its_code_without_a_notice_from_the_shim(tools: Path) -> None:
+    done = run(tools, "#!/bin/sh\nkill -9 $$\n")
+    assert done.returncode == 137
+    assert done.stderr == ""
