@@ -19,6 +19,7 @@ from services.launcher.slurmjob import runnable
 from shared.errors import PermanentError, ServiceError
 from shared.jobpods import JOB_NAMESPACE
 from shared.jobscript import extract_original_script, parse_script
+from shared.jobscript.k8s_paths import safe_path
 from shared.jobscript.policy import Policy
 from shared.jobscript.resources import size_mb
 from shared.jobscript.validation import check_script, format_problem
@@ -132,7 +133,7 @@ def run_spec(
     workdir = parsed.k8s_value("WORKDIR")
     if workdir is not None:
         start_dir = workdir.value
-        if not safe_absolute(start_dir):
+        if not safe_path(start_dir):  # the policy refuses it too; never trust one check
             raise Refused(f"#K8S_WORKDIR {start_dir!r} is not an absolute path without '..'")
     elif parsed.last("chdir") is not None:
         start_dir = job.work_dir  # the script chose its directory: Slurm's resolution of it
@@ -177,15 +178,6 @@ def run_spec(
         k8s_script=script.value if script is not None else "",
         run_k8s_script=script is not None and parsed.first_command_line == 0,
         scratch_size=defaults.scratch_size,
-    )
-
-
-def safe_absolute(path: str) -> bool:
-    """Absolute, no ``..`` component, no NUL or newline (``#K8S_WORKDIR``, ``#K8S_SCRIPT``)."""
-    return (
-        path.startswith("/")
-        and ".." not in path.split("/")
-        and not any(c in path for c in "\0\n\r")
     )
 
 
