@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
@@ -101,6 +102,13 @@ def ratio(ours: float | None, base: float | None) -> float | None:
     return ours / base
 
 
+def per_file(burst: dict[str, Any]) -> float | None:
+    """Seconds per accepted file of a burst (None without one)."""
+    if not burst.get("files") or burst.get("seconds") is None:
+        return None
+    return float(burst["seconds"]) / int(burst["files"])
+
+
 def account(user: str) -> tuple[int, int]:
     """uid, gid of a lab user."""
     import pwd
@@ -150,6 +158,25 @@ def running_script(name: str, seconds: int, *, k8s: bool = True) -> str:
 def scancel_name(name: str) -> None:
     """Cancel every job of that name (the bench's jobs carry the run's id in their names)."""
     subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=60, check=False)
+
+
+def job_headroom() -> int:
+    """How many more jobs slurmctld can hold now (MaxJobCount minus the jobs it holds)."""
+    config = subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    limit = 10000
+    for line in config.splitlines():
+        if line.startswith("MaxJobCount"):
+            limit = int(line.split("=")[1].strip())
+    held = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
+    return limit - len(held.splitlines())
 
 
 def squeue_ids(name: str) -> list[int]:
@@ -555,7 +582,9 @@ class Bench:
             "burst_small": burst_small | {"raw_sbatch_s": raw_small},
             "burst_large": burst_large | {"raw_sbatch_s": raw_large * burst_large["files"] / large},
         }
-        history = 1500 if self.quick else 4000
+        # Every job stays in slurmctld's memory for MinJobAge after it ends, and the lab is
+        # shared: keep well clear of MaxJobCount, whatever earlier runs left there.
+        history = min(1500 if self.quick else 4000, max(0, job_headroom() - 3000))
         self.scaled["history_jobs"] = history
         say(f"{history} jobs made history (eligible in the bench partition, cancelled)")
         self.raw_sbatch(history, HISTORY_JOB.format(name=f"{self.tag}-hist", partition=PARTITION))
@@ -686,7 +715,7 @@ class Bench:
     # --- report --------------------------------------------------------------------------
 
     def keys(self) -> dict[str, Any]:
-        f = self.figures
+        f = self._filled()
         small, large = f["burst_small"], f["burst_large"]
         e2e = f.get("e2e", {})
         h0, h1 = f["history_before"], f["history_after"]
@@ -703,9 +732,7 @@ class Bench:
         return {
             "drop_ratio_vs_naive": ratio(d0, p50(f["drop_naive_s"])),
             "burst_ratio_vs_raw_sbatch": ratio(large["seconds"], large["raw_sbatch_s"]),
-            "burst_1000_vs_100_per_file_ratio": ratio(
-                large["seconds"] / max(1, large["files"]), small["seconds"] / small["files"]
-            ),
+            "burst_1000_vs_100_per_file_ratio": ratio(per_file(large), per_file(small)),
             "history_growth_ratio": growth,
             "start_to_running_ratio_vs_raw_pod": ratio(
                 p50(f["start_to_running_s"]), p50(f["raw_pod_s"])
@@ -721,11 +748,35 @@ class Bench:
             "max_service_rss_mb": max(self.sampler.max_rss.values(), default=None),
         }
 
+    def _filled(self) -> dict[str, Any]:
+        """The figures, with empty ones where a phase failed (the report says so)."""
+        burst = {"files": 0, "seconds": None, "raw_sbatch_s": None}
+        empty: dict[str, Any] = {
+            "burst_small": burst,
+            "burst_large": burst,
+            "history_before": 0,
+            "history_after": 0,
+        }
+        for key in (
+            "drop_ours_s",
+            "drop_naive_s",
+            "drop_ours_history_s",
+            "start_to_running_s",
+            "end_to_cleaned_s",
+            "raw_pod_s",
+            "kubectl_start_s",
+            "kubectl_delete_s",
+        ):
+            empty[key] = []
+        return empty | self.figures
+
     def rows(self) -> list[tuple[str, str, str, str]]:
         """(figure, ours, baseline, measured as) lines of the table above the keys."""
-        f = self.figures
+        f = self._filled()
 
         def pp(values: list[float]) -> str:
+            if not values:
+                return "-"
             return f"p50 {p50(values):.3f} s  p95 {p95(values):.3f} s"
 
         small, large, e2e = f["burst_small"], f["burst_large"], f.get("e2e", {})
@@ -793,7 +844,8 @@ class Bench:
         for key, size in self.scaled.items():
             print(f"scaled: {key} = {size} (issue: {ISSUE_SIZES[key]}) to fit the time budget")
         print(
-            f"history: {self.figures['history_before']} -> {self.figures['history_after']} jobs "
+            f"history: {self.figures.get('history_before')} -> "
+            f"{self.figures.get('history_after')} jobs "
             "measured; history_growth_ratio is the line through both read at 0 and 20,000"
         )
         for note in self.notes:
@@ -852,9 +904,12 @@ def main() -> int:
         bench.setup()
         # Execution first: the submission phases leave thousands of cancelled jobs in
         # slurmctld's memory for MinJobAge (300 s), and every squeue --json lists them.
-        bench.phase_execution()
-        bench.phase_e2e()
-        bench.phase_submission()
+        for phase in (bench.phase_execution, bench.phase_e2e, bench.phase_submission):
+            try:
+                phase()
+            except Exception as exc:  # the report still shows what was measured
+                traceback.print_exc()
+                bench.notes.append(f"{phase.__name__} failed: {exc!r}"[:300])
     finally:
         say("cleaning up")
         bench.cleanup()
