@@ -175,6 +175,11 @@ class StabilityTracker:
             seen.since = seen.last = now
 
     @property
+    def closed_check(self) -> bool:
+        """Whether the kernel's answer is in use (a local filesystem)."""
+        return self._closed is not None
+
+    @property
     def settling(self) -> bool:
         """Whether any file is still waiting to settle or to be handled."""
         return any(not s.handled for s in self._seen.values())

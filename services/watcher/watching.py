@@ -50,6 +50,8 @@ from shared.telemetry import tracer
 
 _log = get_logger("watcher")
 _CHUNK = 1 << 16
+LEASE_RECHECK_MS = 100
+"""A file held open by its writer is asked about again this often (local filesystems)."""
 
 
 class NasUnavailable(TransientError):
@@ -226,6 +228,18 @@ class Watcher:
             ledger_entries=len(self.ledger),
         )
 
+    def _wake_ms(self) -> int:
+        """How often the loop wakes without events.
+
+        watchfiles does not report a writer's close, so a file seen while its writer still
+        held it open is asked again on a wake-up: with the kernel's answer in use that is
+        every ``LEASE_RECHECK_MS`` (a wake-up with nothing waiting costs no listing);
+        otherwise the window decides and the tick is enough.
+        """
+        if self.tracker.closed_check:
+            return min(self.settings.tick_ms, LEASE_RECHECK_MS)
+        return self.settings.tick_ms
+
     def _closed(self, stat: FileStat) -> bool | None:
         """:func:`no_writer`, for files within the limit: one over it is never opened."""
         return None if over_limit(stat, self.max_script_bytes) else no_writer(stat)
@@ -255,7 +269,7 @@ class Watcher:
             # decides anyway, so a short step only costs an extra listing in a busy burst.
             step=10,
             stop_event=stop,
-            rust_timeout=self.settings.tick_ms,
+            rust_timeout=self._wake_ms(),
             yield_on_timeout=True,
             raise_interrupt=False,
             force_polling=self.polling,

@@ -304,3 +304,11 @@ def test_no_writer_says_who_holds_a_file(submit: Path) -> None:
         assert watching.no_writer(stat) is False
     job.write_bytes(b"changed")  # no longer the listed file: cannot tell for that listing
     assert watching.no_writer(stat) is None
+
+
+def test_with_the_kernels_answer_the_loop_wakes_often_enough_to_see_a_close(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    """No event tells of a writer's close: a held-open file is asked again every 0.1 s."""
+    assert _watcher(submit, clock, broker, leases=True)._wake_ms() == watching.LEASE_RECHECK_MS
+    assert _watcher(submit, clock, broker, leases=False)._wake_ms() == 500
