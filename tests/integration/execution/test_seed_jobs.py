@@ -94,8 +94,16 @@ def owned_by_alice(path: Path) -> None:
     assert not path.is_symlink()
 
 
-def test_hello_bash_brace_loop_on_alpine_prints_ten_iterations(jobs: Any) -> None:
-    job_id = jobs.submit("alice", example("hello-bash.sh"))
+@pytest.mark.parametrize("door", ["sbatch", "nas"])
+def test_hello_bash_brace_loop_on_alpine_prints_ten_iterations(
+    door: str, request: pytest.FixtureRequest, jobs: Any, run_as: Any
+) -> None:
+    text = example("hello-bash.sh")
+    if door == "nas":
+        request.getfixturevalue("nas_door")
+        job_id, _ = through_nas(jobs, run_as, text)
+    else:
+        job_id = jobs.submit("alice", text)
     assert jobs.wait_done(job_id) == ["COMPLETED", "0:0"]
     out = (RESULTS / f"{job_id}.out").read_text()
     lines = [line for line in out.splitlines() if line.startswith("Hello from Slurm-K8s!")]
