@@ -923,11 +923,17 @@ local function allowed(s, account, bit)
   return math.floor(class / bit) % 2 == 1
 end
 
+M.MAX_SCRIPT_DEPTH = 32 -- one stat per folder, under slurmctld's job lock
+
 -- Why #K8S_SCRIPT=value is refused for `user`, or nil; `walk` is M.script_walk or a test's fake.
 function M.script_problem(value, roots, user, walk)
   local shown = "#K8S_SCRIPT '" .. value .. "'"
   if not M.safe_path(value) then
     return shown .. " must be an absolute path without '..' or control characters"
+  end
+  local _, slashes = value:gsub("/", "")
+  if slashes > M.MAX_SCRIPT_DEPTH then
+    return shown .. " is more than " .. M.MAX_SCRIPT_DEPTH .. " folders deep"
   end
   local root = M.under_root(value, roots)
   if root == nil then

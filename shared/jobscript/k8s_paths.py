@@ -62,6 +62,11 @@ def host_stat(path: str, follow: bool) -> Seen:
     return st.st_mode, st.st_uid, st.st_gid
 
 
+MAX_SCRIPT_DEPTH = 32
+"""Folders a ``#K8S_SCRIPT`` may go down: the walk costs one ``stat`` each, and slurmctld waits
+for the walk under its job lock."""
+
+
 def safe_path(value: str) -> bool:
     """Absolute, no ``..`` component, no control character."""
     return (
@@ -92,6 +97,18 @@ def under_root(value: str, roots: tuple[str, ...]) -> str | None:
     return None
 
 
+def _form(value: str, roots: tuple[str, ...]) -> tuple[str | None, str]:
+    """The root ``value`` lies under, or None and why its form is refused."""
+    if not safe_path(value):
+        return None, "must be an absolute path without '..' or control characters"
+    if value.count("/") > MAX_SCRIPT_DEPTH:
+        return None, f"is more than {MAX_SCRIPT_DEPTH} folders deep"
+    root = under_root(value, roots)
+    if root is None:
+        return None, f"is outside the folders programs may come from ({', '.join(roots)})"
+    return root, ""
+
+
 def script_problem(
     value: str,
     roots: tuple[str, ...],
@@ -101,11 +118,9 @@ def script_problem(
 ) -> str | None:
     """Why ``#K8S_SCRIPT=value`` is refused for ``user``, or None (message without prefix)."""
     shown = f"#K8S_SCRIPT '{value}'"
-    if not safe_path(value):
-        return f"{shown} must be an absolute path without '..' or control characters"
-    root = under_root(value, roots)
+    root, why = _form(value, roots)
     if root is None:
-        return f"{shown} is outside the folders programs may come from ({', '.join(roots)})"
+        return f"{shown} {why}"
     parts = [p for p in value[len(root) :].split("/") if p]
     current = root
     seen = stat_path(current, True)
