@@ -234,3 +234,47 @@ def test_a_missing_k8s_script_is_refused_with_its_line_at_both_doors(
     assert expected in error.read_text().splitlines()
     error.unlink()
     (NAS / "slurm-jobs" / "failed" / name).unlink()
+
+
+def test_k8s_script_in_a_private_home_the_owner_runs_it_others_are_refused_at_once(
+    nas_door: None, jobs: Any, run_as: Any
+) -> None:
+    """slurmctld (SlurmUser) cannot look inside alice's 0750 home: her own job is let through
+    and the launcher (root) checks again before the Pod; bob naming the same file is refused
+    at both doors without learning whether it exists."""
+    program = NAS / "home" / "alice" / f"private-{uuid.uuid4().hex[:8]}.py"
+    run_as(
+        "alice",
+        ["sh", "-c", 'cat > "$0"', str(program)],
+        input="print('private run')\n",
+        check=True,
+    )
+    try:
+        text = example("python-job.sh", **{"/mnt/test-k8s/scripts/analyze.py": str(program)})
+        job_id = jobs.submit("alice", text)
+        assert jobs.wait_done(job_id) == ["COMPLETED", "0:0"]
+        assert "private run" in (RESULTS / f"{job_id}.out").read_text()
+        for name in (program.name, "absent.py"):
+            value = f"{program.parent}/{name}"
+            text = example("python-job.sh", **{"/mnt/test-k8s/scripts/analyze.py": value})
+            expected = (
+                f"line 7: #K8S_SCRIPT '{value}' cannot be read by bob "
+                f"(no access to {program.parent})"
+            )
+            done = run_as("bob", ["sbatch", "--parsable"], input=text)
+            assert done.returncode != 0
+            assert f"sbatch: error: {expected}" in done.stderr
+        drop = f"seed-{uuid.uuid4().hex[:8]}.sh"
+        run_as(
+            "bob",
+            ["sh", "-c", 'cat > "$0"', str(NAS / "slurm-jobs" / "submit" / drop)],
+            input=text,
+            check=True,
+        )
+        error = NAS / "slurm-jobs" / "failed" / f"{drop}.error"
+        jobs.wait_for("bob's error file", error.is_file, timeout=120)
+        assert expected in error.read_text().splitlines()
+        error.unlink()
+        (NAS / "slurm-jobs" / "failed" / drop).unlink()
+    finally:
+        program.unlink()
