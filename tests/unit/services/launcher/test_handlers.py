@@ -418,3 +418,19 @@ def test_k8s_script_runs_only_when_the_body_has_no_command() -> None:
     run = spec_of(head + b"\n# nothing else to do\n")
     assert run.run_k8s_script
     assert spec_of(b"#!/bin/bash\n" + IMAGE_LINE).k8s_script == ""
+
+
+def test_a_tools_image_the_registry_does_not_have_refuses_the_run_before_any_object() -> None:
+    slurm, cluster, host = FakeSlurm(JOB, wrap_script(SCRIPT)), FakeCluster(), FakeHost()
+    handler = Launcher(
+        slurm,
+        cluster,
+        host,
+        Defaults(nas_root="/mnt/test-k8s", tools_image="nas-hub.local:5407/nope-tools:1"),
+        Policy,
+        pin,
+    )
+    assert handler.handle(Envelope.wrap(EVENT)) == ()
+    assert cluster.objects == {}
+    assert host.results == []
+    assert "nope-tools:1 not found in the registry" in cluster.refusals[0][2]
