@@ -46,6 +46,7 @@ def main() -> int:
                     ledger,
                     publisher.publish,
                     max_script_bytes=policy.max_script_bytes,
+                    keepalive=publisher.keepalive,
                 ).run(stop)
     except ConfigError as exc:
         log.error("watcher.config_error", error=str(exc))

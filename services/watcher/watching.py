@@ -188,6 +188,7 @@ class Watcher:
         clock: a monotonic clock (tests pass a fake one).
         max_script_bytes: the policy's limit; bigger files are published unread, keyed by
             their identity, for the validator to file in failed/.
+        keepalive: called on every wake-up (the publisher's heartbeats).
     """
 
     settings: WatcherSettings
@@ -196,6 +197,7 @@ class Watcher:
     publish: Publish
     clock: Callable[[], float] = time.monotonic
     max_script_bytes: int = Policy().max_script_bytes
+    keepalive: Callable[[], None] = lambda: None
     polling: bool = field(init=False, default=False)
     tracker: StabilityTracker = field(init=False)
     _next_rescan: float = field(init=False, default=0.0)
@@ -303,6 +305,7 @@ class Watcher:
         Returns:
             How many files were published.
         """
+        self.keepalive()  # the publisher's connection answers heartbeats while idle
         now = self.clock()
         rescan = now >= self._next_rescan
         if not (events or rescan or self.tracker.settling):

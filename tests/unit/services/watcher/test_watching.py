@@ -312,3 +312,14 @@ def test_with_the_kernels_answer_the_loop_wakes_often_enough_to_see_a_close(
     """No event tells of a writer's close: a held-open file is asked again every 0.1 s."""
     assert _watcher(submit, clock, broker, leases=True)._wake_ms() == watching.LEASE_RECHECK_MS
     assert _watcher(submit, clock, broker, leases=False)._wake_ms() == 500
+
+
+def test_every_wake_up_keeps_the_publishers_connection_alive(
+    submit: Path, clock: Clock, broker: Broker
+) -> None:
+    calls: list[int] = []
+    watcher = _watcher(submit, clock, broker)
+    watcher.keepalive = lambda: calls.append(1)
+    watcher.step(events=False)
+    watcher.step(events=False)  # nothing to list: still pumped
+    assert len(calls) == 2
