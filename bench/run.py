@@ -547,8 +547,9 @@ class Bench:
         n_drop = 5 if self.quick else 10
         say(f"drop -> receipt, one at a time ({n_drop}), ours and the naive loop")
         self.figures["history_before"], self.figures["sacct_s_before"] = history_size(USER)
-        # The first drop after minutes of idling costs 0.7-1.1 s where the next ones cost
-        # 0.05 s (cause not found yet): shown on its own, the drops below are steady state.
+        # The first drop after minutes of idling cost 0.7-1.1 s where the next ones cost
+        # 0.05 s (RabbitMQ had reset the watcher's idle publisher connection, since kept
+        # alive): shown on its own, the drops below are steady state.
         self.figures["drop_after_idle_s"] = self.drops_ours("idle", 1)
         self.notes.append(
             f"first drop after the execution phases' idle minutes: "
