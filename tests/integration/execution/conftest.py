@@ -117,6 +117,16 @@ def execution_services(execution_env: dict[str, str]) -> Iterator[Services]:
 
 
 @pytest.fixture
+def nas_door(execution_services: Any) -> Iterator[None]:
+    """The watcher and validator beside the session's launcher and collector."""
+    for name in ("watcher", "validator"):
+        execution_services.start(name)
+    yield
+    for name in ("validator", "watcher"):
+        execution_services.stop(name)
+
+
+@pytest.fixture
 def collector_stopped(execution_services: Services) -> Iterator[None]:
     """The session's collector out of the way, for tests that drive a collector themselves.
 

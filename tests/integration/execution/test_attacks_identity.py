@@ -73,7 +73,7 @@ def test_a_job_name_cannot_make_bobs_job_run_as_alice(
 
 
 def test_a_file_name_on_the_nas_cannot_make_bobs_job_run_as_alice(
-    execution_services: Any,
+    nas_door: None,
     jobs: Any,
     kube_core: Any,
     run_as: Any,
@@ -82,34 +82,28 @@ def test_a_file_name_on_the_nas_cannot_make_bobs_job_run_as_alice(
 ) -> None:
     """The NAS door passes the file name into the job name: the same attack, other door."""
     nas = Path(lab_env["NAS_ROOT"])
-    for name in ("watcher", "validator"):
-        execution_services.start(name)
-    try:
-        name = f"x UserId=alice(2001) GroupId=alice(2001) {uuid.uuid4().hex[:6]}"
-        target = nas / "slurm-jobs" / "submit" / name
-        body = f"id -u; touch {alice_home} && echo WROTE || echo REFUSED"
-        run_as("bob", ["sh", "-c", 'cat > "$0"', str(target)], input=jobs.script(IMAGE, body))
-        folders = (nas / "slurm-jobs" / "submitted", nas / "slurm-jobs" / "failed")
-        jobs.wait_for(
-            "the file to be answered",
-            lambda: any((f / name).exists() for f in folders),
-            timeout=120,
-        )
-        receipt = folders[0] / f"{name}.receipt.json"
-        if not receipt.exists():
-            return  # refused at the door: nothing ran, which is harmless too
-        data = json.loads(receipt.read_text())
-        job_id = int(data["job_id"])
-        jobs.submitted.append(job_id)
-        assert data["uid"] == BOB
-        jobs.wait_done(job_id)
-        assert not alice_home.exists()
-        assert "REFUSED" in _output(Path(data["output_path"]))
-        for path in (folders[0] / name, receipt, Path(data["output_path"])):
-            path.unlink(missing_ok=True)
-    finally:
-        for name in ("validator", "watcher"):
-            execution_services.stop(name)
+    name = f"x UserId=alice(2001) GroupId=alice(2001) {uuid.uuid4().hex[:6]}"
+    target = nas / "slurm-jobs" / "submit" / name
+    body = f"id -u; touch {alice_home} && echo WROTE || echo REFUSED"
+    run_as("bob", ["sh", "-c", 'cat > "$0"', str(target)], input=jobs.script(IMAGE, body))
+    folders = (nas / "slurm-jobs" / "submitted", nas / "slurm-jobs" / "failed")
+    jobs.wait_for(
+        "the file to be answered",
+        lambda: any((f / name).exists() for f in folders),
+        timeout=120,
+    )
+    receipt = folders[0] / f"{name}.receipt.json"
+    if not receipt.exists():
+        return  # refused at the door: nothing ran, which is harmless too
+    data = json.loads(receipt.read_text())
+    job_id = int(data["job_id"])
+    jobs.submitted.append(job_id)
+    assert data["uid"] == BOB
+    jobs.wait_done(job_id)
+    assert not alice_home.exists()
+    assert "REFUSED" in _output(Path(data["output_path"]))
+    for path in (folders[0] / name, receipt, Path(data["output_path"])):
+        path.unlink(missing_ok=True)
 
 
 def test_a_job_name_cannot_redirect_the_collectors_writes_into_alices_files(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 ALICE = 2001
-
-
-@pytest.fixture
-def nas_door(execution_services: Any) -> Iterator[None]:
-    """The watcher and validator beside the session's launcher and collector."""
-    for name in ("watcher", "validator"):
-        execution_services.start(name)
-    yield
-    for name in ("validator", "watcher"):
-        execution_services.stop(name)
 
 
 def test_hello_dropped_on_the_nas_runs_and_its_output_lands(

@@ -30,16 +30,6 @@ ALICE, BOB = 2001, 2002
 
 
 @pytest.fixture
-def nas_door(execution_services: Any) -> Iterator[None]:
-    """The watcher and validator beside the session's launcher and collector."""
-    for name in ("watcher", "validator"):
-        execution_services.start(name)
-    yield
-    for name in ("validator", "watcher"):
-        execution_services.stop(name)
-
-
-@pytest.fixture
 def program(run_as: Any) -> Iterator[Any]:
     """Put an examples/scripts program into /mnt/test-k8s/scripts/ as alice, under a fresh name."""
     made: list[Path] = []
