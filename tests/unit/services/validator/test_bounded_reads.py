@@ -14,6 +14,7 @@ from services.validator.handlers import ValidatorDeps, ValidatorHandler
 from shared.config import NasSettings
 from shared.jobscript.policy import REPO_PATH, load_policy
 from shared.messages import Envelope, FileDetected, JobRejected, JobSubmitted
+from tests.unit.services.reads import count_reads
 
 pytestmark = pytest.mark.unit
 
@@ -71,36 +72,6 @@ def event_for(path: Path, sha256: str) -> Envelope:
             owner_uid=st.st_uid,
         )
     )
-
-
-class Counting:
-    """A file object that counts the bytes read through it."""
-
-    def __init__(self, handle: Any, counted: list[int]) -> None:
-        self.handle, self.counted = handle, counted
-
-    def __enter__(self) -> "Counting":
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.handle.close()
-
-    def fileno(self) -> int:
-        return int(self.handle.fileno())
-
-    def read(self, n: int) -> bytes:
-        data: bytes = self.handle.read(n)
-        self.counted.append(len(data))
-        return data
-
-
-def count_reads(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
-    counted: list[int] = []
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(
-        module.os, "fdopen", lambda fd, *a, **k: Counting(real_fdopen(fd, *a, **k), counted)
-    )
-    return counted
 
 
 def sparse(path: Path, size: int, uid: int = ALICE) -> Path:

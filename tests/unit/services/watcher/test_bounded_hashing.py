@@ -14,6 +14,7 @@ from services.watcher.ledger import Ledger
 from services.watcher.scanning import by_identity
 from services.watcher.watching import Watcher, hash_settled, list_submit_tree
 from shared.messages import Envelope, FileDetected
+from tests.unit.services.reads import count_reads
 
 pytestmark = pytest.mark.unit
 
@@ -44,36 +45,6 @@ def never_open(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
         return real_open(name, *args, **kwargs)
 
     monkeypatch.setattr(watching.os, "open", guarded)
-
-
-class Counting:
-    """A file object that counts the bytes read through it."""
-
-    def __init__(self, handle: Any, counted: list[int]) -> None:
-        self.handle, self.counted = handle, counted
-
-    def __enter__(self) -> "Counting":
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.handle.close()
-
-    def fileno(self) -> int:
-        return int(self.handle.fileno())
-
-    def read(self, n: int) -> bytes:
-        data: bytes = self.handle.read(n)
-        self.counted.append(len(data))
-        return data
-
-
-def count_reads(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
-    counted: list[int] = []
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(
-        module.os, "fdopen", lambda fd, *a, **k: Counting(real_fdopen(fd, *a, **k), counted)
-    )
-    return counted
 
 
 def sparse(path: Path, size: int) -> Path:
