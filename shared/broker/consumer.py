@@ -10,6 +10,7 @@ connection thread keeps heartbeats flowing, publishes follow-ups with confirms *
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from shared.broker.publisher import publish_on
 from shared.broker.topology import QueueSpec
 from shared.config import BrokerSettings
 from shared.errors import BrokerUnavailable
-from shared.logs import get_logger
+from shared.logs import get_logger, job_context
 from shared.messages import Envelope, decode
 from shared.telemetry import extract_context, meter, tracer
 
@@ -157,6 +158,7 @@ class Consumer:
             outcome=outcome,
             type=envelope.type if envelope else None,
             key=envelope.body.idempotency_key if envelope else None,
+            job_id=envelope.job_id if envelope else None,
             attempt=decision.attempt,
         )
         if error is None:
@@ -177,7 +179,11 @@ class Consumer:
         every message waited out the rest of a 0.1 s pump slice, a floor of 0.1 s per message
         whatever the handler took (a 1,000-file burst: 100 s of waiting).
         """
-        future = self._executor.submit(self._handler, envelope)
+        # The worker thread runs in a copy of this context: the handler's spans and log lines
+        # belong to the message's trace and carry its job id.
+        with job_context(envelope.job_id):
+            context = contextvars.copy_context()
+        future = self._executor.submit(context.run, self._handler, envelope)
         future.add_done_callback(lambda _: _wake(connection))
         while not future.done():
             connection.process_data_events(time_limit=0.1)

@@ -52,6 +52,12 @@ class Envelope(BaseModel):
         """The routing key: the body's type, e.g. ``job.started``."""
         return self.body.type
 
+    @property
+    def job_id(self) -> int | None:
+        """The Slurm job this message is about, if any (a file event has none yet)."""
+        job_id: int | None = getattr(self.body, "job_id", None)
+        return job_id
+
 
 _adapter: TypeAdapter[Envelope] = TypeAdapter(Envelope)
 
