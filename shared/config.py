@@ -48,6 +48,14 @@ class BrokerSettings(BaseSettings):
         alias="AMQP_CONNECT_ATTEMPTS",
         description="Attempts to (re)connect before giving up; covers a broker restart.",
     )
+    handler_budget_s: float = Field(
+        default=600.0,
+        alias="AMQP_HANDLER_BUDGET",
+        gt=0,
+        description="AMQP_HANDLER_BUDGET. Seconds one message may take; past it the message is "
+        "retried (a transient failure) and the stuck worker left behind. Every external call has "
+        "its own, shorter timeout, so only a wedged library reaches it.",
+    )
 
 
 class TelemetrySettings(BaseSettings):
@@ -56,10 +64,17 @@ class TelemetrySettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     otel_traces_exporter: str = Field(
-        default="none",
+        default="log",
         alias="OTEL_TRACES_EXPORTER",
-        description="OTEL_TRACES_EXPORTER: 'none', 'console' or 'otlp' (if the exporter is "
-        "installed). Off by default so unit tests and CLIs stay quiet.",
+        description="OTEL_TRACES_EXPORTER: 'log' (a span.ended line per span in the service's "
+        "log), 'otlp' (if opentelemetry-exporter-otlp-proto-http is installed; endpoint from "
+        "OTEL_EXPORTER_OTLP_ENDPOINT), 'file' (JSON lines in OTEL_TRACES_FILE), 'console' or "
+        "'none'. Only services configure telemetry; CLIs and unit tests stay quiet.",
+    )
+    otel_traces_file: Path | None = Field(
+        default=None,
+        alias="OTEL_TRACES_FILE",
+        description="OTEL_TRACES_FILE: where the 'file' exporter appends spans.",
     )
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -25,6 +26,7 @@ from shared.config import BrokerSettings
 from shared.errors import BrokerUnavailable
 
 _log = logging.getLogger(__name__)
+_PRECONDITION_FAILED = 406
 
 # Exceptions that mean the connection or channel is gone, not that our request was wrong.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -72,16 +74,36 @@ def declare_topology(channel: BlockingChannel) -> None:
     )
     channel.queue_bind(topology.JOURNAL_QUEUE, topology.EVENTS_EXCHANGE, routing_key="#")
     for spec in topology.ALL_QUEUES:
-        channel.queue_declare(
-            spec.name, durable=True, arguments=topology.work_queue_arguments(spec)
-        )
+        _declare_queue(channel, spec.name, topology.work_queue_arguments(spec))
         for key in spec.routing_keys:
             channel.queue_bind(spec.name, topology.EVENTS_EXCHANGE, routing_key=key)
-        channel.queue_declare(
-            spec.retry_queue, durable=True, arguments=topology.retry_queue_arguments(spec)
-        )
-        channel.queue_declare(spec.dead_queue, durable=True)
+        _declare_queue(channel, spec.retry_queue, topology.retry_queue_arguments(spec))
+        _declare_queue(channel, spec.dead_queue, topology.dead_queue_arguments())
         channel.queue_bind(spec.dead_queue, topology.DEAD_LETTER_EXCHANGE, routing_key=spec.name)
+
+
+def _declare_queue(channel: BlockingChannel, name: str, arguments: dict[str, Any]) -> None:
+    """Declare a queue; one declared earlier with other arguments is used as it is.
+
+    RabbitMQ refuses (406) a declaration whose arguments differ from the existing queue's, and
+    a queue's arguments cannot change in place: a deployment from before the length limits
+    keeps working, unbounded, and says so. The refusal closes the channel it was made on, so
+    the attempt uses a channel of its own.
+    """
+    probe = channel.connection.channel()
+    try:
+        probe.queue_declare(name, durable=True, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != _PRECONDITION_FAILED:
+            raise
+        _log.warning(
+            "queue %s exists with other arguments (%s); its limits are not applied: an operator "
+            "applies them with a policy or deletes the empty queue (docs/reliability.md)",
+            name,
+            exc.reply_text,
+        )
+        return
+    probe.close()
 
 
 def close_quietly(connection: pika.BlockingConnection | None) -> None:

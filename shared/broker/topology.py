@@ -17,6 +17,12 @@ DEAD_LETTER_EXCHANGE = "slurm-k8s.dead"
 JOURNAL_QUEUE = "slurm-k8s.journal"
 JOURNAL_MAX_LENGTH = 10_000
 DELIVERY_LIMIT = 20
+WORK_MAX_LENGTH = 100_000
+"""Messages a work (or retry) queue holds; past it the broker refuses publishes (nack), so the
+publisher keeps the event (the watcher its file, the hook its spool) and tries again later."""
+DEAD_MAX_LENGTH = 10_000
+"""Dead-lettered messages kept for ``slurmk8s replay``; past it the consumer keeps a message in
+its retry queue instead (the broker's own delivery-limit dead-lettering drops it: logged)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ def work_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
         # Poison messages that crash a consumer (connection loss counts as a delivery) end up
         # in the dead-letter queue instead of looping forever.
         "x-delivery-limit": DELIVERY_LIMIT,
+        "x-max-length": WORK_MAX_LENGTH,
+        "x-overflow": "reject-publish",
     }
 
 
@@ -65,7 +73,18 @@ def retry_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
     return {
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": spec.name,
+        "x-max-length": WORK_MAX_LENGTH,
+        "x-overflow": "reject-publish",
     }
+
+
+def dead_queue_arguments() -> dict[str, Any]:
+    """Classic durable queue, bounded; a full one refuses new dead letters.
+
+    Refusing keeps the oldest, which an operator may not have looked at yet (drop-head would
+    lose them unseen).
+    """
+    return {"x-max-length": DEAD_MAX_LENGTH, "x-overflow": "reject-publish"}
 
 
 def journal_arguments() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 import pytest
 
-from shared.broker.policy import Action, backoff_s, decide
+from shared.broker.policy import Action, backoff_s, decide, poison
 from shared.errors import DecodeError, PermanentError, TransientError
 
 pytestmark = pytest.mark.unit
@@ -31,3 +31,18 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 0.5 <= backoff_s(1) <= 1
     assert 4 <= backoff_s(4) <= 8
     assert backoff_s(30) <= 120
+
+
+def test_a_dead_letter_says_why_in_one_bounded_line() -> None:
+    decision = decide(TransientError("slurmctld\nnot answering " + "x" * 900), 3, 3)
+    assert decision.reason.startswith("still failing after 3 retries: TransientError: slurmctld")
+    assert "\n" not in decision.reason
+    assert len(decision.reason) < 560
+
+
+def test_the_consumer_dead_letters_on_the_last_delivery_the_broker_allows() -> None:
+    assert poison(0, 20) is None
+    assert poison(18, 20) is None
+    last = poison(19, 20)
+    assert last is not None
+    assert "delivered 20 times" in last.reason
