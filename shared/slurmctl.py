@@ -27,6 +27,7 @@ from pathlib import Path
 
 from shared.errors import PermanentError, ServiceError, TransientError
 from shared.jobscript.wrapping import ACCEPTED_MARK
+from shared.jobtrace import with_traceparent
 
 TERMINAL_STATES = frozenset(
     {
@@ -608,6 +609,8 @@ class Submitter:
         query_timeout_s: how long squeue, sacct and scontrol may take.
         lookback_days: how far back accounting is searched for a key.
         slurm_conf: SLURM_CONF to pass on (the only Slurm variable the clients need).
+        trace: the current W3C ``traceparent``, if any, carried in the comment after the key
+            (``shared.jobtrace``) so the job's prolog and epilog continue the trace.
     """
 
     def __init__(
@@ -617,7 +620,9 @@ class Submitter:
         query_timeout_s: float,
         lookback_days: int,
         slurm_conf: str | None = None,
+        trace: Callable[[], str | None] | None = None,
     ) -> None:
+        self._trace = trace
         self._timeout_s = timeout_s
         self._query_timeout_s = query_timeout_s
         self._lookback_days = lookback_days
@@ -642,7 +647,8 @@ class Submitter:
         """
         argv = [
             "runuser", "-u", user, "--",
-            "sbatch", "--parsable", f"--comment={COMMENT_PREFIX}{key}",
+            "sbatch", "--parsable",
+            f"--comment={with_traceparent(COMMENT_PREFIX + key, self._trace and self._trace())}",
         ]  # fmt: skip
         if job_name:
             argv.append(f"--job-name={job_name}")

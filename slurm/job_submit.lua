@@ -1083,7 +1083,8 @@ function M.check_script(data, policy, user, home, syntax, walk)
   check_bytes(data, problems)
   local sign_line, sign = M.wrapper_sign(data)
   if sign_line then problem(problems, sign_line, M.wrapper_text(sign)) end
-  if not starts(data, "#!") then
+  -- "#!" alone names nothing to run: the kernel refuses to exec it (ENOEXEC).
+  if not starts(data, "#!") or not data:match("^#![^\n]*"):sub(3):find("%S") then
     problem(problems, 1, "the first line must name an interpreter, e.g. #!/bin/bash")
   end
   local parsed = M.parse_script(data, problems)
@@ -1278,6 +1279,10 @@ end
 M.ACCEPTED_MARK = "slurmk8s-accepted" -- twin of wrapping.ACCEPTED_MARK
 M.COMMENT_MARK = "slurmk8s"
 M.KEY_PATTERN = "^slurmk8s%-key=[0-9a-f]+$"
+-- The key may be followed by the validator's trace context (shared/jobtrace.py), which only
+-- links the job's traces and decides nothing: W3C version 00, lower-case hex.
+M.TRACED_KEY_PATTERN = "^slurmk8s%-key=[0-9a-f]+; traceparent=00%-" .. string.rep("[0-9a-f]", 32)
+  .. "%-" .. string.rep("[0-9a-f]", 16) .. "%-[0-9a-f][0-9a-f]$"
 M.ADMIN_COMMENT_TEXT = "AdminComment is written by Slurm administrators and slurm-k8s only; "
   .. "submit the job without it"
 M.COMMENT_TEXT = "--comment is not allowed: " .. M.REFUSED_OPTIONS["comment"]
@@ -1322,6 +1327,7 @@ function M.decide(job_desc, policy, user, syntax, submit_uid)
   -- The Comment holds the validator's key (slurmk8s-key=<hex>) or nothing: anything else
   -- (sbatch --comment=x) would replace it.
   if has_text(job_desc.comment) and not job_desc.comment:match(M.KEY_PATTERN)
+      and not job_desc.comment:match(M.TRACED_KEY_PATTERN)
       and not mentions(problems, "^%-%-comment ") then
     problem(problems, 0, M.COMMENT_TEXT)
   end

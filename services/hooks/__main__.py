@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from services.hooks.events import build_event
+from services.hooks.events import build_event, trace_headers
 from services.hooks.flushing import (
     flush_once,
     flush_until_empty,
@@ -37,7 +37,7 @@ def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
         log.write("event.skipped", error=str(exc), job_id=env.get("SLURM_JOB_ID"))
         return 0
     spool = Spool(settings.spool_dir)
-    spool.put(envelope)
+    spool.put(envelope, trace_headers(env))
     result = flush_once(spool, AmqpSender(settings.amqp_url, settings.publish_timeout_s), log)
     fields = {
         "key": envelope.body.idempotency_key,

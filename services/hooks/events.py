@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from shared.errors import PermanentError
+from shared.jobtrace import TRACEPARENT_HEADER, traceparent_in
 from shared.messages import Envelope, JobEnded, JobStarted
 
 HookKind = Literal["prolog", "epilog"]
@@ -52,6 +53,16 @@ def build_event(kind: HookKind, env: Mapping[str, str]) -> Envelope:
     except ValidationError as exc:
         raise IncompleteEnvironment(f"{kind}: {exc.error_count()} invalid field(s)") from exc
     return Envelope.wrap(body)
+
+
+def trace_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """The job's trace context for the event's headers, from its comment (``{}`` if none).
+
+    The comment is the job owner's to write: a malformed token is dropped, a well-formed one
+    only links spans (``shared.jobtrace``).
+    """
+    traceparent = traceparent_in(env.get("SLURM_JOB_COMMENT"))
+    return {TRACEPARENT_HEADER: traceparent} if traceparent else {}
 
 
 def _user_name(uid: int) -> str:

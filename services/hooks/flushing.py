@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from services.hooks.hooklog import HookLog
 from services.hooks.publishing import Sender, routing_of
-from services.hooks.spool import Spool
+from services.hooks.spool import Spool, unpack
 from shared.errors import DecodeError, ServiceError
 
 LOCK_NAME = ".flush.lock"
@@ -49,13 +49,14 @@ def flush_once(spool: Spool, sender: Sender, log: HookLog) -> FlushResult:
             if data is None:
                 continue
             try:
-                routing_key, message_id = routing_of(data)
+                body, headers = unpack(data)
+                routing_key, message_id = routing_of(body)
             except DecodeError as exc:
                 log.write("spool.quarantined", file=event.path.name, error=str(exc))
                 spool.quarantine(event)
                 continue
             try:
-                sender.send(routing_key, message_id, data)
+                sender.send(routing_key, message_id, body, headers)
             except ServiceError as exc:
                 return FlushResult(sent, len(pending) - index, f"{type(exc).__name__}: {exc}")
             spool.remove(event)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 from typing import Protocol
 
 import pika
@@ -26,8 +27,10 @@ EVENTS_EXCHANGE = "slurm-k8s.events"
 class Sender(Protocol):
     """Sends one encoded envelope and returns only once the broker has confirmed it."""
 
-    def send(self, routing_key: str, message_id: str, body: bytes) -> None:
-        """Publish with a confirm.
+    def send(
+        self, routing_key: str, message_id: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
+        """Publish with a confirm; ``headers`` are the AMQP headers (the job's trace context).
 
         Raises:
             BrokerUnavailable: no connection, or it broke.
@@ -65,7 +68,9 @@ class AmqpSender:
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
 
-    def send(self, routing_key: str, message_id: str, body: bytes) -> None:
+    def send(
+        self, routing_key: str, message_id: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
         """Publish one event and wait for its confirm (see ``Sender.send``)."""
         try:
             channel = self._open()
@@ -78,7 +83,7 @@ class AmqpSender:
                     delivery_mode=pika.DeliveryMode.Persistent,
                     message_id=message_id,
                     type=routing_key,
-                    headers={},
+                    headers=dict(headers),
                 ),
                 mandatory=True,
             )

@@ -3,23 +3,48 @@
 A file is written to a temporary name, fsynced and renamed, so a reader sees either nothing or
 the whole event, even across a power cut. The final name is the event's type and idempotency
 key (``job.started.42-r0.json``): a prolog that runs twice for the same run overwrites its
-own file instead of queueing a second copy. A file is removed only after the broker confirmed
+own file instead of queueing a second copy. A file holds the encoded envelope on its first
+line and, when there are any, the message's headers (the job's ``traceparent``) as a JSON
+object on a second. A file is removed only after the broker confirmed
 it, so at worst an event is delivered twice, and consumers are idempotent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.errors import DecodeError
 from shared.messages import Envelope, encode
 
 _SUFFIX = ".json"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600.0
+
+
+def unpack(data: bytes) -> tuple[bytes, dict[str, str]]:
+    """A spooled file's (encoded envelope, headers); files without headers give ``{}``.
+
+    Raises:
+        DecodeError: the headers line is not a JSON object of strings.
+    """
+    body, _, extra = data.partition(b"\n")
+    if not extra.strip():
+        return body, {}
+    try:
+        headers = json.loads(extra)
+    except ValueError as exc:
+        raise DecodeError(f"spooled headers are not JSON: {exc!r}") from exc
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise DecodeError("spooled headers are not an object of strings")
+    return body, headers
 
 
 @dataclass(frozen=True)
@@ -45,12 +70,14 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def put(self, envelope: Envelope) -> Path:
-        """Write an event durably; the same run's event replaces the earlier copy."""
+    def put(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> Path:
+        """Write an event (and its headers) durably; the same run's event replaces the earlier."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         final = self.directory / file_name(envelope)
         tmp = self.directory / f"{_TMP_PREFIX}{final.name}.{os.getpid()}"
         data = encode(envelope)
+        if headers:
+            data += b"\n" + json.dumps(dict(headers)).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, data)

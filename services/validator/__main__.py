@@ -27,6 +27,7 @@ from shared.jobscript import load_policy, policy_path
 from shared.lifecycle import start_service
 from shared.logs import get_logger
 from shared.slurmctl import Submitter
+from shared.telemetry import current_traceparent
 
 SERVICE = "validator"
 # Finished records are only needed while redeliveries can still come; an hour is plenty often.
@@ -95,6 +96,7 @@ def main() -> int:
         timeout_s=settings.sbatch_timeout_s,
         query_timeout_s=settings.query_timeout_s,
         lookback_days=settings.lookback_days,
+        trace=current_traceparent,
     )
     journal = Journal(nas.state_dir / "validator")
     with contextlib.suppress(TransientError):  # else made on the first file handled

@@ -160,6 +160,20 @@ def test_slurm_k8s_jobs_are_marked_in_their_comment_plain_jobs_are_not(tmp_path:
     assert submit_with_comment(tmp_path, b"#!/bin/sh\necho\n")[3] == "nil"
 
 
+def test_the_key_may_carry_a_trace_context_and_nothing_else(tmp_path: Path) -> None:
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    traced = f"slurmk8s-key=0456; traceparent=00-{'a' * 32}-{'b' * 16}-01"
+    assert submit_with_comment(tmp_path, hello, f"comment={traced}")[3] == traced
+    for bad in (
+        f"slurmk8s-key=0789; traceparent=00-{'A' * 32}-{'b' * 16}-01",
+        f"slurmk8s-key=078a; traceparent=00-{'a' * 32}-{'b' * 16}-01; x=y",
+        "slurmk8s-key=078b; traceparent=00-abc-def-01",
+    ):
+        rc, messages, _script, _comment = submit_with_comment(tmp_path, hello, f"comment={bad}")
+        assert rc == "rc=-1"
+        assert any("--comment is not allowed" in m for m in messages)
+
+
 def test_bad_job_is_refused_one_problem_per_line(tmp_path: Path) -> None:
     bad = b"#!/bin/bash\n#SBATCH --uid=0 -c 64\n#K8S_IMAGE=docker.io/x\necho\n"
     rc, messages, new_script = submit(tmp_path, bad)

@@ -1,12 +1,13 @@
 import json
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from services.hooks.__main__ import main
-from services.hooks.events import build_event
+from services.hooks.events import build_event, trace_headers
 from services.hooks.flushing import flush_once, flush_until_empty, flusher_lock
 from services.hooks.hooklog import HookLog
 from services.hooks.spool import Spool, file_name
@@ -30,14 +31,18 @@ class FakeSender:
 
     def __init__(self, fail_at: int | None = None, error: Exception | None = None) -> None:
         self.sent: list[tuple[str, str, bytes]] = []
+        self.headers: list[dict[str, str]] = []
         self.fail_at = fail_at
         self.error = error or BrokerUnavailable("down")
         self.closed = 0
 
-    def send(self, routing_key: str, message_id: str, body: bytes) -> None:
+    def send(
+        self, routing_key: str, message_id: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
         if self.fail_at is not None and len(self.sent) >= self.fail_at:
             raise self.error
         self.sent.append((routing_key, message_id, body))
+        self.headers.append(dict(headers))
 
     def close(self) -> None:
         self.closed += 1
@@ -197,3 +202,42 @@ def test_hook_starts_no_second_flusher(tmp_path: Path, monkeypatch: pytest.Monke
         assert main(["epilog"], env) == 0
     assert spawned == []
     assert '"flusher": "already running"' in (tmp_path / "hooks.log").read_text()
+
+
+TRACEPARENT = f"00-{'a1' * 16}-{'b2' * 8}-01"
+
+
+def test_the_jobs_trace_context_rides_through_the_spool_as_a_header(
+    spool: Spool, log: HookLog
+) -> None:
+    env = {**ENV, "SLURM_JOB_COMMENT": f"slurmk8s-key=ab12; traceparent={TRACEPARENT}"}
+    envelope = build_event("prolog", env)
+    spool.put(envelope, trace_headers(env))
+    sender = FakeSender()
+    assert flush_once(spool, sender, log).sent == 1
+    assert sender.headers == [{"traceparent": TRACEPARENT}]
+    assert decode(sender.sent[0][2]) == envelope  # the body is the bare envelope
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "",
+        "slurmk8s-key=ab12",
+        f"slurmk8s-key=ab12; traceparent={TRACEPARENT.upper()}",
+        f"slurmk8s-key=ab12; traceparent=00-{'0' * 32}-{'2' * 16}-01",
+        f"slurmk8s-key=ab12; traceparent={TRACEPARENT}x",
+        "traceparent=" + "x" * 5000,
+    ],
+)
+def test_a_missing_or_malformed_trace_context_is_dropped(comment: str) -> None:
+    assert trace_headers({**ENV, "SLURM_JOB_COMMENT": comment}) == {}
+
+
+def test_spooled_headers_that_are_not_strings_are_quarantined(spool: Spool, log: HookLog) -> None:
+    path = spool.put(build_event("prolog", ENV))
+    path.write_bytes(path.read_bytes() + b'\n{"traceparent": 1}')
+    sender = FakeSender()
+    flush_once(spool, sender, log)
+    assert sender.sent == []
+    assert (spool.directory / "bad" / path.name).exists()

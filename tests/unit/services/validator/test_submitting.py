@@ -109,6 +109,17 @@ def test_submit_runs_sbatch_as_the_owner_with_the_bytes_on_stdin(
     assert env["USER"] == "alice"
 
 
+def test_submit_carries_the_trace_context_after_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeRun({"sbatch": (0, b"42\n", b"")})
+    monkeypatch.setattr(slurmctl.subprocess, "run", fake)
+    traceparent = f"00-{'c' * 32}-{'d' * 16}-01"
+    slurm = Submitter(timeout_s=5, query_timeout_s=5, lookback_days=7, trace=lambda: traceparent)
+    slurm.submit(b"", user="alice", key="k1", cwd=Path("/"), job_name="")
+    assert f"--comment=slurmk8s-key=k1; traceparent={traceparent}" in fake.calls[0][0]
+    # The key stays the comment's first field: finding the job by its key still works.
+    assert match_key(f"42|slurmk8s-key=k1; traceparent={traceparent}", "k1") == 42
+
+
 def test_submit_failures_are_translated(monkeypatch: pytest.MonkeyPatch) -> None:
     down = b"sbatch: error: Batch job submission failed: Unable to contact slurm controller\n"
     slurm, _ = cli(monkeypatch, {"sbatch": (1, b"", down)})
