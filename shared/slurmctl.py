@@ -425,6 +425,8 @@ class JobInfo:
     """The --output path, patterns expanded (Slurm's default when none was given)."""
     stderr: str = ""
     """The --error path, patterns expanded; "" when it goes with stdout."""
+    gpu_indices: str = ""
+    """The allocated GPUs' indices as the prolog sees ``SLURM_JOB_GPUS`` (``0,1``); "" if none."""
 
 
 def _default_output(job: Mapping[str, object], array: bool) -> str:
@@ -523,7 +525,22 @@ def job_info_of(job: Mapping[str, object]) -> JobInfo:
         admin_comment=_json_str(job, "admin_comment"),
         stdout=path("standard_output") or _default_output(job, array_task is not None),
         stderr=path("standard_error"),
+        gpu_indices=gpu_indices_of(job.get("gres_detail")),
     )
+
+
+def gpu_indices_of(detail: object) -> str:
+    """``["gpu:2(IDX:0-1)"]`` (squeue --json's ``gres_detail``) → ``"0,1"``; "" if none."""
+    found: list[str] = []
+    for item in detail if isinstance(detail, list) else []:
+        match = re.search(r"\(IDX:([0-9,\-]+)\)", item) if isinstance(item, str) else None
+        if match is None or not item.startswith("gpu"):
+            continue
+        for part in match.group(1).split(","):
+            low, _, high = part.partition("-")
+            if low.isdigit() and (not high or high.isdigit()):
+                found += [str(i) for i in range(int(low), int(high or low) + 1)]
+    return ",".join(found)
 
 
 def _squeue_jobs(text: str) -> list[dict[str, object]]:

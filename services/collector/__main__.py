@@ -1,23 +1,30 @@
-"""``python -m services.collector``: consume job.ended/pod.finished and sweep for leftovers.
+"""``python -m services.collector``: consume job.ended/pod.finished, observe Pods, reconcile.
 
-The sweep runs in its own thread (once at start, then every ``COLLECTOR_RECONCILE_INTERVAL``)
-rather than in the consumer's idle callback: a sweep runs Slurm commands and API calls, and the
-idle callback runs on the thread that keeps the broker's heartbeats flowing.
+Two threads beside the consumer, each with its own Slurm and API calls (the consumer's idle
+callback runs on the thread that keeps the broker's heartbeats flowing, so neither sweep runs
+there): the Pod observer every ``COLLECTOR_OBSERVE_INTERVAL`` (AdminComment, a Pod's end),
+and the reconcile at start and every ``COLLECTOR_RECONCILE_INTERVAL``, which publishes its
+repairs on a connection of its own.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 
+from services.collector.backlog import SubmitBacklog
 from services.collector.cluster import KubeCluster
 from services.collector.config import CollectorSettings
 from services.collector.handlers import Collector
+from services.collector.observing import PodObserver
 from services.collector.outputs import NasFiles
+from services.collector.reconciling import Bounds, Reconciler
 from services.collector.slurm import SlurmAdapter
-from shared.broker import COLLECTOR, Consumer
+from shared.broker import COLLECTOR, Consumer, Publisher
 from shared.config import BrokerSettings, NasSettings
 from shared.errors import ServiceError
+from shared.jobscript.policy import load_policy, policy_path
 from shared.kube import RateLimiter, api_client
 from shared.lifecycle import start_service
 from shared.logs import get_logger
@@ -26,26 +33,39 @@ from shared.slurmctl import SlurmCtl
 _log = get_logger("services.collector")
 
 
-def build(settings: CollectorSettings, nas: NasSettings) -> Collector:
-    """Wire the real boundaries into the handler."""
+def build(
+    settings: CollectorSettings, nas: NasSettings, publisher: Publisher
+) -> tuple[Collector, PodObserver, Reconciler]:
+    """Wire the real boundaries into the handler, the observer and the reconciler."""
     cluster = KubeCluster(
         api_client(settings.kubeconfig),
         settings.pod_grace_s,
         RateLimiter(settings.kube_qps, settings.kube_burst),
     )
-    slurm = SlurmAdapter(SlurmCtl(timeout_s=settings.slurm_timeout_s))
-    return Collector(slurm, cluster, NasFiles(nas.state_dir))
+    ctl = SlurmCtl(timeout_s=settings.slurm_timeout_s)
+    files = NasFiles(nas.state_dir)
+    collector = Collector(SlurmAdapter(ctl), cluster, files)
+    observer = PodObserver(cluster, ctl, collector.note_pod_finished)
+    reconciler = Reconciler(
+        collector,
+        ctl,
+        files,
+        SubmitBacklog(nas.submit_dir, load_policy(policy_path()).max_script_bytes),
+        publisher.publish,
+        Bounds(settings.relaunch_after_s, settings.stale_file_after_s),
+    )
+    return collector, observer, reconciler
 
 
-def sweep_forever(collector: Collector, interval_s: float, stop: threading.Event) -> None:
-    """Reconcile now and then every interval until stopped; a failed sweep waits for the next."""
+def every(interval_s: float, what: str, sweep: Callable[[], object], stop: threading.Event) -> None:
+    """Run ``sweep`` now and then every interval until stopped; a failed sweep waits."""
     while not stop.is_set():
         try:
-            finished = [r for r in collector.reconcile() if r.done]
-            if finished:
-                _log.info("reconcile cleaned up", runs=[r.run.name for r in finished])
+            sweep()
         except ServiceError as exc:
-            _log.warning("reconcile failed; leaving everything in place", error=str(exc))
+            _log.warning(f"{what} failed; leaving everything in place", error=str(exc))
+        except Exception:  # a dead sweep thread would leave a collector that looks alive
+            _log.exception(f"{what} crashed; trying again next time")
         stop.wait(interval_s)
 
 
@@ -53,21 +73,33 @@ def main() -> int:
     """Run until SIGTERM; exit 2 on a configuration error."""
     stop = start_service("collector")
     settings = CollectorSettings()
+    publisher = Publisher(BrokerSettings())
     try:
-        collector = build(settings, NasSettings())
+        collector, observer, reconciler = build(settings, NasSettings(), publisher)
     except Exception as exc:  # the Kubernetes client raises its own ConfigException
-        _log.error("cannot start: no usable Kubernetes credentials", error=str(exc))
+        _log.error("cannot start: no usable Kubernetes credentials or policy", error=str(exc))
         return 2
-    sweeper = threading.Thread(
-        target=sweep_forever,
-        args=(collector, settings.reconcile_interval_s, stop),
-        name="reconcile",
-        daemon=True,
-    )
-    sweeper.start()
+    threads = [
+        threading.Thread(
+            target=every,
+            args=(settings.observe_interval_s, "pod observation", observer.sweep, stop),
+            name="observe",
+            daemon=True,
+        ),
+        threading.Thread(
+            target=every,
+            args=(settings.reconcile_interval_s, "reconcile", reconciler.reconcile, stop),
+            name="reconcile",
+            daemon=True,
+        ),
+    ]
+    for thread in threads:
+        thread.start()
     Consumer(BrokerSettings(), COLLECTOR, collector.handle, stop).run()
     stop.set()
-    sweeper.join(timeout=30)
+    for thread in threads:
+        thread.join(timeout=30)
+    publisher.close()
     return 0
 
 

@@ -4,20 +4,31 @@ A run's objects all carry its name; the ServiceAccount owns the ConfigMap, Role 
 RoleBinding (and the Pod) through ownerReferences, so deleting it with background propagation
 removes the rest. The Pod is also deleted explicitly, with a bounded grace period, because it
 holds the node's GPUs and the garbage collector is in no hurry. 404 means already done.
+
+The reconcile lists every kind the launcher creates (an object whose owner is gone, or one
+made after a crash between two creates, is still found by its labels) and deletes each kind
+of a finished run explicitly. Every call carries a request timeout: a wedged API server must
+not hang the consumer or a sweep.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 
 from services.collector.handlers import RunKey
+from services.collector.observing import PodSeen
 from shared.jobpods import JOB_NAMESPACE, LABEL_JOB_ID, LABEL_MANAGED, LABEL_RESTART, MANAGED_BY
 from shared.kube import KubeNotFound, RateLimiter, api_call
-from shared.podfacts import PodFacts, read_pod
+from shared.podfacts import PodFacts, facts_of
 
 SELECTOR = f"{LABEL_MANAGED}={MANAGED_BY}"
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds for every call."""
+RUN_KINDS = ("Pod", "ServiceAccount", "ConfigMap", "Role", "RoleBinding")
+"""Every kind of object the launcher makes for a run (see ``services.launcher.podspec``)."""
 
 
 class KubeCluster:
@@ -38,6 +49,7 @@ class KubeCluster:
         namespace: str = JOB_NAMESPACE,
     ) -> None:
         self._core = client.CoreV1Api(api)
+        self._rbac = client.RbacAuthorizationV1Api(api)
         self._grace_s = grace_s
         self._limiter = limiter
         self._namespace = namespace
@@ -45,47 +57,112 @@ class KubeCluster:
     def pod(self, name: str) -> PodFacts | None:
         """The run's Pod, or None if it is gone."""
         self._limiter.acquire()
-        return read_pod(self._core, self._namespace, name)
+        try:
+            with api_call():
+                return facts_of(
+                    self._core.read_namespaced_pod(
+                        name, self._namespace, _request_timeout=REQUEST_TIMEOUT
+                    )
+                )
+        except KubeNotFound:
+            return None
 
-    def delete_run(self, name: str) -> None:
-        """Delete the Pod (bounded grace) and the ServiceAccount (cascades); gone is fine."""
-        self._limiter.acquire()
-        try:
-            with api_call():
-                self._core.delete_namespaced_pod(
-                    name,
-                    self._namespace,
-                    grace_period_seconds=self._grace_s,
-                    propagation_policy="Background",
-                )
-        except KubeNotFound:
-            pass
-        self._limiter.acquire()
-        try:
-            with api_call():
-                self._core.delete_namespaced_service_account(
-                    name, self._namespace, propagation_policy="Background"
-                )
-        except KubeNotFound:
-            pass
+    def delete_run(self, name: str, *, every_kind: bool = False) -> None:
+        """Delete the Pod (bounded grace) and the ServiceAccount (cascades); gone is fine.
+
+        ``every_kind`` also deletes the ConfigMap, Role and RoleBinding by name, for the
+        reconcile: they may have lost their owner, or the garbage collector may be behind.
+        """
+        ns, core, rbac = self._namespace, self._core, self._rbac
+        deletes: list[Callable[[], Any]] = [
+            lambda: core.delete_namespaced_pod(
+                name,
+                ns,
+                grace_period_seconds=self._grace_s,
+                propagation_policy="Background",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+            lambda: core.delete_namespaced_service_account(
+                name, ns, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
+            ),
+        ]
+        if every_kind:
+            deletes += [
+                lambda: core.delete_namespaced_config_map(
+                    name, ns, _request_timeout=REQUEST_TIMEOUT
+                ),
+                lambda: rbac.delete_namespaced_role_binding(
+                    name, ns, _request_timeout=REQUEST_TIMEOUT
+                ),
+                lambda: rbac.delete_namespaced_role(name, ns, _request_timeout=REQUEST_TIMEOUT),
+            ]
+        for delete in deletes:
+            self._limiter.acquire()
+            try:
+                with api_call():
+                    delete()
+            except KubeNotFound:
+                pass
 
     def runs(self) -> list[RunKey]:
-        """Runs with labelled Pods or ServiceAccounts, whatever their state."""
+        """Runs with any labelled object of a kind the launcher makes, whatever their state."""
+        ns, core, rbac = self._namespace, self._core, self._rbac
+        lists: list[Callable[[], Any]] = [
+            lambda: core.list_namespaced_pod(
+                ns, label_selector=SELECTOR, _request_timeout=REQUEST_TIMEOUT
+            ),
+            lambda: core.list_namespaced_service_account(
+                ns, label_selector=SELECTOR, _request_timeout=REQUEST_TIMEOUT
+            ),
+            lambda: core.list_namespaced_config_map(
+                ns, label_selector=SELECTOR, _request_timeout=REQUEST_TIMEOUT
+            ),
+            lambda: rbac.list_namespaced_role(
+                ns, label_selector=SELECTOR, _request_timeout=REQUEST_TIMEOUT
+            ),
+            lambda: rbac.list_namespaced_role_binding(
+                ns, label_selector=SELECTOR, _request_timeout=REQUEST_TIMEOUT
+            ),
+        ]
         keys: set[RunKey] = set()
-        self._limiter.acquire()
-        with api_call():
-            pods = self._core.list_namespaced_pod(self._namespace, label_selector=SELECTOR)
-        self._limiter.acquire()
-        with api_call():
-            accounts = self._core.list_namespaced_service_account(
-                self._namespace, label_selector=SELECTOR
-            )
-        items: list[Any] = [*pods.items, *accounts.items]
-        for item in items:
-            key = run_of(item.metadata.labels or {})
-            if key is not None:
-                keys.add(key)
+        for listing in lists:
+            self._limiter.acquire()
+            with api_call():
+                items = listing().items
+            for item in items:
+                key = run_of(item.metadata.labels or {})
+                if key is not None:
+                    keys.add(key)
         return sorted(keys, key=lambda k: (k.job_id, k.restart_count))
+
+    def pods(self) -> list[PodSeen]:
+        """Every labelled Pod of the namespace, with its run and its node's readiness."""
+        self._limiter.acquire()
+        with api_call():
+            listing = self._core.list_namespaced_pod(
+                self._namespace, label_selector=SELECTOR, _request_timeout=REQUEST_TIMEOUT
+            )
+        ready = self._nodes_ready() if listing.items else {}
+        seen: list[PodSeen] = []
+        for item in listing.items:
+            run = run_of((item.metadata.labels if item.metadata else None) or {})
+            if run is not None:
+                facts = facts_of(item)
+                seen.append(PodSeen(run.job_id, run.restart_count, facts, ready.get(facts.node)))
+        return seen
+
+    def _nodes_ready(self) -> dict[str, bool]:
+        """Node name → its Ready condition is True (one list call per sweep)."""
+        self._limiter.acquire()
+        with api_call():
+            nodes = self._core.list_node(_request_timeout=REQUEST_TIMEOUT)
+        ready: dict[str, bool] = {}
+        for node in nodes.items:
+            conditions = (node.status.conditions if node.status else None) or []
+            name = node.metadata.name if node.metadata else None
+            if name:
+                ready[name] = any(c.type == "Ready" and c.status == "True" for c in conditions)
+        return ready
 
 
 def run_of(labels: dict[str, str]) -> RunKey | None:

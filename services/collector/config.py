@@ -22,8 +22,30 @@ class CollectorSettings(BaseSettings):
         default=60.0,
         alias="COLLECTOR_RECONCILE_INTERVAL",
         gt=0,
-        description="Sweep for leftover runs. Only a lost job.ended needs it, so a minute of "
-        "delay is cheap; each sweep costs two list calls plus a few Slurm queries per run.",
+        description="The reconcile (services.collector.reconciling), also run at start. Only "
+        "a lost event needs it, so a minute of delay is cheap; each costs five list calls, one "
+        "squeue --json, a listing of submit/ and a few Slurm queries per leftover run.",
+    )
+    observe_interval_s: float = Field(
+        default=2.0,
+        alias="COLLECTOR_OBSERVE_INTERVAL",
+        gt=0,
+        description="The Pod observer: one Pod list per sweep, so a failure reason shows on "
+        "the job (AdminComment) within seconds.",
+    )
+    relaunch_after_s: float = Field(
+        default=30.0,
+        alias="COLLECTOR_RELAUNCH_AFTER",
+        gt=0,
+        description="A slurm-k8s job running this long with neither a handoff nor a refusal "
+        "from the launcher gets its job.started again (the runner waits 600 s for one).",
+    )
+    stale_file_after_s: float = Field(
+        default=300.0,
+        alias="COLLECTOR_STALE_FILE_AFTER",
+        gt=0,
+        description="A job file unchanged in submit/ this long gets its file.detected again "
+        "(same submission key: the validator never submits it twice).",
     )
     pod_grace_s: int = Field(
         default=10,

@@ -1,8 +1,9 @@
 """The collector's decisions, free of I/O: Slurm, Kubernetes and files come in as ports.
 
-``Collector.handle`` is the queue handler; ``Collector.reconcile`` is the periodic sweep. Both
-funnel into ``finish_run``, which is idempotent: a redelivered event or a second sweep finds
-the objects gone, the footer present and the summary already written, and changes nothing.
+``Collector.handle`` is the queue handler; ``Collector.reconcile`` is the Kubernetes part of
+the periodic sweep (``services.collector.reconciling``). Both funnel into ``finish_run``, which
+is idempotent: a redelivered event or a second sweep finds the objects gone, the footer
+present and the summary already written, and changes nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.collector.observing import pod_note
 from shared.errors import PermanentError, ServiceError, TransientError
 from shared.jobpods import run_name
 from shared.logs import get_logger
@@ -123,11 +125,14 @@ class ClusterPort(Protocol):
     def pod(self, name: str) -> PodFacts | None:
         """The run's Pod, or None if it is gone."""
 
-    def delete_run(self, name: str) -> None:
-        """Delete the run's Pod and its ServiceAccount (owner of the rest); gone is fine."""
+    def delete_run(self, name: str, *, every_kind: bool = False) -> None:
+        """Delete the run's Pod and its ServiceAccount (owner of the rest); gone is fine.
+
+        ``every_kind``: the ConfigMap, Role and RoleBinding too, by name.
+        """
 
     def runs(self) -> list[RunKey]:
-        """Runs that still have labelled objects (Pods or ServiceAccounts)."""
+        """Runs that still have labelled objects of any kind the launcher makes."""
 
 
 class FilesPort(Protocol):
@@ -234,11 +239,6 @@ def comment_with_reason(comment: str, outcome: Outcome) -> str | None:
     return f"{comment}; reason={reason}" if comment else f"reason={reason}"
 
 
-def admin_comment_of(pod: PodFacts) -> str:
-    """The launcher's "pod=<ns>/<name> phase=<phase>" with the final phase."""
-    return f"pod={pod.namespace}/{pod.name} phase={pod.phase or 'Unknown'}"
-
-
 @dataclass(frozen=True)
 class Finished:
     """What ``finish_run`` did, for logs and tests."""
@@ -287,12 +287,16 @@ class Collector:
         Cleanup waits for the epilog: the runner may still be reading the Pod's log.
         """
         run = RunKey(event.job_id, event.restart_count)
+        # The event's reason is "<reason>: <message>"; the note shows the reason alone, as
+        # the observer noted it while the Pod ran.
+        reason, _, message = event.reason.partition(": ")
         pod = PodFacts(
             event.namespace,
             event.pod_name,
             event.phase,
             exit_code=event.exit_code,
-            reason=event.reason,
+            reason=reason,
+            message=message,
         )
         job = self._slurm.job(run.job_id)
         if job is None or job.restarts is None or job.restarts != run.restart_count:
@@ -337,7 +341,9 @@ class Collector:
             outcome = outcome_of(run, job, pod)
             notes = list(self._write_files(run, job, pod, outcome, uid, gid, gpu_ids))
             notes += self._record_on_job(run, job, pod, outcome)
-            self._cluster.delete_run(run.name)
+            # The epilog's event follows a run the launcher completed; the reconcile may be
+            # looking at the leftovers of one it did not (a crash between two creates).
+            self._cluster.delete_run(run.name, every_kind=not from_epilog)
             self._files.remove_handoff(run)
             _log.info(
                 "run finished",
@@ -415,7 +421,7 @@ class Collector:
         if comment is not None:
             fields["Comment"] = comment
         if pod is not None:
-            admin = admin_note(job.admin_comment, admin_comment_of(pod))
+            admin = admin_note(job.admin_comment, pod_note(pod))
             if admin != job.admin_comment:
                 fields["AdminComment"] = admin
         if not fields:

@@ -140,6 +140,13 @@ class NasFiles:
             os.close(fd)
             os.rename(tmp, target, src_dir_fd=dfd, dst_dir_fd=dfd)
 
+    def run_answered(self, run: RunKey) -> bool:
+        """The launcher left the run's handoff or refusal: its batch step has its answer."""
+        return any(
+            os.path.lexists(path(self._state_dir, run.job_id, run.restart_count))
+            for path in (handoff_path, refusal_path)
+        )
+
     def remove_handoff(self, run: RunKey) -> None:
         """Delete the run's handoff kubeconfig (its token dies with the Pod anyway) or refusal."""
         for path in (handoff_path, refusal_path):

@@ -82,12 +82,6 @@ class LauncherSettings(BaseSettings):
     slurm_timeout_s: float = Field(default=15.0, alias="LAUNCHER_SLURM_TIMEOUT")
     kube_qps: float = Field(default=20.0, alias="LAUNCHER_KUBE_QPS", gt=0)
     kube_burst: int = Field(default=40, alias="LAUNCHER_KUBE_BURST", ge=1)
-    watch_pods: bool = Field(
-        default=True,
-        alias="LAUNCHER_WATCH_PODS",
-        description="Follow the jobs' Pods to keep each job's AdminComment (phase, reason) "
-        "current and publish pod.finished while the job still runs.",
-    )
 
     def k8s_node(self, slurm_node: str) -> str:
         """The Kubernetes node of a Slurm node (identity unless mapped)."""

@@ -27,19 +27,10 @@ from kubernetes import client
 
 from services.launcher.handlers import Created
 from services.launcher.podspec import Manifest, RunSpec
-from services.launcher.watching import PodSeen, run_of
 from shared.errors import PermanentError, TransientError
-from shared.jobpods import (
-    JOB_NAMESPACE,
-    LABEL_MANAGED,
-    MANAGED_BY,
-    handoff_dir,
-    handoff_path,
-    refusal_path,
-)
+from shared.jobpods import JOB_NAMESPACE, handoff_dir, handoff_path, refusal_path
 from shared.kube import KubeConflict, RateLimiter, api_call
 from shared.messages import JobStarted
-from shared.podfacts import facts_of
 
 REQUEST_TIMEOUT = (5.0, 30.0)
 """(connect, read) seconds: a starting or wedged API server must not hang the handler."""
@@ -178,37 +169,6 @@ class KubeRuns:
         )
         phase = obj.status.phase if obj.status is not None else ""
         return Created(uid=str(obj.metadata.uid), phase=phase or "Pending")
-
-    def pods(self) -> list[PodSeen]:
-        """Every labelled Pod of the namespace, with its run (``PodLister``)."""
-        self._limiter.acquire()
-        with api_call():
-            listing = self._core.list_namespaced_pod(
-                self._namespace,
-                label_selector=f"{LABEL_MANAGED}={MANAGED_BY}",
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        ready = self._nodes_ready() if listing.items else {}
-        seen: list[PodSeen] = []
-        for item in listing.items:
-            run = run_of((item.metadata.labels if item.metadata else None) or {})
-            if run is not None:
-                facts = facts_of(item)
-                seen.append(PodSeen(run[0], run[1], facts, ready.get(facts.node)))
-        return seen
-
-    def _nodes_ready(self) -> dict[str, bool]:
-        """Node name → its Ready condition is True (one list call per sweep)."""
-        self._limiter.acquire()
-        with api_call():
-            nodes = self._core.list_node(_request_timeout=REQUEST_TIMEOUT)
-        ready: dict[str, bool] = {}
-        for node in nodes.items:
-            conditions = (node.status.conditions if node.status else None) or []
-            name = node.metadata.name if node.metadata else None
-            if name:
-                ready[name] = any(c.type == "Ready" and c.status == "True" for c in conditions)
-        return ready
 
     def token(self, name: str, pod_uid: str, lifetime_s: int) -> str:
         """A token of the run's ServiceAccount, bound to its Pod."""

@@ -177,7 +177,7 @@ class Runner:
                 return
 
     def _await_note(self, reason: str, timeout_s: float = 8.0) -> None:
-        """Give the launcher's Pod sweep a moment to record the reason on the job.
+        """Give the collector's Pod observer a moment to record the reason on the job.
 
         Deleting the Pod erases its status, and the runner (the job's user) cannot write the
         AdminComment itself; ``scontrol show job`` of one's own job is allowed, so wait

@@ -77,12 +77,15 @@ class FakeCluster:
         self.pods = pods
         self.accounts = {name for name in pods} | {r.name for r in extra_runs or []}
         self.deleted: list[str] = []
+        self.every_kind: list[str] = []
 
     def pod(self, name: str) -> PodFacts | None:
         return self.pods.get(name)
 
-    def delete_run(self, name: str) -> None:
+    def delete_run(self, name: str, *, every_kind: bool = False) -> None:
         self.deleted.append(name)
+        if every_kind:
+            self.every_kind.append(name)
         self.pods.pop(name, None)
         self.accounts.discard(name)
 
@@ -189,6 +192,7 @@ def test_ended_run_is_summarised_recorded_and_cleaned_up() -> None:
     assert summary["gpu_indices"] == "0"
     assert summary["user"] == "alice"
     assert cluster.deleted == ["job-42-r0"]
+    assert cluster.every_kind == [], "the epilog's path deletes the owner; the rest cascades"
     assert files.handoffs_removed == [RUN]
     assert files.footers == [], "the runner's footer was there"
     # slurmctld refuses updates of finished jobs: none is attempted
@@ -287,7 +291,8 @@ def test_pod_finished_records_failure_early_without_deleting() -> None:
     assert cluster.deleted == []
     fields = slurm.updates[0][1]
     assert fields["Comment"] == "slurmk8s-key=abc; reason=ErrImagePull"
-    assert fields["AdminComment"] == "pod=slurm-jobs/job-42-r0 phase=Failed"
+    # The observer's text: the reason stays on the job (one note, one writer's format).
+    assert fields["AdminComment"] == "pod=slurm-jobs/job-42-r0 phase=Failed reason=ErrImagePull"
 
 
 # --- reconcile ------------------------------------------------------------------------------
@@ -308,6 +313,8 @@ def test_reconcile_cleans_finished_runs_and_keeps_running_or_unknown_ones() -> N
     collector = Collector(slurm, cluster, FakeFiles())
     results = collector.reconcile()
     assert sorted(cluster.deleted) == ["job-42-r0", "job-45-r0"]
+    # Leftovers may have lost their owner: the reconcile deletes every kind by name.
+    assert sorted(cluster.every_kind) == ["job-42-r0", "job-45-r0"]
     assert {r.run.job_id: r.status for r in results if not r.done} == {
         43: RunStatus.ACTIVE,
         44: RunStatus.UNKNOWN,

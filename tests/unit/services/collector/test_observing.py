@@ -2,9 +2,9 @@ from dataclasses import replace
 
 import pytest
 
-from services.launcher.watching import PodSeen, PodWatcher, finished_event, note_of
+from services.collector.observing import PodObserver, PodSeen, finished_event, pod_note
 from shared.jobscript.wrapping import ACCEPTED_MARK
-from shared.messages import Envelope, PodFinished
+from shared.messages import PodFinished
 from shared.podfacts import PodFacts
 from shared.slurmctl import JobInfo, admin_note
 
@@ -20,9 +20,9 @@ PULL = replace(PENDING, reason="ErrImagePull", message="not found")
 
 
 def test_notes_and_finished_events() -> None:
-    assert note_of(PENDING) == "pod=slurm-jobs/job-5-r0 phase=Pending reason=ContainerCreating"
+    assert pod_note(PENDING) == "pod=slurm-jobs/job-5-r0 phase=Pending reason=ContainerCreating"
     done = replace(PENDING, phase="Succeeded", reason="Completed", exit_code=0)
-    assert note_of(done) == "pod=slurm-jobs/job-5-r0 phase=Succeeded exit=0"
+    assert pod_note(done) == "pod=slurm-jobs/job-5-r0 phase=Succeeded exit=0"
     assert finished_event(PodSeen(5, 0, PENDING)) is None
     event = finished_event(PodSeen(5, 0, PULL))
     assert event is not None
@@ -34,7 +34,7 @@ class Fakes:
         self.seen = pods
         self.job_ = job
         self.comments: list[str] = []
-        self.published: list[Envelope] = []
+        self.ended: list[PodFinished] = []
         self.lookups = 0
 
     def pods(self) -> list[PodSeen]:
@@ -51,34 +51,34 @@ class Fakes:
             self.job_ = replace(job, admin_comment=wanted)
 
 
-def test_watcher_notes_changes_once_and_publishes_the_end_once() -> None:
+def test_observer_notes_changes_once_and_hands_over_the_end_once() -> None:
     fakes = Fakes([PodSeen(5, 0, PENDING)], JOB)
-    watcher = PodWatcher(fakes, fakes, fakes.published.append)
-    watcher.sweep()
-    watcher.sweep()
+    observer = PodObserver(fakes, fakes, fakes.ended.append)
+    observer.sweep()
+    observer.sweep()
     assert fakes.comments == ["pod=slurm-jobs/job-5-r0 phase=Pending reason=ContainerCreating"]
     assert fakes.job_ is not None
     assert fakes.job_.admin_comment.startswith(ACCEPTED_MARK + "; pod=")
     assert fakes.lookups == 1  # an unchanged Pod costs no Slurm call
     fakes.seen = [PodSeen(5, 0, PULL)]
-    watcher.sweep()
-    watcher.sweep()
+    observer.sweep()
+    observer.sweep()
     assert len(fakes.comments) == 2
-    assert [type(e.body) for e in fakes.published] == [PodFinished]
+    assert [type(e) for e in fakes.ended] == [PodFinished]
 
 
 @pytest.mark.parametrize("job", [None, replace(JOB, state="COMPLETING"), replace(JOB, restarts=1)])
-def test_watcher_leaves_jobs_alone_that_are_not_this_run_running(job: JobInfo | None) -> None:
+def test_observer_leaves_jobs_alone_that_are_not_this_run_running(job: JobInfo | None) -> None:
     fakes = Fakes([PodSeen(5, 0, PULL)], job)
-    PodWatcher(fakes, fakes, fakes.published.append).sweep()
+    PodObserver(fakes, fakes, fakes.ended.append).sweep()
     assert fakes.comments == []
-    assert fakes.published == []
+    assert fakes.ended == []
 
 
 def test_a_pod_stuck_on_a_not_ready_node_is_noted_as_such() -> None:
     new = PodFacts("slurm-jobs", "job-5-r0", "Pending", node="vm")
     fakes = Fakes([PodSeen(5, 0, new, node_ready=False)], JOB)
-    PodWatcher(fakes, fakes, fakes.published.append).sweep()
+    PodObserver(fakes, fakes, fakes.ended.append).sweep()
     assert fakes.comments == ["pod=slurm-jobs/job-5-r0 phase=Pending reason=NodeNotReady"]
     # the runner gives up with the same word, so it finds its reason on the job
-    assert fakes.published == []
+    assert fakes.ended == []

@@ -1,13 +1,16 @@
-"""Keeps each running job's AdminComment in step with its Pod, and reports Pods that ended.
+"""The one observer of the jobs' Pods: keeps each running job's AdminComment in step with its Pod.
 
-Every few seconds the launcher lists the jobs namespace's labelled Pods (one list call for
+Every few seconds the collector lists the jobs namespace's labelled Pods (one list call for
 all runs, cheaper and simpler to make robust than a watch) and, for each run whose note
-changed, records ``pod=<ns>/<name> phase=<phase>[ reason=<reason>]`` on the job, so
-``scontrol show job`` tells the story while it unfolds: Pending, ErrImagePull, Running,
-Failed reason=OOMKilled. A Pod that ended, or will never start, is published once as
-``pod.finished`` so the collector records the reason in the job's comment while Slurm still
-accepts updates. Only the current run of a job that slurmctld shows running is noted; a
-finished job is never touched (slurmctld refuses it anyway).
+changed, records ``pod_note`` on the job, so ``scontrol show job`` tells the
+story while it unfolds: Pending, ErrImagePull, Running, Failed reason=OOMKilled. A Pod that
+ended, or will never start, is handed once to the collector's ``note_pod_finished``, which
+records the reason in the job's comment while Slurm still accepts updates (cleanup waits for
+the epilog or the reconcile). Only the current run of a job that slurmctld shows running is
+noted; a finished job is never touched (slurmctld refuses it anyway).
+
+It lived in the launcher until issue 9: two sweeps (the launcher's and the collector's) wrote
+the AdminComment with different texts. The collector owns a run's outcome, so it observes.
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from shared.errors import ServiceError
-from shared.jobpods import LABEL_JOB_ID, LABEL_RESTART
 from shared.logs import get_logger
-from shared.messages import Envelope, PodFinished
+from shared.messages import PodFinished
 from shared.podfacts import SETUP_FAILED, PodFacts
 from shared.slurmctl import JobInfo
 
@@ -64,10 +66,14 @@ def with_node(seen: PodSeen) -> PodFacts:
     return facts
 
 
-def note_of(facts: PodFacts) -> str:
-    """The AdminComment for a Pod's current state."""
+def pod_note(facts: PodFacts) -> str:
+    """The job's AdminComment for its Pod: ``pod=<ns>/<name> phase=<phase>[ reason=…][ exit=…]``.
+
+    The one text the observer and the collector's finish write (the launcher's note at launch
+    is this text for a new Pod), so a later writer never replaces a reason with a shorter note.
+    """
     note = f"pod={facts.namespace}/{facts.name} phase={facts.phase or 'Unknown'}"
-    if facts.reason and facts.reason not in ("Completed",):
+    if facts.reason and facts.reason != "Completed":
         note += f" reason={facts.reason}"
     if facts.exit_code is not None:
         note += f" exit={facts.exit_code}"
@@ -101,7 +107,7 @@ class PodLister(Protocol):
 
 
 class JobNotes(Protocol):
-    """Slurm as the watcher needs it."""
+    """Slurm as the observer needs it."""
 
     def jobs(self) -> Mapping[int, JobInfo]:
         """Every job slurmctld holds, by id (one call per sweep)."""
@@ -110,21 +116,21 @@ class JobNotes(Protocol):
         """Record text in the job's AdminComment (keeping the acceptance mark)."""
 
 
-class PodWatcher:
-    """One sweep at a time: note changes on jobs and publish ends.
+class PodObserver:
+    """One sweep at a time: note changes on jobs and hand over ends.
 
     Args:
         lister: the labelled Pods.
         slurm: job lookups and AdminComment updates.
-        publish: sends an envelope (e.g. ``Publisher.publish``).
+        ended: takes a Pod's end (``Collector.note_pod_finished``).
     """
 
     def __init__(
-        self, lister: PodLister, slurm: JobNotes, publish: Callable[[Envelope], None]
+        self, lister: PodLister, slurm: JobNotes, ended: Callable[[PodFinished], None]
     ) -> None:
         self._lister = lister
         self._slurm = slurm
-        self._publish = publish
+        self._ended = ended
         self._noted: dict[str, str] = {}
         self._reported: set[str] = set()
 
@@ -143,12 +149,12 @@ class PodWatcher:
 
     def _changed(self, pod: PodSeen) -> bool:
         name = pod.facts.name
-        return self._noted.get(name) != note_of(with_node(pod)) or (
+        return self._noted.get(name) != pod_note(with_node(pod)) or (
             finished_event(pod) is not None and name not in self._reported
         )
 
     def _one(self, pod: PodSeen, job: JobInfo | None) -> None:
-        note = note_of(with_node(pod))
+        note = pod_note(with_node(pod))
         name = pod.facts.name
         event = finished_event(pod)
         current = job is not None and job.restarts == pod.restart_count and job.state == "RUNNING"
@@ -157,7 +163,7 @@ class PodWatcher:
         self._noted[name] = note
         if event is not None and name not in self._reported:
             if current:
-                self._publish(Envelope.wrap(event))
+                self._ended(event)
             self._reported.add(name)
 
     def _forget(self, names: Iterable[str]) -> None:
@@ -166,11 +172,3 @@ class PodWatcher:
             if name not in alive:
                 del self._noted[name]
         self._reported &= alive
-
-
-def run_of(labels: dict[str, str]) -> tuple[int, int] | None:
-    """(job id, restart count) from a Pod's labels; None if they are not ours."""
-    try:
-        return int(labels[LABEL_JOB_ID]), int(labels[LABEL_RESTART])
-    except (KeyError, ValueError):
-        return None
