@@ -114,7 +114,14 @@ def main() -> int:
     broker = BrokerSettings()
     pruner = journal_pruner(journal, keep_s=settings.lookback_days * 86400.0)
     consumers = [
-        Consumer(broker, VALIDATOR, handler, stop, on_idle=pruner if n == 0 else None)
+        Consumer(
+            broker,
+            VALIDATOR,
+            handler,
+            stop,
+            on_idle=pruner if n == 0 else None,
+            on_dead_letter=handler.dead_lettered,  # park the file in failed/ with an answer
+        )
         for n in range(settings.workers)
     ]
     run_all([c.run for c in consumers])

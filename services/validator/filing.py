@@ -45,7 +45,7 @@ class JobFile:
     uid: int
     gid: int
     size: int
-    kind: str  # "file", "symlink", "hardlink" (st_nlink > 1) or "other"
+    kind: str  # "file", "hardlink" (st_nlink > 1), "symlink", "directory", "fifo" or "other"
     sha256: str
     data: bytes | None  # None when not a regular file, or over the limit
     mtime_ns: int = 0
@@ -72,10 +72,8 @@ def read_job_file(path: Path, limit: int) -> JobFile:
         raise
     except OSError as exc:
         raise TransientError(f"cannot look at {path}: {exc.strerror}") from exc
-    if stat.S_ISLNK(st.st_mode):
-        return _unread(path, st, "symlink")
     if not stat.S_ISREG(st.st_mode):
-        return _unread(path, st, "other")
+        return _unread(path, st, _special_kind(st))
     if st.st_size > limit:
         return _unread(path, st, _regular_kind(st), oversize=True)
     return _open_and_read(path, limit)
@@ -94,7 +92,7 @@ def _open_and_read(path: Path, limit: int) -> JobFile:
     with os.fdopen(fd, "rb", buffering=0) as handle:
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):
-            return _unread(path, st, "other")
+            return _unread(path, st, _special_kind(st))
         if st.st_size > limit:
             return _unread(path, st, _regular_kind(st), oversize=True)
         kept = bytearray()
@@ -115,6 +113,17 @@ def _open_and_read(path: Path, limit: int) -> JobFile:
         mtime_ns=st.st_mtime_ns,
         ctime_ns=st.st_ctime_ns,
     )
+
+
+def _special_kind(st: os.stat_result) -> str:
+    """What a non-regular entry is, for the reason given to its owner."""
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISDIR(st.st_mode):
+        return "directory"
+    if stat.S_ISFIFO(st.st_mode):
+        return "fifo"
+    return "other"
 
 
 def _regular_kind(st: os.stat_result) -> str:

@@ -8,6 +8,11 @@ than the journal) → choose a free name → move → write the receipt or error
 publish. A stale event (the file changed or went
 away before we saw it) is acknowledged and dropped: the watcher publishes the new content itself.
 
+A file whose event runs out of retries (Slurm or the NAS failing for about an hour) is not left
+in ``submit/`` without a word: ``dead_lettered`` parks it in ``failed/`` with an ``.error`` saying
+the system could not submit it and that an operator was told, and journals where it went. When
+the operator replays the event (``slurmk8s replay``), the handler takes the file from there.
+
 The submission key is the first 24 hex digits of sha256(path, content hash, mtime): the same
 bytes dropped again later at the same path are a new submission, a redelivery is not. A file
 over ``max_script_bytes`` is never read, here or in the watcher: its event's ``sha256`` is the
@@ -17,6 +22,7 @@ and it is still "the file of the event" while its size and mtime are the event's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -58,6 +64,16 @@ _log = get_logger(__name__)
 RECEIPT_SUFFIX = ".receipt.json"
 ERROR_SUFFIX = ".error"
 _COMPANIONS = (RECEIPT_SUFFIX, ERROR_SUFFIX)
+_NOT_A_FILE = {
+    "symlink": "the file is a symbolic link, not a regular file; links are never followed: "
+    "copy the file itself",
+    "directory": "this is a folder inside a sub-folder of submit/, not a regular file; only "
+    "files directly in submit/ or in one sub-folder of it are job files, so nothing in this "
+    "folder was submitted: move the job files up",
+    "fifo": "this is a named pipe (FIFO), not a regular file; copy the job script itself",
+    "other": "this is a socket or a device, not a regular file; copy the job script itself",
+}
+"""Why each kind of entry that is not a regular file is refused, in its owner's words."""
 
 
 def _no_fault(_step: str) -> None:
@@ -114,13 +130,11 @@ class ValidatorHandler:
         if "destination" in record:
             return self._finish(event, key, record)
         try:
-            job = read_job_file(Path(event.path), self._deps.policy.max_script_bytes)
+            job = read_job_file(_source(event, record), self._deps.policy.max_script_bytes)
         except FileNotFoundError:
             log.info("stale event: the file is gone")
             return []
-        if job.kind in ("file", "hardlink") and (
-            not _same_content(job, event) or job.uid != event.owner_uid
-        ):
+        if _changed(job, event):
             log.info("stale event: the file changed since it was detected")
             return []
         user, problems = self._vet(job)
@@ -129,15 +143,50 @@ class ValidatorHandler:
         assert job.data is not None  # _vet refuses files it could not read whole
         return self._submit(event, key, job, user, record)
 
+    def dead_lettered(self, envelope: Envelope, reason: str) -> None:
+        """Answer the owner of a file whose event is being dead-lettered.
+
+        The file is parked in ``failed/`` (never overwriting) with an ``.error`` saying the
+        system could not submit it, why, and that an operator was told and will resubmit it;
+        the journal records where it went, so a replayed event takes it from there. A file
+        whose outcome is already decided (only filing it failed), that is gone, or that
+        changed since the event (the watcher publishes its new content) is left as it is.
+
+        Raises:
+            TransientError: the NAS refused the move or the write (the consumer logs it).
+        """
+        event = envelope.body
+        if not isinstance(event, FileDetected):
+            return
+        key = submission_key(event)
+        deps = self._deps
+        with deps.journal.locked(key):
+            record = deps.journal.read(key)
+            if {"event", "destination", "parked"} & record.keys():
+                return
+            source = Path(event.path)
+            try:
+                job = read_job_file(source, deps.policy.max_script_bytes)
+            except FileNotFoundError:
+                return
+            if _changed(job, event):
+                return
+            parked = unique_destination(deps.nas.failed_dir, source.name, _COMPANIONS)
+            deps.journal.update(key, parked=str(parked))
+            move_no_clobber(source, parked)
+            write_for_owner(
+                parked.with_name(parked.name + ERROR_SUFFIX),
+                _parked_text(source.name, reason),
+                uid=job.uid,
+                gid=job.gid,
+            )
+        _log.warning("file parked: its event is dead-lettered", key=key, parked=str(parked))
+
     def _vet(self, job: JobFile) -> tuple[str | None, list[Problem]]:
         """The owner's name and every problem with the file (empty when acceptable)."""
         policy = self._deps.policy
-        if job.kind == "symlink":
-            return None, [
-                Problem(line=0, message="the file is a symbolic link; copy the file itself")
-            ]
-        if job.kind == "other":
-            return None, [Problem(line=0, message="this is not a regular file")]
+        if job.kind in _NOT_A_FILE:
+            return None, [Problem(line=0, message=_NOT_A_FILE[job.kind])]
         if job.kind == "hardlink":
             return None, [Problem(line=0, message="the file has other hard links; copy it instead")]
         user = self._deps.accounts(job.uid)
@@ -197,9 +246,12 @@ class ValidatorHandler:
     def _reject(
         self, event: FileDetected, key: str, job: JobFile, problems: Sequence[Problem]
     ) -> Sequence[Envelope]:
-        destination = unique_destination(
-            self._deps.nas.failed_dir, Path(event.path).name, _COMPANIONS
-        )
+        if str(job.path) == self._deps.journal.read(key).get("parked"):
+            destination = job.path  # parked in failed/ already: its .error is rewritten
+        else:
+            destination = unique_destination(
+                self._deps.nas.failed_dir, Path(event.path).name, _COMPANIONS
+            )
         record = self._deps.journal.update(
             key,
             outcome="rejected",
@@ -271,9 +323,16 @@ class ValidatorHandler:
     def _finish(self, event: FileDetected, key: str, record: dict[str, Any]) -> list[Envelope]:
         """Move the file to its recorded destination, write its companion, publish."""
         deps = self._deps
-        source, destination = Path(event.path), Path(record["destination"])
-        if os.path.lexists(source) and self._still_the_same(source, event, record["kind"]):
+        source, destination = _source(event, record), Path(record["destination"])
+        if (
+            source != destination
+            and os.path.lexists(source)
+            and self._still_the_same(source, event, record["kind"])
+        ):
             destination = self._move(source, destination, key)
+        if "parked" in record and record["outcome"] == "submitted":
+            with contextlib.suppress(FileNotFoundError):  # the "could not submit" notice
+                os.unlink(record["parked"] + ERROR_SUFFIX)
         deps.fault("after-move")
         uid, gid = int(record["uid"]), int(record["gid"])
         body: JobSubmitted | JobRejected
@@ -330,13 +389,52 @@ class ValidatorHandler:
         raise TransientError(f"no free name for {source.name} in {destination.parent}")
 
     def _still_the_same(self, source: Path, event: FileDetected, kind: str) -> bool:
-        """Whether the file at ``source`` is still the one this key is about."""
-        if kind not in ("file", "hardlink"):
-            return True
+        """Whether the entry at ``source`` is still the one this key is about.
+
+        A non-regular entry has no content to compare: it must still be the same kind of
+        entry, with the event's size and mtime (a regular file put in its place is not moved
+        as if it were the link or pipe that was judged).
+        """
         try:
-            return _same_content(read_job_file(source, self._deps.policy.max_script_bytes), event)
+            now = read_job_file(source, self._deps.policy.max_script_bytes)
         except FileNotFoundError:
             return False
+        if kind not in ("file", "hardlink"):
+            return now.kind == kind and (now.size, now.mtime_ns) == (event.size, event.mtime_ns)
+        return _same_content(now, event)
+
+
+def _source(event: FileDetected, record: dict[str, Any]) -> Path:
+    """Where the file of this key is now: parked in failed/ after a dead letter, else as dropped."""
+    parked = record.get("parked")
+    if parked and os.path.lexists(parked):
+        return Path(parked)
+    return Path(event.path)
+
+
+def _parked_text(name: str, reason: str) -> str:
+    """The ``.error`` of a parked file: not the user's fault, an operator was told."""
+    return (
+        f"slurm-k8s could not submit {name}: the system kept failing while handling it, so "
+        "it was set aside here.\n"
+        "This is not a problem found in your file. The operators have been told; once the "
+        "cause is fixed they resubmit it (slurmk8s replay), and it then moves to submitted/ "
+        "with its receipt, or gets an error file if a problem is found in it.\n"
+        "You do not need to copy it again.\n"
+        f"cause: {reason}\n"
+    )
+
+
+def _changed(job: JobFile, event: FileDetected) -> bool:
+    """Whether the entry read now is not the one the event was about (the event is stale).
+
+    A regular file is compared by content and owner. A link, pipe or folder has no content
+    read: it must have the event's size and mtime (a file replaced by a link since the event is
+    a new entry, which the watcher reports on its own).
+    """
+    if job.kind in ("file", "hardlink"):
+        return not _same_content(job, event) or job.uid != event.owner_uid
+    return (job.size, job.mtime_ns) != (event.size, event.mtime_ns)
 
 
 def _same_content(job: JobFile, event: FileDetected) -> bool:

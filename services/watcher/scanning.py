@@ -6,7 +6,12 @@ over the policy's ``max_script_bytes``, keying it :func:`by_identity` without re
 it asks :func:`unpublished` which ones are new. Time is passed in, so tests use a fake clock.
 
 Layout: ``submit/<file>`` and one level of sub-folders, ``submit/<anything>/<file>`` (e.g. one
-folder per user). Deeper files, hidden folders and non-regular files are not job files.
+folder per user). Every other entry a user leaves there is *answered*, not skipped: a symlink, a
+FIFO, a socket or device, and a folder inside a sub-folder (which holds the too-deep files) are
+listed as non-regular entries (:attr:`FileStat.regular` False), keyed by identity and never
+opened, and the validator files each in ``failed/`` with the reason. Hidden names (``.x``) and
+the names of files still being written (``.tmp``, ``.part``…) are left alone: ``.snapshot``
+folders, editors' swap files and our own temporaries must never be moved.
 """
 
 from __future__ import annotations
@@ -43,13 +48,15 @@ class Signature(NamedTuple):
 
 @dataclass(frozen=True)
 class FileStat:
-    """A regular file seen in the submit tree (from ``lstat``)."""
+    """An entry seen in the submit tree (from ``lstat``)."""
 
     path: str
     ino: int
     size: int
     mtime_ns: int
     uid: int
+    regular: bool = True
+    """False for a symlink, FIFO, socket, device or too-deep folder: never opened nor read."""
 
     @property
     def signature(self) -> Signature:
@@ -89,12 +96,12 @@ class HashedFile:
 
 
 def over_limit(stat: FileStat, max_bytes: int) -> bool:
-    """Whether a file is too big to be a job script: it is then never read nor hashed."""
-    return stat.size > max_bytes
+    """Whether an entry must not be read: too big to be a job script, or not a regular file."""
+    return not stat.regular or stat.size > max_bytes
 
 
 def by_identity(stat: FileStat) -> HashedFile:
-    """A file over the limit, keyed by what ``lstat`` says instead of its bytes.
+    """A file over the limit (or a non-regular entry), keyed by what ``lstat`` says.
 
     sha256 of (path, inode, size, mtime): the same listing gives the same digest (the ledger
     and the validator's submission key stay stable across redeliveries and restarts), and any

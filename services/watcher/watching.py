@@ -61,16 +61,25 @@ class NasUnavailable(TransientError):
 Publish = Callable[[Envelope], None]
 
 
-def _stat_entry(entry: os.DirEntry[str]) -> FileStat | None:
-    # lstat: a symlink is never followed, so a link to another user's file is not a job.
+def _stat_entry(entry: os.DirEntry[str], *, nested: bool) -> FileStat | None:
+    """The entry as the watcher sees it, or None when it is left alone.
+
+    ``lstat`` only: a symlink is never followed (a link to another user's file is not a job)
+    and a FIFO is never opened. A non-regular entry is reported so that it gets an answer;
+    a folder is one only ``nested`` in a sub-folder (top-level folders are searched instead).
+    """
     st = entry.stat(follow_symlinks=False)
-    if not stat_mode.S_ISREG(st.st_mode):
+    if stat_mode.S_ISDIR(st.st_mode) and not nested:
         return None
-    return FileStat(entry.path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_uid)
+    regular = stat_mode.S_ISREG(st.st_mode)
+    return FileStat(entry.path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_uid, regular)
 
 
 def list_submit_tree(submit: Path) -> dict[str, FileStat]:
-    """Every job file in ``submit/`` and its first-level sub-folders, by absolute path.
+    """Every entry to answer in ``submit/`` and its first-level sub-folders, by absolute path.
+
+    Regular files are the job files; symlinks, FIFOs, sockets, devices and folders inside a
+    sub-folder are reported too (``regular`` False), to be refused with a reason.
 
     Raises:
         NasUnavailable: ``submit/`` itself cannot be listed.
@@ -86,9 +95,9 @@ def list_submit_tree(submit: Path) -> dict[str, FileStat]:
                 if is_job_folder(entry.name):
                     with os.scandir(entry.path) as inner:
                         for sub in inner:
-                            if is_job_name(sub.name) and (stat := _stat_entry(sub)):
+                            if is_job_name(sub.name) and (stat := _stat_entry(sub, nested=True)):
                                 found[stat.path] = stat
-            elif is_job_name(entry.name) and (stat := _stat_entry(entry)):
+            elif is_job_name(entry.name) and (stat := _stat_entry(entry, nested=False)):
                 found[stat.path] = stat
         except OSError:
             # Moved away or unreadable between listing and stat (the validator moves files
@@ -109,7 +118,7 @@ def hash_settled(stat: FileStat, max_bytes: int) -> HashedFile | None:
     Raises:
         PermissionError: the watcher may not read it.
     """
-    if over_limit(stat, max_bytes):
+    if over_limit(stat, max_bytes):  # too big, or not a regular file: never opened
         return by_identity(stat)
     try:
         fd = os.open(stat.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -243,7 +252,7 @@ class Watcher:
         return self.settings.tick_ms
 
     def _closed(self, stat: FileStat) -> bool | None:
-        """:func:`no_writer`, for files within the limit: one over it is never opened."""
+        """:func:`no_writer` for readable files; anything else is never opened (window rule)."""
         return None if over_limit(stat, self.max_script_bytes) else no_writer(stat)
 
     def run(self, stop: threading.Event) -> None:
@@ -383,5 +392,6 @@ class Watcher:
                 size=item.stat.size,
                 sha256=item.sha256[:12],
                 content_hashed=item.content_hashed,
+                regular=item.stat.regular,
             )
         return published

@@ -71,7 +71,9 @@ def test_reading_tells_what_the_file_is(tmp_path: Path) -> None:
     (tmp_path / "link.sh").symlink_to(plain)
     assert read_job_file(tmp_path / "link.sh", LIMIT).kind == "symlink"
     os.mkfifo(tmp_path / "fifo")
-    assert read_job_file(tmp_path / "fifo", LIMIT).kind == "other"  # and it did not block
+    assert read_job_file(tmp_path / "fifo", LIMIT).kind == "fifo"  # and it did not block
+    (tmp_path / "folder").mkdir()
+    assert read_job_file(tmp_path / "folder", LIMIT).kind == "directory"
     with pytest.raises(FileNotFoundError):
         read_job_file(tmp_path / "missing", LIMIT)
 

@@ -312,8 +312,11 @@ def test_symlink_is_rejected_not_followed(nas: NasSettings, tmp_path: Path) -> N
     secret.write_text("#!/bin/sh\n")
     link = nas.submit_dir / "link.sh"
     link.symlink_to(secret)
+    st = link.lstat()  # the watcher's event describes the link itself
     event = Envelope.wrap(
-        FileDetected(path=str(link), size=1, mtime_ns=1, sha256="0" * 64, owner_uid=0)
+        FileDetected(
+            path=str(link), size=st.st_size, mtime_ns=st.st_mtime_ns, sha256="0" * 64, owner_uid=0
+        )
     )
     [out] = ValidatorHandler(make_deps(nas, FakeSlurm()))(event)
     assert isinstance(out.body, JobRejected)
@@ -381,3 +384,88 @@ def test_the_receipt_names_the_k8s_script(nas: NasSettings, tmp_path: Path) -> N
     assert isinstance(out.body, JobSubmitted)
     receipt = json.loads((nas.submitted_dir / "train.sh.receipt.json").read_text())
     assert receipt["k8s_script"] == str(program)
+
+
+def test_a_dead_lettered_file_is_parked_in_failed_with_an_answer(nas: NasSettings) -> None:
+    event = drop(nas, "hello.sh", HELLO)
+    slurm = FakeSlurm(fail=TransientError("slurmctld not answering"))
+    handler = ValidatorHandler(make_deps(nas, slurm))
+    with pytest.raises(TransientError):
+        handler(event)
+    handler.dead_lettered(event, "still failing after 40 retries: TransientError: slurmctld")
+    parked = nas.failed_dir / "hello.sh"
+    assert parked.read_bytes() == HELLO
+    assert not (nas.submit_dir / "hello.sh").exists()
+    notice = (nas.failed_dir / "hello.sh.error").read_text()
+    assert "could not submit hello.sh" in notice
+    assert "not a problem found in your file" in notice
+    assert "operators have been told" in notice
+    assert (nas.failed_dir / "hello.sh.error").stat().st_uid == ALICE
+    handler.dead_lettered(event, "again")  # answered once: nothing moves twice
+    assert parked.exists()
+
+
+def test_a_replayed_event_submits_the_parked_file_and_removes_the_notice(
+    nas: NasSettings,
+) -> None:
+    event = drop(nas, "hello.sh", HELLO)
+    slurm = FakeSlurm(fail=TransientError("slurmctld not answering"))
+    handler = ValidatorHandler(make_deps(nas, slurm))
+    handler.dead_lettered(event, "still failing")
+    slurm.fail = None  # the cause is fixed; the operator replays the event
+    [out] = handler(event)
+    assert isinstance(out.body, JobSubmitted)
+    assert (nas.submitted_dir / "hello.sh").read_bytes() == HELLO
+    assert sorted(p.name for p in nas.failed_dir.iterdir()) == []
+    assert len(slurm.submitted) == 1
+
+
+def test_a_replayed_parked_file_with_a_problem_keeps_its_place_with_the_real_error(
+    nas: NasSettings,
+) -> None:
+    event = drop(nas, "bad.sh", b"#!/bin/bash\n#SBATCH --uid=0\necho\n")
+    handler = ValidatorHandler(make_deps(nas, FakeSlurm()))
+    handler.dead_lettered(event, "crashed the validator")
+    [out] = handler(event)
+    assert isinstance(out.body, JobRejected)
+    assert sorted(p.name for p in nas.failed_dir.iterdir()) == ["bad.sh", "bad.sh.error"]
+    assert "could not submit" not in (nas.failed_dir / "bad.sh.error").read_text()
+
+
+def test_a_file_changed_since_its_dead_lettered_event_is_left_alone(nas: NasSettings) -> None:
+    event = drop(nas, "hello.sh", HELLO)
+    (nas.submit_dir / "hello.sh").write_bytes(HELLO + b"echo changed\n")
+    ValidatorHandler(make_deps(nas, FakeSlurm())).dead_lettered(event, "x")
+    assert (nas.submit_dir / "hello.sh").exists()
+    assert list(nas.failed_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_pipes_and_deep_folders_are_filed_with_their_reason(nas: NasSettings, kind: str) -> None:
+    folder = nas.submit_dir / "alice"
+    folder.mkdir()
+    entry = folder / "thing"
+    if kind == "fifo":
+        os.mkfifo(entry)
+    else:
+        entry.mkdir()
+        (entry / "deep.sh").write_bytes(HELLO)
+    os.lchown(entry, ALICE, ALICE)
+    st = entry.lstat()
+    event = Envelope.wrap(
+        FileDetected(
+            path=str(entry),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            sha256="0" * 64,
+            owner_uid=ALICE,
+        )
+    )
+    [out] = ValidatorHandler(make_deps(nas, FakeSlurm()))(event)
+    assert isinstance(out.body, JobRejected)
+    assert "not a regular file" in out.body.problems[0].message
+    assert (nas.failed_dir / "thing").exists()
+    assert not entry.exists()
+    if kind == "directory":
+        assert (nas.failed_dir / "thing" / "deep.sh").read_bytes() == HELLO
+    assert (nas.failed_dir / "thing.error").stat().st_uid == ALICE

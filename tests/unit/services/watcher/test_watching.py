@@ -107,7 +107,7 @@ def test_a_file_still_growing_is_published_once_complete(
     assert broker.bodies[0].sha256 == hashlib.sha256(job.read_bytes()).hexdigest()
 
 
-def test_ignored_names_symlinks_and_deep_files_are_not_published(
+def test_ignored_names_are_left_alone_and_links_fifos_and_deep_folders_are_answered(
     submit: Path, clock: Clock, broker: Broker
 ) -> None:
     for name in (".hidden.sh", "a.tmp", "b.part", "c.swp", "d~", "e.error", "f.receipt.json"):
@@ -120,11 +120,15 @@ def test_ignored_names_symlinks_and_deep_files_are_not_published(
     target = submit.parent / "elsewhere.sh"
     target.write_text("x")
     (submit / "link.sh").symlink_to(target)
-    os.mkfifo(submit / "fifo.sh")
+    os.mkfifo(submit / "fifo.sh")  # opening it would block: it must never be opened
     (submit / "alice" / "job.sh").write_text("#!/bin/bash\n")
     watcher = _watcher(submit, clock, broker)
-    assert _settle(watcher, clock) == 1
-    assert broker.paths == [str(submit / "alice" / "job.sh")]
+    assert _settle(watcher, clock) == 4
+    assert sorted(broker.paths) == sorted(
+        str(submit / p) for p in ("alice/job.sh", "alice/deeper", "link.sh", "fifo.sh")
+    )
+    keyed_by_identity = {b.path: b.sha256 for b in broker.bodies}
+    assert keyed_by_identity[str(submit / "link.sh")] != hashlib.sha256(b"x").hexdigest()
 
 
 def test_touch_without_a_change_publishes_nothing_new_but_an_edit_does(
