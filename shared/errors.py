@@ -43,3 +43,27 @@ class BrokerUnavailable(TransientError):
 
 class PublishRejected(TransientError):
     """The broker nacked or returned a published message (unroutable or refused)."""
+
+
+class KubeConflict(PermanentError):
+    """The Kubernetes object already exists (HTTP 409): for a create, the earlier attempt won."""
+
+
+class KubeNotFound(PermanentError):
+    """The Kubernetes object does not exist (HTTP 404)."""
+
+
+def kube_status_error(status: int, detail: str, retry_after: str | None = None) -> ServiceError:
+    """The taxonomy's error for an HTTP status from the Kubernetes API (0: no answer).
+
+    One mapping for the client library (``shared.kube.translate``) and the runner's
+    standard-library calls (``services.runner.pod``), so both judge a status the same way.
+    """
+    if status == 409:
+        return KubeConflict(detail)
+    if status == 404:
+        return KubeNotFound(detail)
+    if status == 429 or status >= 500 or status == 0:
+        delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+        return TransientError(detail, delay=delay)
+    return PermanentError(detail)

@@ -1,7 +1,7 @@
 """``slurmk8s explain JOBID``: Slurm's view, the Pod's view and a one-line diagnosis, on one page.
 
 Gathering talks to Slurm (``shared.slurmctl``) and, when a kubeconfig is available, to
-Kubernetes (``shared.podfacts``); the diagnosis and the page are pure functions of what was
+Kubernetes (``shared.kube``); the diagnosis and the page are pure functions of what was
 gathered, so they are unit-tested without a cluster. Anything that cannot be read becomes a
 note on the page instead of an error: the command is for finding out what is wrong.
 """
@@ -278,8 +278,7 @@ def kube_pod_reader() -> tuple[PodReader | None, str]:
         return None, "Pod details unavailable: no KUBECONFIG (ask an operator, or see sacct)"
     from kubernetes import client  # deferred: only explain needs the Kubernetes client
 
-    from shared.kube import api_call, api_client
-    from shared.podfacts import pod_events, read_pod
+    from shared.kube import api_call, api_client, pod_events, read_pod
 
     try:
         core = client.CoreV1Api(api_client(Path(path)))

@@ -3,7 +3,10 @@
 ``kubernetes.client.ApiException`` never leaves this module's callers untranslated: use
 ``translate`` (or the ``api_call`` context manager) so the rest of the code speaks the project's
 taxonomy. Conflict (409) means "already exists" and NotFound (404) means "already gone"; both
-are normal outcomes for idempotent handlers, so they get their own exception types.
+are normal outcomes for idempotent handlers, so they get their own exception types (defined in
+``shared.errors``, where the runner's standard-library client finds them without this package).
+Also the two Pod reads ``slurmk8s explain`` makes through the client (``read_pod``,
+``pod_events``); what a Pod means is read by the pure ``shared.podfacts``.
 """
 
 from __future__ import annotations
@@ -18,15 +21,13 @@ import urllib3.exceptions
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import KubeConflict as KubeConflict  # the taxonomy's, re-exported
+from shared.errors import KubeNotFound as KubeNotFound
+from shared.errors import TransientError, kube_status_error
+from shared.podfacts import PodEvent, PodFacts, facts_of, iso_time
 
-
-class KubeConflict(PermanentError):
-    """The object already exists (HTTP 409): for a create, the earlier attempt succeeded."""
-
-
-class KubeNotFound(PermanentError):
-    """The object does not exist (HTTP 404)."""
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds for the reads below."""
 
 
 def translate(exc: ApiException | urllib3.exceptions.HTTPError | OSError) -> Exception:
@@ -35,15 +36,7 @@ def translate(exc: ApiException | urllib3.exceptions.HTTPError | OSError) -> Exc
         return TransientError(f"Kubernetes API unreachable: {exc!r}")
     status = exc.status or 0
     detail = f"Kubernetes API {status} {exc.reason}: {_message(exc)}"
-    if status == 409:
-        return KubeConflict(detail)
-    if status == 404:
-        return KubeNotFound(detail)
-    if status == 429 or status >= 500 or status == 0:
-        retry_after = (exc.headers or {}).get("Retry-After")
-        delay = float(retry_after) if retry_after and retry_after.isdigit() else None
-        return TransientError(detail, delay=delay)
-    return PermanentError(detail)
+    return kube_status_error(status, detail, (exc.headers or {}).get("Retry-After"))
 
 
 def _message(exc: ApiException) -> str:
@@ -97,3 +90,40 @@ def api_client(kubeconfig: Path | None) -> client.ApiClient:
         config_file=str(kubeconfig)
     )
     return api
+
+
+def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> PodFacts | None:
+    """The Pod's facts, or None if it does not exist.
+
+    Raises:
+        TransientError: the API is unreachable or overloaded.
+        PermanentError: the API refused (e.g. RBAC).
+    """
+    try:
+        with api_call():
+            return facts_of(
+                core.read_namespaced_pod(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            )
+    except KubeNotFound:
+        return None
+
+
+def pod_events(core: client.CoreV1Api, namespace: str, name: str) -> list[PodEvent]:
+    """The Pod's events, oldest first (events outlive the Pod for about an hour)."""
+    with api_call():
+        listing = core.list_namespaced_event(
+            namespace,
+            field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    events = [
+        PodEvent(
+            at=iso_time(e.last_timestamp or e.event_time or e.first_timestamp),
+            type=e.type or "",
+            reason=e.reason or "",
+            message=(e.message or "").strip(),
+            count=e.count or 1,
+        )
+        for e in listing.items
+    ]
+    return sorted(events, key=lambda e: e.at)

@@ -1,19 +1,19 @@
 """What a job run's Pod says about itself: state, exit, image digest, GPUs, and its events.
 
-The collector and ``slurmk8s explain`` read Pods the same way, so the reading lives here: one
-pure function from the client's ``V1Pod`` to a small frozen ``PodFacts``, and two calls
-through ``shared.kube.api_call`` (so API failures arrive as the project's errors).
+The launcher, the collector, ``slurmk8s explain`` and the runner read Pods the same way, so the
+reading lives here: one pure function from a Pod to a small frozen ``PodFacts``. It reads the
+API's JSON; the client's ``V1Pod`` is turned into that JSON first. Nothing here imports the
+kubernetes package, so the runner (one per running job, with the standard library's HTTP) stays
+small; the client calls are in ``shared.kube``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
-
-from kubernetes import client
-
-from shared.kube import KubeNotFound, api_call
 
 GPU_RESOURCE = "nvidia.com/gpu"
 SCRIPT_ANNOTATION = "slurm-k8s.io/k8s-script"
@@ -59,58 +59,99 @@ class PodFacts:
         return self.exit_code is not None
 
 
-def _iso(value: datetime | None) -> str:
-    return value.isoformat() if value is not None else ""
+def iso_time(value: datetime | str | None) -> str:
+    """A Kubernetes time as ISO 8601 with ``+00:00``; "" for none.
+
+    The JSON's ``…Z`` and the client's ``datetime`` read alike.
+    """
+    if value is None or value == "":
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    try:
+        return datetime.fromisoformat(value).isoformat()
+    except ValueError:
+        return value
 
 
-def facts_of(pod: Any) -> PodFacts:
-    """Reduce a ``V1Pod`` to ``PodFacts`` (the job's container is the first one)."""
-    meta, spec, status = pod.metadata, pod.spec, pod.status
-    container = spec.containers[0] if spec and spec.containers else None
-    requests = (container.resources.requests or {}) if container and container.resources else {}
-    statuses = (status.container_statuses or []) if status else []
-    cstatus = statuses[0] if statuses else None
+def _obj(parent: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
+    value = parent.get(key) if parent else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(parent: Mapping[str, Any], key: str) -> str:
+    value = parent.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _list(parent: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = parent.get(key)
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+@cache
+def _serializer() -> Any:
+    from kubernetes.client import ApiClient  # only callers holding the client's models get here
+
+    return ApiClient()
+
+
+def pod_json(pod: Mapping[str, Any] | Any) -> Mapping[str, Any]:
+    """The API's JSON of a Pod: as is, or from the client's ``V1Pod`` (its wire names)."""
+    if isinstance(pod, Mapping):
+        return pod
+    doc: Mapping[str, Any] = _serializer().sanitize_for_serialization(pod)
+    return doc
+
+
+def facts_of(pod: Mapping[str, Any] | Any) -> PodFacts:
+    """Reduce a Pod (its JSON, or a ``V1Pod``) to ``PodFacts`` (the job's container is first)."""
+    doc = pod_json(pod)
+    meta, spec, status = _obj(doc, "metadata"), _obj(doc, "spec"), _obj(doc, "status")
+    containers = _list(spec, "containers")
+    container = containers[0] if containers else {}
+    requests = _obj(_obj(container, "resources"), "requests")
+    statuses = _list(status, "containerStatuses")
+    cstatus = statuses[0] if statuses else {}
+    state = _obj(cstatus, "state")
     exit_code: int | None = None
-    reason = (status.reason or "") if status else ""
-    message = (status.message or "") if status else ""
+    reason, message = _str(status, "reason"), _str(status, "message")
     started = finished = ""
-    if cstatus is not None and cstatus.state is not None:
-        terminated = cstatus.state.terminated
-        waiting = cstatus.state.waiting
-        running = cstatus.state.running
-        if terminated is not None:
-            exit_code = terminated.exit_code
-            reason = terminated.reason or reason
-            message = terminated.message or message
-            started, finished = _iso(terminated.started_at), _iso(terminated.finished_at)
-        elif waiting is not None:
-            reason = waiting.reason or reason
-            message = waiting.message or message
-        elif running is not None:
-            started = _iso(running.started_at)
+    if terminated := _obj(state, "terminated"):
+        code = terminated.get("exitCode")
+        exit_code = code if isinstance(code, int) else None
+        reason = _str(terminated, "reason") or reason
+        message = _str(terminated, "message") or message
+        started = iso_time(_str(terminated, "startedAt"))
+        finished = iso_time(_str(terminated, "finishedAt"))
+    elif waiting := _obj(state, "waiting"):
+        reason = _str(waiting, "reason") or reason
+        message = _str(waiting, "message") or message
+    elif running := _obj(state, "running"):
+        started = iso_time(_str(running, "startedAt"))
     if exit_code is None and not started:
-        reason, message = _setup_problem(status, reason, message)
+        reason, message = _setup_problem(_list(status, "initContainerStatuses"), reason, message)
     try:
         gpus = int(str(requests.get(GPU_RESOURCE, "0")))
     except ValueError:
         gpus = 0
-    annotations = (meta.annotations or {}) if meta is not None else {}
+    annotations = _obj(meta, "annotations")
     return PodFacts(
-        k8s_script=annotations.get(SCRIPT_ANNOTATION, ""),
-        results_dir=annotations.get(RESULTS_ANNOTATION, ""),
-        namespace=meta.namespace or "",
-        name=meta.name or "",
-        phase=(status.phase or "") if status else "",
-        node=(spec.node_name or "") if spec else "",
-        image=container.image if container else "",
-        image_id=(cstatus.image_id or "") if cstatus else "",
+        k8s_script=_str(annotations, SCRIPT_ANNOTATION),
+        results_dir=_str(annotations, RESULTS_ANNOTATION),
+        namespace=_str(meta, "namespace"),
+        name=_str(meta, "name"),
+        phase=_str(status, "phase"),
+        node=_str(spec, "nodeName"),
+        image=_str(container, "image"),
+        image_id=_str(cstatus, "imageID"),
         exit_code=exit_code,
         reason=reason,
         message=message.strip(),
         started_at=started,
         finished_at=finished,
         gpus=gpus,
-        terminating=meta.deletion_timestamp is not None,
+        terminating=meta.get("deletionTimestamp") is not None,
     )
 
 
@@ -118,40 +159,25 @@ SETUP_FAILED = "SetupFailed"
 """The init container (slurm-k8s's own setup from the tools image) ended with an error."""
 
 
-def _setup_problem(status: Any, reason: str, message: str) -> tuple[str, str]:
+def _setup_problem(inits: list[Mapping[str, Any]], reason: str, message: str) -> tuple[str, str]:
     """While the job's container has not started: a failing init container's reason.
 
     Its image pull failures keep their kubelet reason (ErrImagePull, …) with a message naming
     the setup; a setup that exited non-zero is ``SETUP_FAILED``. Otherwise nothing changes.
     """
-    for init in (status.init_container_statuses or []) if status else []:
-        state = init.state
-        if state is None:
-            continue
-        if state.waiting is not None and state.waiting.reason not in (None, "PodInitializing"):
-            detail = (state.waiting.message or "").strip()
-            return state.waiting.reason, f"slurm-k8s setup container ({init.image}): {detail}"
-        if state.terminated is not None and state.terminated.exit_code != 0:
-            detail = (state.terminated.message or state.terminated.reason or "").strip()
+    for init in inits:
+        state = _obj(init, "state")
+        image = _str(init, "image")
+        waiting, terminated = _obj(state, "waiting"), _obj(state, "terminated")
+        if waiting and _str(waiting, "reason") not in ("", "PodInitializing"):
+            detail = _str(waiting, "message").strip()
+            return _str(waiting, "reason"), f"slurm-k8s setup container ({image}): {detail}"
+        if terminated and terminated.get("exitCode") != 0:
+            detail = (_str(terminated, "message") or _str(terminated, "reason")).strip()
             return SETUP_FAILED, (
-                f"slurm-k8s setup container ({init.image}) exited "
-                f"{state.terminated.exit_code}: {detail}"
+                f"slurm-k8s setup container ({image}) exited {terminated.get('exitCode')}: {detail}"
             )
     return reason, message
-
-
-def read_pod(core: client.CoreV1Api, namespace: str, name: str) -> PodFacts | None:
-    """The Pod's facts, or None if it does not exist.
-
-    Raises:
-        TransientError: the API is unreachable or overloaded.
-        PermanentError: the API refused (e.g. RBAC).
-    """
-    try:
-        with api_call():
-            return facts_of(core.read_namespaced_pod(name, namespace))
-    except KubeNotFound:
-        return None
 
 
 @dataclass(frozen=True)
@@ -163,22 +189,3 @@ class PodEvent:
     reason: str
     message: str
     count: int = 1
-
-
-def pod_events(core: client.CoreV1Api, namespace: str, name: str) -> list[PodEvent]:
-    """The Pod's events, oldest first (events outlive the Pod for about an hour)."""
-    with api_call():
-        listing = core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}"
-        )
-    events = [
-        PodEvent(
-            at=_iso(e.last_timestamp or e.event_time or e.first_timestamp),
-            type=e.type or "",
-            reason=e.reason or "",
-            message=(e.message or "").strip(),
-            count=e.count or 1,
-        )
-        for e in listing.items
-    ]
-    return sorted(events, key=lambda e: e.at)

@@ -33,7 +33,7 @@ from shared.errors import PermanentError, ServiceError, TransientError
 from shared.jobpods import JOB_NAMESPACE, handoff_path, refusal_path, run_name
 from shared.podfacts import PodFacts
 
-if TYPE_CHECKING:  # the kubernetes client loads only once the Pod exists (fast start)
+if TYPE_CHECKING:  # HTTP and TLS load only once the Pod exists
     from services.runner.pod import RunPod
 
 TAG = "[slurm-k8s]"
@@ -119,7 +119,10 @@ class Runner:
             )
         from services.runner.pod import RunPod
 
-        pod = RunPod(kubeconfig, self._name)
+        try:
+            pod = RunPod(kubeconfig, self._name)
+        except PermanentError as exc:
+            return self._finish(Verdict(Step.FAIL, EXIT_LOST, "NoPod", str(exc)))
         return self._follow(pod)
 
     def _follow(self, pod: RunPod) -> int:
@@ -286,7 +289,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _on_signal)
     out = Output(sys.stdout.buffer)
     try:
-        settings = RunnerSettings()
+        settings = RunnerSettings.from_env()
     except ValueError as exc:
         out.line(f"{TAG} outcome: Failed exit={EXIT_LOST} reason=NotASlurmJob: {exc}")
         return EXIT_LOST

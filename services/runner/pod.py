@@ -1,89 +1,221 @@
 """The runner's Kubernetes boundary: its own Pod only, through the launcher's handoff.
 
 The credential is a token bound to the Pod, allowed (by the run's Role) to get, watch and
-delete this one Pod and read its log; nothing else is reachable with it. The kubernetes
-package is imported here and only once the credential exists, to keep the step's start fast.
+delete this one Pod and read its log; nothing else is reachable with it. Three calls (read
+the Pod, delete it, read its log) are made with the standard library's HTTP and TLS, not
+the kubernetes package: the runner exists once per running job, and the client with its
+models costs about 35 MB of memory in each. Every call has a timeout; HTTP statuses map to
+the project's errors through ``shared.errors.kube_status_error`` (the client's mapping too),
+and network failures are ``TransientError``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import base64
+import http.client
+import json
+import ssl
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
+from shared.errors import KubeNotFound, PermanentError, TransientError, kube_status_error
 from shared.jobpods import JOB_NAMESPACE
-from shared.kube import KubeNotFound, api_call, api_client
 from shared.podfacts import PodFacts, facts_of
 
 CONTAINER = "job"
 READ_TIMEOUT = (5.0, 15.0)
+"""(connect, read) seconds for a Pod read or delete."""
+LOG_TIMEOUT = (10.0, 300.0)
+"""A silent job must not look like a dead connection forever: after 5 quiet minutes the log
+read times out and the follower reconnects (deduplicated)."""
 _CHUNK = 64 * 1024
+_NETWORK = (OSError, http.client.HTTPException)
+"""What a broken connection raises (socket.timeout and ssl.SSLError are OSErrors)."""
+
+
+class _Connection(http.client.HTTPSConnection):
+    """HTTPS that connects within ``timeout[0]``, then allows ``timeout[1]`` per read.
+
+    Set in ``connect`` so a connection http.client reopens by itself gets the same limits.
+    """
+
+    def __init__(
+        self, host: str, port: int, context: ssl.SSLContext, timeout: tuple[float, float]
+    ) -> None:
+        super().__init__(host, port, timeout=timeout[0], context=context)
+        self._read_timeout = timeout[1]
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self._read_timeout)
+
+
+class Endpoint:
+    """The API server, its CA and the bearer token, from a kubeconfig the launcher wrote.
+
+    The launcher writes JSON (valid YAML, readable without a YAML library): one cluster with
+    an https ``server`` and ``certificate-authority-data``, one user with ``token``.
+
+    Raises:
+        PermanentError: the file is not such a kubeconfig.
+    """
+
+    def __init__(self, kubeconfig: Path) -> None:
+        try:
+            doc = json.loads(kubeconfig.read_bytes())
+            cluster = doc["clusters"][0]["cluster"]
+            url = urlsplit(cluster["server"])
+            self.token: str = doc["users"][0]["user"]["token"]
+            ca = cluster.get("certificate-authority-data")
+            self._context = ssl.create_default_context(
+                cadata=base64.b64decode(ca).decode("ascii") if ca else None
+            )
+            port = url.port or 443
+        except (OSError, ValueError, KeyError, IndexError, TypeError, ssl.SSLError) as exc:
+            raise PermanentError(f"unusable handoff kubeconfig {kubeconfig}: {exc!r}") from exc
+        if url.scheme != "https" or not url.hostname:
+            raise PermanentError(f"handoff kubeconfig {kubeconfig}: not an https server")
+        self._host, self._port = url.hostname, port
+        self.prefix = url.path.rstrip("/")
+
+    def connection(self, timeout: tuple[float, float]) -> http.client.HTTPSConnection:
+        """A new connection (it connects on its first request)."""
+        return _Connection(self._host, self._port, self._context, timeout)
 
 
 class RunPod:
     """One Pod, through a Pod-bound kubeconfig.
 
+    Reads and deletes (the runner's main thread) share one kept-alive connection; each log
+    stream has its own (they run on follower threads).
+
     Args:
         kubeconfig: the handoff file.
         name: the Pod's name.
         namespace: the jobs namespace.
+
+    Raises:
+        PermanentError: the handoff file is unusable.
     """
 
     def __init__(self, kubeconfig: Path, name: str, namespace: str = JOB_NAMESPACE) -> None:
-        from kubernetes import client
-
-        self._api = api_client(kubeconfig)
-        self._core = client.CoreV1Api(self._api)
+        self._endpoint = Endpoint(kubeconfig)
         self.name = name
         self.namespace = namespace
+        self._path = (
+            f"{self._endpoint.prefix}/api/v1/namespaces/{quote(namespace, safe='')}"
+            f"/pods/{quote(name, safe='')}"
+        )
+        self._conn = self._endpoint.connection(READ_TIMEOUT)
+        self._lock = threading.Lock()
 
     def read(self) -> PodFacts | None:
         """The Pod's facts, or None if it is gone."""
         try:
-            with api_call():
-                pod = self._core.read_namespaced_pod(
-                    self.name, self.namespace, _request_timeout=READ_TIMEOUT
-                )
+            doc = self._call("GET", self._path)
         except KubeNotFound:
             return None
-        return facts_of(pod)
+        return facts_of(doc)
 
     def delete(self, grace_s: int) -> None:
         """Delete the Pod with a grace period; gone already is fine."""
-        try:
-            with api_call():
-                self._core.delete_namespaced_pod(
-                    self.name,
-                    self.namespace,
-                    grace_period_seconds=grace_s,
-                    _request_timeout=READ_TIMEOUT,
-                )
-        except KubeNotFound:
-            pass
+        with suppress(KubeNotFound):
+            self._call("DELETE", f"{self._path}?{urlencode({'gracePeriodSeconds': grace_s})}")
 
     def open_log(self, follow: bool, since_s: int | None, stream: str | None) -> Iterable[bytes]:
         """The container's log with timestamps, as chunks; ``stream`` Stdout/Stderr/None."""
-        kwargs: dict[str, Any] = {
+        query: dict[str, Any] = {
             "container": CONTAINER,
-            "follow": follow,
-            "timestamps": True,
-            "_preload_content": False,
-            # A silent job must not look like a dead connection forever: after 5 quiet
-            # minutes the read times out and the follower reconnects (deduplicated).
-            "_request_timeout": (10.0, 300.0),
+            "follow": "true" if follow else "false",
+            "timestamps": "true",
         }
         if since_s is not None:
-            kwargs["since_seconds"] = since_s
+            query["sinceSeconds"] = since_s
         if stream is not None:
-            kwargs["stream"] = stream
-        with api_call():
-            response = self._core.read_namespaced_pod_log(self.name, self.namespace, **kwargs)
-        return _chunks(response)
+            query["stream"] = stream
+        connection = self._endpoint.connection(LOG_TIMEOUT)
+        try:
+            response = self._send(connection, "GET", f"{self._path}/log?{urlencode(query)}")
+            if not 200 <= response.status < 300:
+                raise _status_error(response, response.read(4096))
+        except _NETWORK as exc:
+            connection.close()
+            raise _unreachable(exc) from exc
+        except BaseException:
+            connection.close()
+            raise
+        return _chunks(connection, response)
+
+    def close(self) -> None:
+        """Close the kept-alive connection (log streams close their own)."""
+        with self._lock:
+            self._conn.close()
+
+    def _call(self, method: str, path: str) -> Mapping[str, Any]:
+        """One request on the kept-alive connection; the parsed JSON answer."""
+        with self._lock:
+            # The first request opens the connection; a later one may find that the server
+            # closed it meanwhile and fail at once: both calls are idempotent, so one fresh
+            # attempt is safe then.
+            retry = self._conn.sock is not None
+            while True:
+                try:
+                    response = self._send(self._conn, method, path)
+                    body = response.read()
+                    break
+                except _NETWORK as exc:
+                    self._conn.close()
+                    if not retry:
+                        raise _unreachable(exc) from exc
+                    retry = False
+        if not 200 <= response.status < 300:
+            raise _status_error(response, body)
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise TransientError(f"Kubernetes API sent no JSON: {body[:200]!r}") from exc
+        return doc if isinstance(doc, Mapping) else {}
+
+    def _send(
+        self, connection: http.client.HTTPSConnection, method: str, path: str
+    ) -> http.client.HTTPResponse:
+        connection.request(
+            method,
+            path,
+            headers={
+                "Authorization": f"Bearer {self._endpoint.token}",
+                "Accept": "application/json",
+                "User-Agent": "slurm-k8s-runner",
+            },
+        )
+        return connection.getresponse()
 
 
-def _chunks(response: Any) -> Iterator[bytes]:
+def _unreachable(exc: BaseException) -> TransientError:
+    return TransientError(f"Kubernetes API unreachable: {exc!r}")
+
+
+def _status_error(response: http.client.HTTPResponse, body: bytes) -> Exception:
+    detail = body.decode("utf-8", errors="replace")[:500] or response.reason
+    return kube_status_error(
+        response.status,
+        f"Kubernetes API {response.status} {response.reason}: {detail}",
+        response.getheader("Retry-After"),
+    )
+
+
+def _chunks(
+    connection: http.client.HTTPSConnection, response: http.client.HTTPResponse
+) -> Iterator[bytes]:
+    """The body as it arrives (``read1``: what a chunk brought, without waiting for more)."""
     try:
-        with api_call():
-            yield from response.stream(_CHUNK, decode_content=True)
+        while chunk := response.read1(_CHUNK):
+            yield chunk
+    except _NETWORK as exc:
+        raise _unreachable(exc) from exc
     finally:
-        response.release_conn()
+        connection.close()

@@ -119,3 +119,52 @@ def test_the_launcher_s_annotations_give_the_script_and_the_results_folder() -> 
         "/mnt/test-k8s/results/42",
     )
     assert facts_of(pod(state, "Succeeded")).k8s_script == ""
+
+
+def test_the_api_s_json_reads_like_the_client_s_pod() -> None:
+    state = client.V1ContainerState(
+        terminated=client.V1ContainerStateTerminated(
+            exit_code=137, reason="OOMKilled", started_at=T0, finished_at=T0
+        )
+    )
+    model = pod(state, "Failed", "hello@sha256:" + "b" * 64)
+    as_json = {
+        "metadata": {"name": "job-42-r0", "namespace": "slurm-jobs"},
+        "spec": {
+            "nodeName": "node1",
+            "containers": [
+                {
+                    "name": "job",
+                    "image": "nas-hub.local:5407/hello:1",
+                    "resources": {"requests": {"nvidia.com/gpu": "2"}},
+                }
+            ],
+        },
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "job",
+                    "image": "nas-hub.local:5407/hello:1",
+                    "imageID": "hello@sha256:" + "b" * 64,
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {
+                        "terminated": {
+                            "exitCode": 137,
+                            "reason": "OOMKilled",
+                            "startedAt": "2026-11-29T04:00:00Z",
+                            "finishedAt": "2026-11-29T04:00:00Z",
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    assert facts_of(as_json) == facts_of(model)
+    assert facts_of(as_json).finished_at == T0.isoformat()
+
+
+def test_a_malformed_pod_gives_empty_facts_not_an_error() -> None:
+    facts = facts_of({"metadata": [], "status": {"containerStatuses": "x", "phase": 3}})
+    assert (facts.name, facts.phase, facts.exit_code) == ("", "", None)

@@ -45,7 +45,7 @@ class FakePod:
 
 
 def make(tmp_path: Path, stop: threading.Event | None = None) -> tuple[Runner, io.BytesIO]:
-    settings = RunnerSettings(SLURM_JOB_ID=7, NAS_ROOT=tmp_path, RUNNER_POLL=0.01)  # type: ignore[call-arg]
+    settings = RunnerSettings(job_id=7, nas_root=tmp_path, poll_s=0.01)
     buf = io.BytesIO()
     return Runner(settings, Output(buf), Output(io.BytesIO()), stop or threading.Event()), buf
 
