@@ -8,7 +8,7 @@ PACKAGES=(
   rabbitmq-server
   slurmctld slurmd slurmdbd slurm-client munge mariadb-server
   containerd runc containernetworking-plugins docker-registry skopeo busybox-static debootstrap
-  bash-static  # the static bash the tools image gives every job Pod (#!/bin/bash on alpine)
+  bash-static  # the static bash every job Pod gets from the NAS (lab/nas/up.sh; #!/bin/bash on alpine)
   jq iptables conntrack socat lua5.3 openssl ca-certificates util-linux procps iproute2 psmisc
   acl gettext-base curl python3 python3-venv python3-pip
   lua5.1  # the Lua slurmctld links (job_submit_lua.so): install-hooks checks syntax with it

@@ -4,8 +4,6 @@
 #   $REGISTRY/python:3       Debian bookworm minbase with python3 (3.11), also tagged python:3.11
 #   $REGISTRY/pytorch:2.0-cuda11.8  a STAND-IN for the seed's sample image: the same Debian
 #                            python3, no PyTorch, no CUDA (labelled so, and /STAND-IN.txt says so)
-#   $REGISTRY/slurm-k8s-tools:1  what the launcher's init container copies into every job Pod:
-#                            Debian's bash-static and busybox-static (see docs/execution-runner.md)
 #   $REGISTRY/pause:3.10     Kubernetes' own pause.c, compiled statically (sandbox image)
 # Images already in the registry are left alone; root filesystems are cached in $LAB_CACHE.
 # Needs the registry answering at $REGISTRY (lab/k8s/up.sh starts it first) and its push
@@ -97,19 +95,6 @@ build_pytorch_standin() {
     --label "slurm-k8s.lab/stand-in=true"
 }
 
-build_tools() {
-  local t="$cache/tools-rootfs.tar" r="$work/tools-root"
-  [ -x /bin/bash-static ] || die "images: /bin/bash-static missing (Debian package bash-static; lab/packages.sh)"
-  if [ ! -s "$t" ] || [ /bin/bash-static -nt "$t" ] || [ /bin/busybox -nt "$t" ]; then
-    mkdir -p "$r/opt/slurm-k8s-tools/bin"
-    cp /bin/bash-static "$r/opt/slurm-k8s-tools/bin/bash"
-    cp /bin/busybox "$r/opt/slurm-k8s-tools/bin/busybox"
-    chmod 0555 "$r/opt/slurm-k8s-tools/bin/bash" "$r/opt/slurm-k8s-tools/bin/busybox"
-    root_tar "$r" "$t"
-  fi
-  push "$t" slurm-k8s-tools 1 --label "org.opencontainers.image.description=slurm-k8s Pod tools: static bash and busybox"
-}
-
 build_pause() {
   local t="$cache/pause-rootfs.tar" r="$work/pause-root"
   local src="${GOMODCACHE:-$(go env GOMODCACHE)}/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c"
@@ -125,7 +110,7 @@ build_pause() {
 
 mkdir -p "$LAB_LOG"
 for spec in alpine:latest:build_alpine python:3:build_python python:3.11:build_python311 \
-  pytorch:2.0-cuda11.8:build_pytorch_standin slurm-k8s-tools:1:build_tools pause:3.10:build_pause; do
+  pytorch:2.0-cuda11.8:build_pytorch_standin pause:3.10:build_pause; do
   IFS=: read -r name tag fn <<<"$spec"
   if in_registry "$name" "$tag"; then
     log "images: $REGISTRY/$name:$tag already in the registry"

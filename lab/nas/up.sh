@@ -39,4 +39,10 @@ for t in "${tree[@]}"; do
   chown "$owner" "$d"
   chmod "$mode" "$d"
 done
+# The tools every job Pod runs its script with (services/launcher/tools.py): Debian's
+# bash-static and busybox-static, root's and read-only, mounted from the NAS into each Pod.
+tools="$NAS_ROOT/slurm-jobs/.tools"
+install -d -m 0755 -o root -g root "$tools"
+install -m 0555 -o root -g root /bin/bash-static "$tools/bash"
+install -m 0555 -o root -g root /bin/busybox "$tools/busybox"
 log "nas: $NAS_ROOT ready"

@@ -38,13 +38,12 @@ def build(settings: LauncherSettings, nas: NasSettings) -> Launcher:
         termination_grace_s=settings.termination_grace_s,
         deadline_margin_s=settings.deadline_margin_s,
         token_max_s=settings.token_max_s,
-        tools_image=settings.tools_image,
         scratch_size=settings.scratch_size,
     )
     launcher = Launcher(
         slurm,
         runs,
-        HostUsers(nas.nas_root),
+        HostUsers(nas.nas_root, settings.tools_dir),
         defaults,
         lambda: load_policy(policy_path()),
         lambda image: resolve_digest(

@@ -63,13 +63,15 @@ class LauncherSettings(BaseSettings):
         description="Always: a cached private image must not run for a user who could not "
         "pull it (AlwaysPullImages semantics); pulls from the site registry are cheap.",
     )
-    tools_image: str = Field(
-        default="nas-hub.local:5407/slurm-k8s-tools:1",
-        alias="LAUNCHER_TOOLS_IMAGE",
+    tools_dir: str = Field(
+        default="slurm-jobs/.tools",
+        alias="LAUNCHER_TOOLS_DIR",
         min_length=1,
-        description="The image of every job Pod's init container: a static bash and busybox "
-        "under /opt/slurm-k8s-tools/bin (lab/images/build.sh builds it from Debian's "
-        "bash-static and busybox-static). Pinned to its digest like #K8S_IMAGE for each Pod.",
+        description="The folder, relative to the NAS root, holding the static bash and busybox "
+        "every job Pod runs its script with (mounted read-only at /slurm-k8s-tools). It and "
+        "every folder above it must be root's and writable by no one else "
+        "(services/launcher/tools.py); lab/nas/up.sh installs Debian's bash-static and "
+        "busybox-static there.",
     )
     scratch_size: str = Field(
         default="10Gi",

@@ -87,6 +87,9 @@ class HostPort(Protocol):
     def results_dir(self, job_id: int, uid: int, gid: int) -> str:
         """Make ``<NAS>/results/<job_id>`` owned by uid:gid, never through a symlink."""
 
+    def tools_dir(self) -> str:
+        """The NAS's tools folder (relative to the NAS root), checked to be root's alone."""
+
 
 @dataclass(frozen=True)
 class Defaults:
@@ -98,7 +101,6 @@ class Defaults:
     termination_grace_s: int = 20
     deadline_margin_s: int = 300
     token_max_s: int = 7 * 24 * 3600
-    tools_image: str = "nas-hub.local:5407/slurm-k8s-tools:1"
     scratch_size: str = "10Gi"
 
 
@@ -173,7 +175,6 @@ def run_spec(
         image_pull_policy=defaults.image_pull_policy,
         termination_grace_s=defaults.termination_grace_s,
         deadline_margin_s=defaults.deadline_margin_s,
-        tools_image=defaults.tools_image,
         start_dir=start_dir,
         k8s_script=script.value if script is not None else "",
         run_k8s_script=script is not None and parsed.first_command_line == 0,
@@ -343,7 +344,7 @@ class Launcher:
             spec,
             image=self._pin_image(spec.image),
             requested_image=spec.image,
-            tools_image=self._pin_image(spec.tools_image),
+            tools_dir=self._host.tools_dir(),
         )
         # Before any object: a run whose results folder cannot be made safely gets no Pod.
         self._host.results_dir(spec.job_id, spec.uid, spec.gid)

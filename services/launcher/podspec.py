@@ -4,15 +4,16 @@ Everything a run needs is in ``RunSpec``; ``manifests`` turns it into the Servic
 script ConfigMap, the Role/RoleBinding that let the batch step follow (and delete) only its
 own Pod, and the Pod itself. The Pod passes the "restricted" Pod Security profile: non-root
 uid/gid from Slurm, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp,
-and only configMap, emptyDir and PVC volumes; the init container is restricted the same way.
+and only configMap, emptyDir and PVC volumes.
 
-Every Pod has a ``scratch`` emptyDir with a size limit (``LAUNCHER_SCRATCH_SIZE``): an init
-container from the tools image (``LAUNCHER_TOOLS_IMAGE``, pinned to a digest) runs as the job's
-uid and makes ``workspace/`` (mounted at ``/workspace``, the default working directory),
-``results/`` (``/results``) and ``tools/`` (a static bash and busybox, read-only at
-``/slurm-k8s-tools``). The job's container runs ``RUN_SHIM`` with that bash: it honours the
-script's ``#!`` line (bash semantics even on images without bash), starts in ``#K8S_WORKDIR``,
-and at the end merges ``/results`` into ``<NAS>/results/<jobid>/``.
+Every Pod has a ``scratch`` emptyDir with a size limit (``LAUNCHER_SCRATCH_SIZE``) holding
+``workspace/`` (mounted at ``/workspace``, the default working directory) and ``results/``
+(``/results``); and the NAS's tools folder (a static bash and busybox, root's, checked by
+``tools``) read-only at ``/slurm-k8s-tools``. The job's container
+runs ``RUN_SHIM`` with that bash: it honours the script's ``#!`` line (bash semantics even on
+images without bash), starts in ``#K8S_WORKDIR``, and at the end merges ``/results`` into
+``<NAS>/results/<jobid>/``. There is no init container: one costs the kubelet about a second
+per Pod before the job's container starts (``tools``).
 """
 
 from __future__ import annotations
@@ -39,27 +40,14 @@ SCRIPT_KEY = "script"
 CONTAINER = "job"
 
 TOOLS_DIR = "/slurm-k8s-tools"
-"""Where the job's container finds the static bash and busybox the init container copied."""
-TOOLS_SOURCE = "/opt/slurm-k8s-tools/bin"
-"""Where they are in the tools image (``lab/images/build.sh``: Debian's bash-static and
-busybox-static)."""
+"""Where the job's container finds the static bash and busybox (the NAS's tools folder)."""
 WORKSPACE = "/workspace"
-"""The default working directory: the run's own scratch, owned by the job's user."""
+"""The default working directory: the run's own scratch."""
 RESULTS = "/results"
 """The run's results folder; merged into ``<NAS>/results/<jobid>/`` when the program ends."""
 SCRATCH = "scratch"
-"""The emptyDir that holds workspace/, results/ and tools/ (one size limit for all three)."""
-SETUP_CONTAINER = "setup"
-
-# The init container: runs as the job's uid from the tools image (fixed text, no job value
-# in it), so workspace/ and results/ are the user's own directories.
-SETUP_SCRIPT = f"""set -e
-B={TOOLS_SOURCE}/busybox
-cd /scratch
-"$B" mkdir -p workspace results tools
-"$B" cp {TOOLS_SOURCE}/bash {TOOLS_SOURCE}/busybox tools/
-"$B" chmod 0555 tools/bash tools/busybox
-"""
+"""The emptyDir that holds workspace/ and results/ (one size limit for both; the kubelet makes
+both subPath folders with the emptyDir's mode, 0777: the Pod has one uid)."""
 
 # The job container's entry point, run by the static bash (so it works on any image, even one
 # without /bin/sh). Arguments: TOOLS PROGRAM WORKDIR RESULTS DEST.
@@ -207,8 +195,8 @@ class RunSpec:
     termination_grace_s: int = 20
     deadline_margin_s: int = 300
     extra_env: tuple[tuple[str, str], ...] = field(default=())
-    tools_image: str = ""
-    """The slurm-k8s tools image (static bash, busybox), pinned to a digest by the launcher."""
+    tools_dir: str = "slurm-jobs/.tools"
+    """The tools folder inside the NAS volume (``tools.check_tools`` checked it)."""
     start_dir: str = WORKSPACE
     """Where the program starts: ``#K8S_WORKDIR``, else the script's ``--chdir``, else
     ``/workspace``."""
@@ -379,25 +367,6 @@ def _restricted_context() -> Manifest:
     }
 
 
-def setup_container(spec: RunSpec) -> Manifest:
-    """The init container: the user's workspace/ and results/, and the tools, in the scratch.
-
-    Same uid/gid and restrictions as the job; same CPU and memory as the job (requests equal
-    limits, so the Pod stays Guaranteed and its effective request is the allocation).
-    """
-    amounts = {"cpu": str(spec.cpus), "memory": f"{spec.mem_mb}Mi"}
-    return {
-        "name": SETUP_CONTAINER,
-        "image": spec.tools_image,
-        "imagePullPolicy": spec.image_pull_policy,
-        "command": [f"{TOOLS_SOURCE}/busybox", "sh", "-c", SETUP_SCRIPT],
-        "resources": {"requests": dict(amounts), "limits": dict(amounts)},
-        "securityContext": _restricted_context(),
-        "volumeMounts": [{"name": SCRATCH, "mountPath": "/scratch"}],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-
-
 def program(spec: RunSpec) -> str:
     """What the container runs: the job's script, or ``#K8S_SCRIPT`` when the body is empty."""
     return (
@@ -441,9 +410,9 @@ def pod(spec: RunSpec, owner: Manifest) -> Manifest:
                     {"name": SCRATCH, "mountPath": WORKSPACE, "subPath": "workspace"},
                     {"name": SCRATCH, "mountPath": RESULTS, "subPath": "results"},
                     {
-                        "name": SCRATCH,
+                        "name": "nas",
                         "mountPath": TOOLS_DIR,
-                        "subPath": "tools",
+                        "subPath": spec.tools_dir,
                         "readOnly": True,
                     },
                 ],
@@ -460,7 +429,6 @@ def pod(spec: RunSpec, owner: Manifest) -> Manifest:
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{spec.shm_mb}Mi"}},
             {"name": SCRATCH, "emptyDir": {"sizeLimit": spec.scratch_size}},
         ],
-        "initContainers": [setup_container(spec)],
     }
     if spec.time_limit_s is not None:
         pod_spec["activeDeadlineSeconds"] = spec.time_limit_s + spec.deadline_margin_s

@@ -14,6 +14,7 @@ from services.launcher.handlers import (
     verify,
 )
 from services.launcher.podspec import RunSpec
+from services.launcher.tools import ToolsUnusable
 from shared.errors import PermanentError, TransientError
 from shared.jobscript import wrap_script
 from shared.jobscript.policy import Policy
@@ -100,6 +101,7 @@ class FakeHost:
     def __init__(self) -> None:
         self.results: list[tuple[int, int, int]] = []
         self.results_error: Exception | None = None
+        self.tools_error: Exception | None = None
 
     def groups(self, user: str, gid: int) -> tuple[int, ...]:
         return (gid, 100)
@@ -112,6 +114,11 @@ class FakeHost:
             raise self.results_error
         self.results.append((job_id, uid, gid))
         return f"/mnt/test-k8s/results/{job_id}"
+
+    def tools_dir(self) -> str:
+        if self.tools_error is not None:
+            raise self.tools_error
+        return "slurm-jobs/.tools"
 
 
 DIGEST = "sha256:" + "ab" * 32
@@ -360,14 +367,13 @@ def test_token_lifetime() -> None:
     assert token_lifetime(replace(JOB, time_limit_s=10**9), 7200) == 7200
 
 
-def test_results_folder_is_made_for_the_owner_and_the_tools_image_pinned() -> None:
+def test_results_folder_is_made_for_the_owner_and_the_checked_tools_mounted() -> None:
     slurm, cluster, host = FakeSlurm(JOB, wrap_script(SCRIPT)), FakeCluster(), FakeHost()
     launcher(slurm, cluster, host=host).handle(Envelope.wrap(EVENT))
     assert host.results == [(9, 2001, 2001)]
     pod = cluster.objects[("Pod", "job-9-r0")]
-    assert pod["spec"]["initContainers"][0]["image"] == (
-        f"nas-hub.local:5407/slurm-k8s-tools@{DIGEST}"
-    )
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["/slurm-k8s-tools"]["subPath"] == "slurm-jobs/.tools"
     assert pod["metadata"]["annotations"]["slurm-k8s.io/results-dir"] == ("/mnt/test-k8s/results/9")
 
 
@@ -420,17 +426,10 @@ def test_k8s_script_runs_only_when_the_body_has_no_command() -> None:
     assert spec_of(b"#!/bin/bash\n" + IMAGE_LINE).k8s_script == ""
 
 
-def test_a_tools_image_the_registry_does_not_have_refuses_the_run_before_any_object() -> None:
+def test_an_unusable_tools_folder_refuses_the_run_before_any_object() -> None:
     slurm, cluster, host = FakeSlurm(JOB, wrap_script(SCRIPT)), FakeCluster(), FakeHost()
-    handler = Launcher(
-        slurm,
-        cluster,
-        host,
-        Defaults(nas_root="/mnt/test-k8s", tools_image="nas-hub.local:5407/nope-tools:1"),
-        Policy,
-        pin,
-    )
-    assert handler.handle(Envelope.wrap(EVENT)) == ()
+    host.tools_error = ToolsUnusable("/mnt/test-k8s/slurm-jobs/.tools/bash can be changed")
+    assert launcher(slurm, cluster, host=host).handle(Envelope.wrap(EVENT)) == ()
     assert cluster.objects == {}
     assert host.results == []
-    assert "nope-tools:1 not found in the registry" in cluster.refusals[0][2]
+    assert ".tools/bash can be changed" in cluster.refusals[0][2]

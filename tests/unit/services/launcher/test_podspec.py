@@ -76,7 +76,8 @@ def test_restricted_profile() -> None:
     assert csc["capabilities"] == {"drop": ["ALL"]}
     kinds = {next(k for k in v if k != "name") for v in spec["volumes"]}
     assert kinds <= {"persistentVolumeClaim", "configMap", "emptyDir"}
-    for container in spec["initContainers"] + spec["containers"]:
+    assert "initContainers" not in spec
+    for container in spec["containers"]:
         assert "privileged" not in container["securityContext"]
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
@@ -90,12 +91,13 @@ def test_volumes_nas_script_shm_and_scratch() -> None:
         "/dev/shm": "shm",
         "/workspace": "scratch",
         "/results": "scratch",
-        "/slurm-k8s-tools": "scratch",
+        "/slurm-k8s-tools": "nas",
     }
     assert mounts["/workspace"]["subPath"] == "workspace"
     assert mounts["/results"]["subPath"] == "results"
+    # The NAS's tools folder (root's alone, checked by the launcher), never writable here.
     assert (mounts["/slurm-k8s-tools"]["subPath"], mounts["/slurm-k8s-tools"]["readOnly"]) == (
-        "tools",
+        "slurm-jobs/.tools",
         True,
     )
     vols = {v["name"]: v for v in spec["volumes"]}
@@ -107,24 +109,6 @@ def test_volumes_nas_script_shm_and_scratch() -> None:
         "emptyDir"
     ] == {"sizeLimit": "2Gi"}
     assert spec["containers"][0]["workingDir"] == "/workspace"
-
-
-def test_init_container_is_restricted_fixed_and_sized_like_the_job() -> None:
-    spec = podspec.pod(replace(SPEC, tools_image="reg/tools@sha256:" + "1" * 64), OWNER)["spec"]
-    (init,) = spec["initContainers"]
-    assert init["image"] == "reg/tools@sha256:" + "1" * 64
-    csc = init["securityContext"]
-    assert csc["allowPrivilegeEscalation"] is False
-    assert csc["capabilities"] == {"drop": ["ALL"]}
-    assert csc["runAsNonRoot"] is True
-    assert csc["seccompProfile"] == {"type": "RuntimeDefault"}
-    # Guaranteed QoS needs requests == limits in every container; no GPU for the setup.
-    assert init["resources"]["requests"] == init["resources"]["limits"]
-    assert init["resources"]["limits"] == {"cpu": "2", "memory": "1024Mi"}
-    assert init["volumeMounts"] == [{"name": "scratch", "mountPath": "/scratch"}]
-    # No value of the job reaches the setup's command line.
-    assert init["command"][-1] == podspec.SETUP_SCRIPT
-    assert "alice" not in " ".join(init["command"])
 
 
 def test_time_limit_gives_a_deadline_and_grace_fits_killwait() -> None:
