@@ -37,6 +37,12 @@ if TYPE_CHECKING:  # HTTP and TLS load only once the Pod exists
     from services.runner.pod import RunPod
 
 TAG = "[slurm-k8s]"
+ENDING_POLL_S = 0.1
+"""Pod reads after a log stream ended while the status still says running: the kubelet
+reports the exit within about a second (its next relist), and the job ends when it does."""
+ENDING_WINDOW_S = 3.0
+"""How long after a stream's end the runner reads that often (a dropped connection ends a
+stream too, and must not turn the running poll into ten reads a second)."""
 
 
 def _now_iso() -> str:
@@ -65,6 +71,7 @@ class Runner:
         self._ended = threading.Event()
         self._described = False
         self._wake = threading.Event()
+        self._stream_ended = float("-inf")
 
     def _say(self, text: str) -> None:
         self._out.line(f"{TAG} {text}")
@@ -166,7 +173,20 @@ class Runner:
                 self._drain()
                 return self._finish(verdict)
             steady = verdict.step is Step.RUNNING and facts is not None and not facts.terminated
-            self._pause(self._s.running_poll_s if steady else self._s.poll_s)
+            self._pause(self._next_look(steady))
+
+    def _next_look(self, steady: bool) -> float:
+        """Seconds until the next Pod read: rarely while it runs, often just after its end."""
+        if not steady:
+            return self._s.poll_s
+        if time.monotonic() - self._stream_ended < ENDING_WINDOW_S:
+            return ENDING_POLL_S
+        return self._s.running_poll_s
+
+    def _on_stream_end(self) -> None:
+        """A log stream ended: the container probably stopped; look now and soon again."""
+        self._stream_ended = time.monotonic()
+        self._wake.set()
 
     def _pause(self, seconds: float) -> None:
         """Sleep until the next look at the Pod, a log stream's end or SIGTERM."""
@@ -221,7 +241,7 @@ class Runner:
             ) -> Iterable[bytes]:
                 return pod.open_log(follow, since, stream)
 
-            follower = Follower(open_log, out, self._ended, on_stream_end=self._wake.set)
+            follower = Follower(open_log, out, self._ended, on_stream_end=self._on_stream_end)
             thread = threading.Thread(target=follower.run, name=f"log-{stream}", daemon=True)
             thread.start()
             self._followers.append(follower)

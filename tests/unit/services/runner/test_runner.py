@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.runner.__main__ import Runner
+from services.runner.__main__ import ENDING_POLL_S, Runner
 from services.runner.config import RunnerSettings
 from services.runner.following import Output
 from shared.jobpods import handoff_path
@@ -93,3 +93,15 @@ def test_waits_for_the_handoff(tmp_path: Path, monkeypatch: Any) -> None:
     threading.Timer(0.3, lambda: path.write_text("{}")).start()
     assert runner._wait_for_handoff() == path
     assert os.path.exists(path)
+
+
+def test_after_a_log_stream_ends_the_pod_is_read_again_soon_not_at_the_running_poll(
+    tmp_path: Path,
+) -> None:
+    runner, _ = make(tmp_path)
+    running_poll = runner._s.running_poll_s
+    assert runner._next_look(steady=True) == running_poll
+    assert runner._next_look(steady=False) == 0.01
+    runner._on_stream_end()
+    assert runner._wake.is_set()
+    assert runner._next_look(steady=True) == ENDING_POLL_S < running_poll
