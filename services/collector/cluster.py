@@ -2,8 +2,11 @@
 
 A run's objects all carry its name; the ServiceAccount owns the ConfigMap, Role and
 RoleBinding (and the Pod) through ownerReferences, so deleting it with background propagation
-removes the rest. The Pod is also deleted explicitly, with a bounded grace period, because it
-holds the node's GPUs and the garbage collector is in no hurry. 404 means already done.
+removes the rest. The Pod is also deleted explicitly, because it holds the node's GPUs and the
+garbage collector is in no hurry: with a bounded grace period while its container may still
+run, at once (grace 0) once it has exited (nothing to stop; the kubelet's round trip for a
+graceful delete is the wait the user would see). The deletes go out together. 404 means
+already done.
 
 The reconcile lists every kind the launcher creates (an object whose owner is gone, or one
 made after a crash between two creates, is still found by its labels) and deletes each kind
@@ -14,6 +17,7 @@ not hang the consumer or a sweep.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
@@ -67,18 +71,19 @@ class KubeCluster:
         except KubeNotFound:
             return None
 
-    def delete_run(self, name: str, *, every_kind: bool = False) -> None:
-        """Delete the Pod (bounded grace) and the ServiceAccount (cascades); gone is fine.
+    def delete_run(self, name: str, *, every_kind: bool = False, ended: bool = False) -> None:
+        """Delete the Pod and the ServiceAccount (cascades), concurrently; gone is fine.
 
         ``every_kind`` also deletes the ConfigMap, Role and RoleBinding by name, for the
         reconcile: they may have lost their owner, or the garbage collector may be behind.
+        ``ended``: the Pod's container has exited: no grace period (else the bounded one).
         """
         ns, core, rbac = self._namespace, self._core, self._rbac
         deletes: list[Callable[[], Any]] = [
             lambda: core.delete_namespaced_pod(
                 name,
                 ns,
-                grace_period_seconds=self._grace_s,
+                grace_period_seconds=0 if ended else self._grace_s,
                 propagation_policy="Background",
                 _request_timeout=REQUEST_TIMEOUT,
             ),
@@ -96,13 +101,18 @@ class KubeCluster:
                 ),
                 lambda: rbac.delete_namespaced_role(name, ns, _request_timeout=REQUEST_TIMEOUT),
             ]
-        for delete in deletes:
-            self._limiter.acquire()
-            try:
-                with api_call():
-                    delete()
-            except KubeNotFound:
-                pass
+        with ThreadPoolExecutor(len(deletes), thread_name_prefix="delete") as pool:
+            # result() re-raises the first failure (a transient one retries the whole run).
+            for done in [pool.submit(self._delete, delete) for delete in deletes]:
+                done.result()
+
+    def _delete(self, delete: Callable[[], Any]) -> None:
+        self._limiter.acquire()
+        try:
+            with api_call():
+                delete()
+        except KubeNotFound:
+            pass
 
     def runs(self) -> list[RunKey]:
         """Runs with any labelled object of a kind the launcher makes, whatever their state."""

@@ -125,10 +125,11 @@ class ClusterPort(Protocol):
     def pod(self, name: str) -> PodFacts | None:
         """The run's Pod, or None if it is gone."""
 
-    def delete_run(self, name: str, *, every_kind: bool = False) -> None:
+    def delete_run(self, name: str, *, every_kind: bool = False, ended: bool = False) -> None:
         """Delete the run's Pod and its ServiceAccount (owner of the rest); gone is fine.
 
-        ``every_kind``: the ConfigMap, Role and RoleBinding too, by name.
+        ``every_kind``: the ConfigMap, Role and RoleBinding too, by name. ``ended``: the
+        Pod's container has exited, so nothing is left to stop: no grace period.
         """
 
     def runs(self) -> list[RunKey]:
@@ -343,7 +344,9 @@ class Collector:
             notes += self._record_on_job(run, job, pod, outcome)
             # The epilog's event follows a run the launcher completed; the reconcile may be
             # looking at the leftovers of one it did not (a crash between two creates).
-            self._cluster.delete_run(run.name, every_kind=not from_epilog)
+            self._cluster.delete_run(
+                run.name, every_kind=not from_epilog, ended=pod is None or pod.terminated
+            )
             self._files.remove_handoff(run)
             _log.info(
                 "run finished",

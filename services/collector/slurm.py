@@ -9,6 +9,8 @@ where a job name can forge any field.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from services.collector.handlers import SlurmJob
 from shared.slurmctl import SlurmCtl, gpu_count
 
@@ -24,9 +26,14 @@ class SlurmAdapter:
         self._ctl = ctl
 
     def job(self, job_id: int) -> SlurmJob | None:
-        """Both views merged; None when neither slurmctld nor accounting know the job."""
-        info = self._ctl.job_info(job_id)
-        acct = self._ctl.accounting(job_id)
+        """Both views merged; None when neither slurmctld nor accounting know the job.
+
+        The two commands are asked at once (slurmctld and slurmdbd answer independently).
+        """
+        with ThreadPoolExecutor(1, thread_name_prefix="sacct") as pool:
+            accounting = pool.submit(self._ctl.accounting, job_id)
+            info = self._ctl.job_info(job_id)
+            acct = accounting.result()
         if info is None and acct is None:
             return None
         if info is None:

@@ -1,8 +1,13 @@
-import pytest
+from typing import Any
 
-from services.collector.cluster import SELECTOR, run_of
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from services.collector.cluster import SELECTOR, KubeCluster, run_of
 from services.collector.handlers import RunKey
 from shared.jobpods import run_labels
+from shared.kube import RateLimiter
 
 pytestmark = pytest.mark.unit
 
@@ -20,3 +25,29 @@ def test_objects_without_our_labels_are_not_runs(labels: dict[str, str]) -> None
 
 def test_only_objects_we_manage_are_listed() -> None:
     assert SELECTOR == "app.kubernetes.io/managed-by=slurm-k8s"
+
+
+class FakeCore:
+    """Records the deletes; the ServiceAccount is already gone (404 is fine)."""
+
+    def __init__(self) -> None:
+        self.graces: list[int] = []
+        self.accounts = 0
+
+    def delete_namespaced_pod(self, name: str, ns: str, **kw: Any) -> None:
+        self.graces.append(kw["grace_period_seconds"])
+
+    def delete_namespaced_service_account(self, name: str, ns: str, **kw: Any) -> None:
+        self.accounts += 1
+        raise ApiException(status=404, reason="Not Found")
+
+
+@pytest.mark.parametrize(("ended", "grace"), [(True, 0), (False, 10)])
+def test_an_exited_pod_is_deleted_at_once_a_running_one_with_its_grace(
+    ended: bool, grace: int
+) -> None:
+    cluster = KubeCluster(client.ApiClient(), 10, RateLimiter(100, 10))
+    core = FakeCore()
+    cluster._core = core  # type: ignore[assignment]
+    cluster.delete_run("job-42-r0", ended=ended)
+    assert (core.graces, core.accounts) == ([grace], 1)

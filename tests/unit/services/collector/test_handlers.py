@@ -78,12 +78,15 @@ class FakeCluster:
         self.accounts = {name for name in pods} | {r.name for r in extra_runs or []}
         self.deleted: list[str] = []
         self.every_kind: list[str] = []
+        self.ended: list[str] = []
 
     def pod(self, name: str) -> PodFacts | None:
         return self.pods.get(name)
 
-    def delete_run(self, name: str, *, every_kind: bool = False) -> None:
+    def delete_run(self, name: str, *, every_kind: bool = False, ended: bool = False) -> None:
         self.deleted.append(name)
+        if ended:
+            self.ended.append(name)
         if every_kind:
             self.every_kind.append(name)
         self.pods.pop(name, None)
@@ -193,6 +196,7 @@ def test_ended_run_is_summarised_recorded_and_cleaned_up() -> None:
     assert summary["user"] == "alice"
     assert cluster.deleted == ["job-42-r0"]
     assert cluster.every_kind == [], "the epilog's path deletes the owner; the rest cascades"
+    assert cluster.ended == ["job-42-r0"], "an exited Pod goes at once, without a grace period"
     assert files.handoffs_removed == [RUN]
     assert files.footers == [], "the runner's footer was there"
     # slurmctld refuses updates of finished jobs: none is attempted
