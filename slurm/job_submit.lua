@@ -1083,7 +1083,8 @@ function M.check_script(data, policy, user, home, syntax, walk)
   check_bytes(data, problems)
   local sign_line, sign = M.wrapper_sign(data)
   if sign_line then problem(problems, sign_line, M.wrapper_text(sign)) end
-  if not starts(data, "#!") then
+  -- "#!" alone names nothing to run: the kernel refuses to exec it (ENOEXEC).
+  if not starts(data, "#!") or not data:match("^#![^\n]*"):sub(3):find("%S") then
     problem(problems, 1, "the first line must name an interpreter, e.g. #!/bin/bash")
   end
   local parsed = M.parse_script(data, problems)

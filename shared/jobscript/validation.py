@@ -61,7 +61,7 @@ from shared.jobscript.k8s_paths import (
     safe_path,
     script_problem,
 )
-from shared.jobscript.parsing import Option, ParsedScript, parse_script
+from shared.jobscript.parsing import C_SPACE, Option, ParsedScript, parse_script
 from shared.jobscript.policy import Policy
 from shared.jobscript.wrapping import wrapper_sign
 from shared.messages import Problem
@@ -186,7 +186,8 @@ def check_script(
         problems.add(Problem(line=sign[0], message=wrapper_text(sign[1])))
     text = data.decode("utf-8", errors="surrogateescape")
     parsed = parse_script(text)
-    if parsed.shebang is None:
+    if parsed.shebang is None or not parsed.shebang[2:].strip(C_SPACE):
+        # "#!" alone names nothing to run: the kernel refuses to exec it (ENOEXEC).
         problems.add(
             Problem(
                 line=1,

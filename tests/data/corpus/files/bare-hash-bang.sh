@@ -1,0 +1,4 @@
+#!
+#SBATCH --hold
+#K8S_IMAGE=nas-hub.local:5407/alpine:latest
+echo hello

@@ -1,0 +1,7 @@
+#!/bin/bash
+#SBATCH --hold
+#SBATCH --output=/mnt/test-k8s/results/%u-%j.out
+#K8S_IMAGE=nas-hub.local:5407/alpine:latest
+#SBATCH --chdir=/mnt/test-k8s/results
+#SBATCH -o ../home/bob/x
+echo hello

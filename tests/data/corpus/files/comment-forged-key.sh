@@ -1,0 +1,6 @@
+#!/bin/bash
+#SBATCH --hold
+#SBATCH --output=/mnt/test-k8s/results/%u-%j.out
+#K8S_IMAGE=nas-hub.local:5407/alpine:latest
+#SBATCH --comment=slurmk8s-key=0123456789abcdef01234567
+echo hello
