@@ -259,7 +259,7 @@ class ValidatorHandler:
             uid=job.uid,
             gid=job.gid,
             kind=job.kind,
-            problems=[[p.line, p.message] for p in problems],
+            problems=[[p.line, shown(p.message)] for p in problems],
         )
         return self._finish(event, key, record)
 
@@ -302,8 +302,8 @@ class ValidatorHandler:
             uid=job.uid,
             gid=job.gid,
             kind=job.kind,
-            output_path=output,
-            k8s_script=_k8s_script(job.data),
+            output_path=shown(output),
+            k8s_script=shown(_k8s_script(job.data)),
         )
         return self._finish(event, key, record)
 
@@ -447,6 +447,16 @@ def _same_content(job: JobFile, event: FileDetected) -> bool:
     if job.oversize:
         return job.size == event.size and job.mtime_ns == event.mtime_ns
     return job.sha256 == event.sha256
+
+
+def shown(text: str) -> str:
+    """Text from a job file made writable: a byte that is not UTF-8 is shown as ``\\xe9``.
+
+    Scripts are read with ``surrogateescape`` (the shell does not care about encodings), but
+    receipts, error files and messages are UTF-8: a raw surrogate there would make the
+    answer unwritable and the message unpublishable, and the file would never be answered.
+    """
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
 
 
 def _size(size: int) -> str:
