@@ -44,16 +44,59 @@ def manifest(name: str, command: str = "sleep 2") -> dict[str, Any]:
     }
 
 
+def with_job_volumes(pod: dict[str, Any], config_map: str) -> dict[str, Any]:
+    """The same Pod with the volumes a slurm-k8s job Pod has (in the jobs' namespace).
+
+    The NAS claim (and its tools subPath, read-only), a ConfigMap, a memory emptyDir for
+    /dev/shm and a sized scratch emptyDir with two subPaths: what the kubelet has to mount
+    before the container starts, without any of slurm-k8s's own work.
+    """
+    pod["spec"]["volumes"] = [
+        {"name": "nas", "persistentVolumeClaim": {"claimName": "nas"}},
+        {"name": "script", "configMap": {"name": config_map, "defaultMode": 0o555}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    # The jobs' namespace enforces the "restricted" Pod Security profile, as job Pods pass it.
+    pod["spec"]["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod["spec"]["containers"][0]["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    pod["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "nas", "mountPath": "/mnt/test-k8s"},
+        {"name": "nas", "mountPath": "/slurm-k8s-tools", "subPath": "slurm-jobs/.tools",
+         "readOnly": True},
+        {"name": "script", "mountPath": "/slurm-k8s", "readOnly": True},
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "scratch", "mountPath": "/workspace", "subPath": "workspace"},
+        {"name": "scratch", "mountPath": "/results", "subPath": "results"},
+    ]  # fmt: skip
+    return pod
+
+
 def _running(pod: Any) -> bool:
     return any(s.state and s.state.running for s in (pod.status.container_statuses or []))
 
 
-def create_and_wait(core: Any, namespace: str, name: str, timeout_s: float = 120) -> float:
-    """Create the Pod and watch until its container runs: seconds from the create call."""
+def create_and_wait(
+    core: Any, namespace: str, name: str, timeout_s: float = 120, config_map: str = ""
+) -> float:
+    """Create the Pod and watch until its container runs: seconds from the create call.
+
+    With ``config_map`` the Pod gets a job Pod's volumes (``with_job_volumes``).
+    """
     from kubernetes import watch
 
+    pod = manifest(name)
+    if config_map:
+        pod = with_job_volumes(pod, config_map)
     started = time.monotonic()
-    core.create_namespaced_pod(namespace, manifest(name))
+    core.create_namespaced_pod(namespace, pod)
     w = watch.Watch()
     try:
         for event in w.stream(

@@ -450,11 +450,12 @@ class Bench:
             with suppress(Exception):
                 step()
         self.sampler.stopped.set()
-        subprocess.run(
-            ["kubectl", "delete", "pods", "-n", NAMESPACE, "-l", "app=slurmk8s-bench",
-             "--wait=false"],
-            capture_output=True, check=False,
-        )  # fmt: skip
+        for namespace in (NAMESPACE, JOB_NAMESPACE):
+            subprocess.run(
+                ["kubectl", "delete", "pods", "-n", namespace, "-l", "app=slurmk8s-bench",
+                 "--wait=false"],
+                capture_output=True, check=False,
+            )  # fmt: skip
         for path in (self.nas / "results").glob(f"{self.tag}-*"):
             with suppress(OSError):
                 path.unlink()
@@ -690,8 +691,18 @@ class Bench:
         self.figures["start_to_running_s"] = [r["start_to_running"] for r in ours]
         self.figures["end_to_cleaned_s"] = [r["end_to_cleaned"] for r in ours]
         say(f"raw Pod create -> running, kubectl apply+wait, kubectl delete --wait ({count})")
-        raw, kubectl, delete = [], [], []
+        raw, kubectl, delete, volumes = [], [], [], []
+        config_map = f"{self.tag}-script"
+        self.core.create_namespaced_config_map(
+            JOB_NAMESPACE, {"metadata": {"name": config_map}, "data": {"script": "true\n"}}
+        )
+        self.cleanups.append(
+            lambda: self.core.delete_namespaced_config_map(config_map, JOB_NAMESPACE)
+        )
         for n in range(count):
+            name = f"{self.tag}-vol-{n}"
+            volumes.append(create_and_wait(self.core, JOB_NAMESPACE, name, config_map=config_map))
+            self.core.delete_namespaced_pod(name, JOB_NAMESPACE, grace_period_seconds=0)
             name = f"{self.tag}-raw-{n}"
             raw.append(create_and_wait(self.core, NAMESPACE, name))
             self._wait_succeeded(name)
@@ -710,7 +721,12 @@ class Bench:
             )
             kubectl.append(time.monotonic() - started)
             self.core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
-        self.figures |= {"raw_pod_s": raw, "kubectl_start_s": kubectl, "kubectl_delete_s": delete}
+        self.figures |= {
+            "raw_pod_s": raw,
+            "raw_pod_job_volumes_s": volumes,
+            "kubectl_start_s": kubectl,
+            "kubectl_delete_s": delete,
+        }
 
     def _wait_succeeded(self, name: str) -> None:
         end = time.monotonic() + 60
@@ -834,6 +850,7 @@ class Bench:
             ("Slurm start -> container running", pp(f["start_to_running_s"]),
              pp(f["raw_pod_s"]), "raw Pod create (client)"),
             ("", "", pp(f["kubectl_start_s"]), "kubectl apply + wait"),
+            ("", "", pp(f.get("raw_pod_job_volumes_s", [])), "raw Pod with a job Pod's volumes"),
             ("container exit -> job done, summary, Pod gone", pp(f["end_to_cleaned_s"]),
              pp(f["kubectl_delete_s"]), "kubectl delete --wait"),
             (f"{e2e.get('jobs')} one-second jobs, drop -> all done", fmt(e2e.get("ours_s")),
