@@ -25,6 +25,7 @@ from services.runner.outcome import (
     EXIT_CANCELLED,
     EXIT_CANNOT_RUN,
     EXIT_LOST,
+    EXIT_OUTPUT_LOST,
     PodJudge,
     Step,
     Verdict,
@@ -286,6 +287,16 @@ class Runner:
 
     def _finish(self, verdict: Verdict) -> int:
         self._out.line(verdict.footer)
+        lost = self._out.lost or self._err.lost
+        if lost is not None:
+            # The job's result is incomplete: it fails, whatever the container said. The
+            # reason goes to stderr (the --error file when that one is still writable).
+            self._err.line(
+                f"{TAG} outcome: Failed exit={EXIT_OUTPUT_LOST} reason=OutputLost: the job's "
+                f"output could not be written ({lost}); the container's own outcome: "
+                f"{verdict.footer.removeprefix(f'{TAG} outcome: ')}"
+            )
+            return EXIT_OUTPUT_LOST
         return verdict.exit_code if verdict.exit_code is not None else 1
 
 

@@ -81,21 +81,33 @@ class Output:
         self._stream = stream
         self._lock = threading.Lock()
         self._partial = False
+        self.lost: str | None = None
+        """Why the output could not be written (e.g. the NAS is full), or None."""
 
     def write(self, data: bytes) -> None:
         """Write log bytes as they come (``tail -f`` sees them at once)."""
         with self._lock:
-            self._stream.write(data)
-            self._stream.flush()
+            self._put(data)
             self._partial = not data.endswith(b"\n")
 
     def line(self, text: str) -> None:
         """One line of the runner's own, always on a line of its own."""
         with self._lock:
             prefix = b"\n" if self._partial else b""
-            self._stream.write(prefix + text.encode() + b"\n")
-            self._stream.flush()
+            self._put(prefix + text.encode() + b"\n")
             self._partial = False
+
+    def _put(self, data: bytes) -> None:
+        # A write that fails once (ENOSPC, EIO, a NAS gone) is not retried: what follows would
+        # land after a hole, and the log's copy must not treat it as a broken connection and
+        # fetch the log again. The runner fails the job with ``lost`` as the reason.
+        if self.lost is not None:
+            return
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except OSError as exc:
+            self.lost = exc.strerror or str(exc)
 
 
 class Follower:

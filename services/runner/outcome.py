@@ -7,6 +7,8 @@ itself follow Docker's convention where one exists:
 - the container's own exit code when it ran (137 for OOMKilled, as the kernel's SIGKILL);
 - ``EXIT_CANNOT_RUN`` (125): the image could not be pulled or the container not created;
 - ``EXIT_LOST`` (126): the Pod vanished, or the launcher never handed it over;
+- ``EXIT_OUTPUT_LOST`` (74, sysexits' ``EX_IOERR``): the job's output could not be written
+  (the NAS is full or gone), whatever the container's own result;
 - ``EXIT_CANCELLED`` (143 = 128 + SIGTERM): Slurm ended the job (scancel, time limit, requeue);
 - ``REQUEUE_EXIT`` (218, listed in slurm.conf's ``RequeueExit``): Kubernetes refused the Pod
   on this node (kubelet admission: resources held outside Slurm) or the node never started
@@ -21,6 +23,7 @@ from enum import Enum
 
 from shared.podfacts import SETUP_FAILED, PodFacts
 
+EXIT_OUTPUT_LOST = 74
 EXIT_CANNOT_RUN = 125
 EXIT_LOST = 126
 EXIT_CANCELLED = 143

@@ -105,3 +105,42 @@ def test_after_a_log_stream_ends_the_pod_is_read_again_soon_not_at_the_running_p
     runner._on_stream_end()
     assert runner._wake.is_set()
     assert runner._next_look(steady=True) == ENDING_POLL_S < running_poll
+
+
+class FullDisk(io.BytesIO):
+    """A stream on a filesystem that is full after ``room`` bytes."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_output_that_cannot_be_written_fails_the_job_with_the_reason(tmp_path: Path) -> None:
+    settings = RunnerSettings(job_id=7, nas_root=tmp_path, poll_s=0.01)
+    out, err = Output(FullDisk(room=120)), Output(io.BytesIO())
+    runner = Runner(settings, out, err, threading.Event())
+    code = runner._follow(FakePod([RUNNING, RUNNING, DONE]))  # type: ignore[arg-type]
+    assert code == 74  # EX_IOERR, whatever the container's exit code (0 here)
+    assert out.lost == "No space left on device"
+    said = err._stream.getvalue().decode()  # type: ignore[attr-defined]
+    assert said.endswith(
+        "[slurm-k8s] outcome: Failed exit=74 reason=OutputLost: the job's output could not be "
+        "written (No space left on device); the container's own outcome: Succeeded exit=0\n"
+    )
+
+
+def test_a_write_that_failed_once_is_not_retried_and_nothing_lands_after_the_hole() -> None:
+    disk = FullDisk(room=10)
+    out = Output(disk)
+    out.write(b"12345\n")
+    out.write(b"this does not fit\n")
+    disk.room = 1000  # space returns: the output still has a hole, so nothing more is added
+    out.write(b"later\n")
+    out.line("[slurm-k8s] footer")
+    assert disk.getvalue() == b"12345\n"
+    assert out.lost == "No space left on device"
