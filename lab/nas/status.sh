@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One line: `nas: up <root>` when users and the tree are in place, else `nas: down`.
+# One line: `nas: up <root> (<size>)` when it is mounted and users and the tree are in place,
+# else `nas: down`.
 set -uo pipefail
 . "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 ok=1
@@ -10,4 +11,5 @@ done
 for d in slurm-jobs/submit slurm-jobs/failed slurm-jobs/submitted slurm-jobs/.state results; do
   [ -d "$NAS_ROOT/$d" ] || ok=
 done
-if [ -n "$ok" ]; then echo "nas: up $NAS_ROOT"; else echo "nas: down"; fi
+mountpoint -q "$NAS_ROOT" || ok=  # a filesystem of its own (lab/nas/up.sh), not a folder
+if [ -n "$ok" ]; then echo "nas: up $NAS_ROOT ($(df -h --output=size "$NAS_ROOT" | tail -1 | tr -d ' '))"; else echo "nas: down"; fi
