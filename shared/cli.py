@@ -54,6 +54,13 @@ def explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def replay(args: argparse.Namespace) -> int:
+    """List dead-lettered messages, or requeue them with ``--yes`` (``shared.replay``)."""
+    from shared.replay import command  # deferred: validate stays light (no pika)
+
+    return command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per command."""
     parser = argparse.ArgumentParser(prog="slurmk8s", description=__doc__.splitlines()[0])
@@ -67,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     why = commands.add_parser("explain", help="what a job is doing or did, and why")
     why.add_argument("jobid", type=int, metavar="JOBID")
     why.set_defaults(func=explain)
+    dead = commands.add_parser(
+        "replay", help="list dead-lettered messages; --yes requeues them (after fixing the cause)"
+    )
+    dead.add_argument(
+        "--queue",
+        action="append",
+        choices=["validator", "launcher", "collector"],
+        help="only this service's dead letters (repeatable); default: all",
+    )
+    dead.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    dead.add_argument(
+        "--yes", "--apply", dest="yes", action="store_true", help="requeue (default: dry run)"
+    )
+    dead.set_defaults(func=replay)
     return parser
 
 
