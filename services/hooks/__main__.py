@@ -1,7 +1,11 @@
 """``python -m services.hooks prolog|epilog|flush [--loop]``: what slurm/prolog and epilog run.
 
-Exit status is 0 whatever happens here: a non-zero prolog drains the node and holds the job,
-and nothing this hook does is worth that. Failures are logged to the hooks' log instead.
+Exit status: 0, or ``EXIT_UNSPOOLED`` (3) when the event could not be written to the spool
+(disk full, read-only): the event was then published directly if the broker answered, and the
+failure is logged and printed on stderr. The ``slurm/prolog`` and ``slurm/epilog`` wrappers
+turn a non-zero status into a syslog line and still exit 0 themselves: Slurm drains a node
+whose prolog or epilog fails (and holds the job), which is worse than the event. Any other
+failure here is logged and exits 0.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from services.hooks.publishing import AmqpSender
 from services.hooks.settings import HookSettings, load_settings
 from services.hooks.spool import Spool
 from shared.errors import ServiceError
+from shared.messages import Envelope, encode
 
 _USAGE = "usage: python -m services.hooks prolog|epilog|flush [--loop]"
+EXIT_UNSPOOLED = 3
 
 
 def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
@@ -37,7 +43,10 @@ def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
         log.write("event.skipped", error=str(exc), job_id=env.get("SLURM_JOB_ID"))
         return 0
     spool = Spool(settings.spool_dir)
-    spool.put(envelope, trace_headers(env))
+    try:
+        spool.put(envelope, trace_headers(env))
+    except OSError as exc:
+        return _publish_unspooled(envelope, trace_headers(env), settings, log, exc)
     result = flush_once(spool, AmqpSender(settings.amqp_url, settings.publish_timeout_s), log)
     fields = {
         "key": envelope.body.idempotency_key,
@@ -53,6 +62,39 @@ def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
             fields["flusher_pid"] = spawn_flusher(env)
     log.write("hook.done", elapsed_ms=round((time.monotonic() - started) * 1000, 1), **fields)
     return 0
+
+
+def _publish_unspooled(
+    envelope: Envelope,
+    headers: Mapping[str, str],
+    settings: HookSettings,
+    log: HookLog,
+    error: OSError,
+) -> int:
+    """The spool refused the event: publish it now, without a safety net, and say so."""
+    sender = AmqpSender(settings.amqp_url, settings.publish_timeout_s)
+    try:
+        sender.send(envelope.type, str(envelope.message_id), encode(envelope), headers)
+        delivered, failure = True, ""
+    except ServiceError as exc:
+        delivered, failure = False, f"{type(exc).__name__}: {exc}"
+    finally:
+        sender.close()
+    fields = {
+        "key": envelope.body.idempotency_key,
+        "error": f"{type(error).__name__}: {error}",
+        "published_directly": delivered,
+    }
+    if failure:
+        fields["publish_error"] = failure
+    log.write("spool.write_failed", **fields)
+    outcome = "published directly" if delivered else "LOST: the broker did not take it either"
+    print(
+        f"slurm-k8s hook: cannot spool {envelope.type} for {envelope.body.idempotency_key} "
+        f"({error.strerror or error}); {outcome}",
+        file=sys.stderr,
+    )
+    return EXIT_UNSPOOLED
 
 
 def run_flush(loop: bool, settings: HookSettings) -> int:

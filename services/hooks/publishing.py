@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 import pika
@@ -54,17 +56,54 @@ def routing_of(data: bytes) -> tuple[str, str]:
         raise DecodeError(f"spooled file is not an envelope: {exc!r}") from exc
 
 
+class DeadlineExpired(Exception):
+    """The send's time budget ran out (raised by the alarm, out of pika's wait)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise ``DeadlineExpired`` in the block after ``seconds`` (SIGALRM; main thread only).
+
+    pika's blocking publish waits for the broker's confirm without any limit of its own: a
+    broker that accepted the connection and then stopped answering (paused, overloaded,
+    half-open TCP) would hold the hook until slurmd's or ``timeout``'s kill, and the event's
+    fate would be unknown. The hook is a one-shot, single-threaded process, so an interval
+    timer is the one way to bound the wait from outside pika. In another thread (tests) the
+    block runs unbounded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expire(_signum: int, _frame: object) -> None:
+        raise DeadlineExpired
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class AmqpSender:
     """A confirmed publisher with one connection attempt and tight socket timeouts.
 
     Args:
         amqp_url: the broker.
         timeout_s: budget for the TCP connect and for the AMQP handshake each.
+        confirm_timeout_s: budget of a whole send, connection and confirm included (default
+            three times ``timeout_s``: 3 s for the prolog, within its ``timeout 5``). Past it
+            the event stays spooled for the flusher.
     """
 
-    def __init__(self, amqp_url: str, timeout_s: float) -> None:
+    def __init__(
+        self, amqp_url: str, timeout_s: float, confirm_timeout_s: float | None = None
+    ) -> None:
         self._url = amqp_url
         self._timeout_s = timeout_s
+        self._confirm_timeout_s = confirm_timeout_s or timeout_s * 3
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
 
@@ -72,6 +111,18 @@ class AmqpSender:
         self, routing_key: str, message_id: str, body: bytes, headers: Mapping[str, str]
     ) -> None:
         """Publish one event and wait for its confirm (see ``Sender.send``)."""
+        try:
+            with deadline(self._confirm_timeout_s):
+                self._publish(routing_key, message_id, body, headers)
+        except DeadlineExpired as exc:
+            self._drop()
+            raise BrokerUnavailable(
+                f"no confirm for {routing_key} within {self._confirm_timeout_s:g} s"
+            ) from exc
+
+    def _publish(
+        self, routing_key: str, message_id: str, body: bytes, headers: Mapping[str, str]
+    ) -> None:
         try:
             channel = self._open()
             channel.basic_publish(
@@ -103,13 +154,22 @@ class AmqpSender:
             params.stack_timeout = self._timeout_s * 2
             # A broker under a memory alarm blocks publishers; the spool is the better wait.
             params.blocked_connection_timeout = self._timeout_s * 2
-            params.heartbeat = 0 if self._timeout_s < 5 else 30
+            # Heartbeats let the broker drop a hook's connection that died half-open; the
+            # send itself is bounded by ``deadline``, not by them.
+            params.heartbeat = 30
             params.client_properties = {"connection_name": "slurm-k8s-hook"}
             self._connection = pika.BlockingConnection(params)
             channel = self._connection.channel()
             channel.confirm_delivery()
             self._channel = channel
         return self._channel
+
+    def _drop(self) -> None:
+        """Forget a connection interrupted mid-frame: a polite close could block again.
+
+        Its socket is closed when the object is collected (or the process exits).
+        """
+        self._connection, self._channel = None, None
 
     def close(self) -> None:
         """Close quietly: the connection may already be broken."""

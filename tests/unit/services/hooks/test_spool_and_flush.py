@@ -3,13 +3,15 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from services.hooks.__main__ import main
+from services.hooks.__main__ import EXIT_UNSPOOLED, main
 from services.hooks.events import build_event, trace_headers
 from services.hooks.flushing import flush_once, flush_until_empty, flusher_lock
 from services.hooks.hooklog import HookLog
+from services.hooks.publishing import DeadlineExpired, deadline
 from services.hooks.spool import Spool, file_name
 from shared.errors import BrokerUnavailable, PublishRejected
 from shared.messages import decode
@@ -174,7 +176,34 @@ def test_hook_exits_zero_and_logs_when_not_run_by_slurmd(tmp_path: Path) -> None
     assert "event.skipped" in (tmp_path / "hooks.log").read_text()
 
 
-def test_hook_exits_zero_even_when_the_spool_cannot_be_written(tmp_path: Path) -> None:
+class RecordingSender:
+    """Stands in for AmqpSender; ``down`` makes every send fail like an absent broker."""
+
+    sent: ClassVar[list[tuple[str, str]]] = []
+    down: ClassVar[bool] = False
+
+    def __init__(self, *_args: object) -> None:
+        pass
+
+    def send(self, routing_key: str, message_id: str, body: bytes, headers: object) -> None:
+        if RecordingSender.down:
+            raise BrokerUnavailable("nothing listens")
+        RecordingSender.sent.append((routing_key, message_id))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("broker_up", [True, False])
+def test_a_spool_that_cannot_be_written_fails_the_hook_visibly_with_the_event_sent_directly(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    broker_up: bool,
+) -> None:
+    monkeypatch.setattr("services.hooks.__main__.AmqpSender", RecordingSender)
+    monkeypatch.setattr(RecordingSender, "sent", [])
+    monkeypatch.setattr(RecordingSender, "down", not broker_up)
     blocker = tmp_path / "file"
     blocker.write_text("")
     env = {
@@ -183,8 +212,27 @@ def test_hook_exits_zero_even_when_the_spool_cannot_be_written(tmp_path: Path) -
         "HOOKS_SPOOL_DIR": str(blocker / "outbox"),  # a directory under a file: ENOTDIR
         "HOOKS_LOG_FILE": str(tmp_path / "hooks.log"),
     }
-    assert main(["prolog"], env) == 0
-    assert "hook.failed" in (tmp_path / "hooks.log").read_text()
+    # Non-zero, for the slurm/prolog wrapper to report (it still exits 0: no drain).
+    assert main(["prolog"], env) == EXIT_UNSPOOLED
+    [line] = [json.loads(x) for x in (tmp_path / "hooks.log").read_text().splitlines()]
+    assert line["event"] == "spool.write_failed"
+    assert line["published_directly"] is broker_up
+    assert [k for k, _ in RecordingSender.sent] == (["job.started"] if broker_up else [])
+    said = capsys.readouterr().err
+    assert "cannot spool job.started for 42:r0" in said
+    assert ("published directly" in said) is broker_up
+
+
+def test_the_wrappers_never_fail_the_node_but_report_a_failed_hook() -> None:
+    for hook in ("prolog", "epilog"):
+        text = (Path(__file__).parents[4] / "slurm" / hook).read_text()
+        assert text.rstrip().endswith("exit 0")
+        assert "logger -t slurm-k8s -p daemon.err" in text
+
+
+def test_a_deadline_interrupts_a_wait_that_would_not_end() -> None:
+    with pytest.raises(DeadlineExpired), deadline(0.05):
+        threading.Event().wait(30)
 
 
 def test_hook_starts_no_second_flusher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
