@@ -14,9 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.checks import add_check_parser
 from shared.config import NasSettings
 from shared.errors import ConfigError
 from shared.jobscript import check_script, format_problem, load_policy, policy_path
+from shared.status import add_status_parsers
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -47,7 +49,14 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def explain(args: argparse.Namespace) -> int:
-    """Print Slurm's and the Pod's view of a job with a one-line diagnosis."""
+    """Print Slurm's and the Pod's view of a job with a one-line diagnosis (``why``)."""
+    if args.json:
+        import json
+
+        from shared.why import why_document  # deferred: validate stays light
+
+        print(json.dumps(why_document(args.jobid), indent=2, default=str))
+        return EXIT_OK
     from shared.explaining import explain_job  # deferred: validate stays light
 
     print(explain_job(args.jobid), end="")
@@ -71,9 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--user", help="whose job it would be (for %%u and home paths); default: you"
     )
     check.set_defaults(func=validate)
-    why = commands.add_parser("explain", help="what a job is doing or did, and why")
+    why = commands.add_parser(
+        "why", aliases=["explain"], help="what a job is doing or did, and why"
+    )
     why.add_argument("jobid", type=int, metavar="JOBID")
+    why.add_argument("--json", action="store_true", help="the facts and diagnosis as JSON")
     why.set_defaults(func=explain)
+    add_status_parsers(commands)
+    add_check_parser(commands)
     dead = commands.add_parser(
         "replay", help="list dead-lettered messages; --yes requeues them (after fixing the cause)"
     )
