@@ -57,6 +57,7 @@ from shared.messages import (
     Problem,
     decode,
     encode,
+    shown,
 )
 from shared.slurmctl import SubmitRefused, expand_output_pattern
 
@@ -447,16 +448,6 @@ def _same_content(job: JobFile, event: FileDetected) -> bool:
     if job.oversize:
         return job.size == event.size and job.mtime_ns == event.mtime_ns
     return job.sha256 == event.sha256
-
-
-def shown(text: str) -> str:
-    """Text from a job file made writable: a byte that is not UTF-8 is shown as ``\\xe9``.
-
-    Scripts are read with ``surrogateescape`` (the shell does not care about encodings), but
-    receipts, error files and messages are UTF-8: a raw surrogate there would make the
-    answer unwritable and the message unpublishable, and the file would never be answered.
-    """
-    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
 
 
 def _size(size: int) -> str:

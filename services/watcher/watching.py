@@ -45,7 +45,7 @@ from services.watcher.scanning import (
 from shared.errors import BrokerUnavailable, PublishRejected, TransientError
 from shared.jobscript import Policy
 from shared.logs import get_logger
-from shared.messages import Envelope, FileDetected
+from shared.messages import Envelope, FileDetected, shown
 from shared.telemetry import tracer
 
 _log = get_logger("watcher")
@@ -172,6 +172,15 @@ def no_writer(stat: FileStat) -> bool | None:
         return None
     finally:
         os.close(fd)
+
+
+def _utf8(path: str) -> bool:
+    """Whether a path listed by the OS (undecodable bytes as surrogates) is valid UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int]:
@@ -353,6 +362,17 @@ class Watcher:
         for item in hashed:
             if item.key not in fresh:
                 self.tracker.mark_handled(item.stat)  # same content as published: touch only
+                continue
+            if not _utf8(item.stat.path):
+                # Messages are UTF-8 JSON: a name with other bytes cannot reach the validator
+                # (and an exception here would stop the door for everyone, again at restart).
+                _log.error(
+                    "watcher.name_not_utf8",
+                    path=shown(item.stat.path),
+                    owner_uid=item.stat.uid,
+                    hint="rename the file with UTF-8 characters only",
+                )
+                self.tracker.mark_handled(item.stat)
                 continue
             body = FileDetected(
                 path=item.stat.path,

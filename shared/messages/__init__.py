@@ -1,7 +1,7 @@
 """Typed message contracts shared by every service: bodies, envelope, encode/decode."""
 
 from shared.messages.envelope import Body, Envelope, decode, encode
-from shared.messages.files import FileDetected
+from shared.messages.files import FileDetected, shown
 from shared.messages.jobs import JobEnded, JobRejected, JobStarted, JobSubmitted, Problem
 from shared.messages.pods import PodFinished, PodLaunched
 
@@ -18,4 +18,5 @@ __all__ = [
     "Problem",
     "decode",
     "encode",
+    "shown",
 ]

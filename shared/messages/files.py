@@ -27,3 +27,14 @@ class FileDetected(MessageBody):
     def idempotency_key(self) -> str:
         """The same path with the same content is one submission."""
         return f"{self.path}:{self.sha256}"
+
+
+def shown(text: str) -> str:
+    r"""Text read from a user's file or file name, fit for a message, a log line or a reply.
+
+    Files and names are read with ``surrogateescape`` (the shell and the filesystem do not
+    care about encodings), but messages, logs, receipts and error files are UTF-8: a raw
+    surrogate there cannot be written, and the file would never be answered. A byte that is
+    not UTF-8 is shown as ``\xe9``.
+    """
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
