@@ -9,6 +9,7 @@ repairs on a connection of its own.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from services.collector.backlog import SubmitBacklog
 from services.collector.cluster import KubeCluster
 from services.collector.config import CollectorSettings
-from services.collector.handlers import Collector
+from services.collector.handlers import Collector, Outcome, RunKey
 from services.collector.observing import PodObserver
 from services.collector.outputs import NasFiles
 from services.collector.reconciling import Bounds, Reconciler
@@ -28,6 +29,7 @@ from shared.jobscript.policy import load_policy, policy_path
 from shared.kube import RateLimiter, api_client
 from shared.lifecycle import start_service
 from shared.logs import get_logger
+from shared.receipts import ReceiptBook, advance_quietly
 from shared.slurmctl import SlurmCtl
 
 _log = get_logger("services.collector")
@@ -44,7 +46,7 @@ def build(
     )
     ctl = SlurmCtl(timeout_s=settings.slurm_timeout_s)
     files = NasFiles(nas.state_dir)
-    collector = Collector(SlurmAdapter(ctl), cluster, files)
+    collector = Collector(SlurmAdapter(ctl), cluster, files, finished_receipt(ReceiptBook(nas)))
     observer = PodObserver(cluster, ctl, collector.note_pod_finished)
     reconciler = Reconciler(
         collector,
@@ -55,6 +57,29 @@ def build(
         Bounds(settings.relaunch_after_s, settings.stale_file_after_s),
     )
     return collector, observer, reconciler
+
+
+def finished_receipt(book: ReceiptBook) -> Callable[[RunKey, Outcome, str | None], None]:
+    """Mark a cleaned-up run's receipt finished, with where its output and summary are."""
+
+    def finished(run: RunKey, outcome: Outcome, output: str | None) -> None:
+        paths: dict[str, str] = {}
+        if output:
+            paths["output_path"] = output
+            if os.path.isfile(f"{output}.summary.json"):
+                paths["summary_path"] = f"{output}.summary.json"
+        advance_quietly(
+            book,
+            run.job_id,
+            run.restart_count,
+            "finished",
+            state=outcome.state,
+            exit_code=outcome.exit_code,
+            reason=outcome.reason,
+            **paths,
+        )
+
+    return finished
 
 
 def every(interval_s: float, what: str, sweep: Callable[[], object], stop: threading.Event) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -260,10 +260,18 @@ class Collector:
         files: output, summary and handoff files.
     """
 
-    def __init__(self, slurm: SlurmPort, cluster: ClusterPort, files: FilesPort) -> None:
+    def __init__(
+        self,
+        slurm: SlurmPort,
+        cluster: ClusterPort,
+        files: FilesPort,
+        on_finished: Callable[[RunKey, Outcome, str | None], None] | None = None,
+    ) -> None:
         self._slurm = slurm
         self._cluster = cluster
         self._files = files
+        # Told (run, outcome, output path) once a run is cleaned up: the live receipt.
+        self._on_finished = on_finished
         # The queue handler and the reconcile thread may reach the same run at once.
         self._lock = threading.Lock()
 
@@ -348,6 +356,8 @@ class Collector:
                 run.name, every_kind=not from_epilog, ended=pod is None or pod.terminated
             )
             self._files.remove_handoff(run)
+            if self._on_finished is not None:
+                self._on_finished(run, outcome, job.stdout if job else None)
             _log.info(
                 "run finished",
                 job_id=run.job_id,

@@ -17,6 +17,7 @@ from shared.config import BrokerSettings, NasSettings
 from shared.jobscript.policy import load_policy, policy_path
 from shared.kube import RateLimiter, api_client
 from shared.lifecycle import start_service
+from shared.receipts import ReceiptBook, marking_running
 from shared.registry import RegistrySettings, resolve_digest
 from shared.slurmctl import SlurmCtl
 
@@ -57,8 +58,10 @@ def build(settings: LauncherSettings, nas: NasSettings) -> Launcher:
 def main() -> int:
     """Run until SIGTERM."""
     stop = start_service("launcher")
-    launcher = build(LauncherSettings(), NasSettings())
-    Consumer(BrokerSettings(), LAUNCHER, launcher.handle, stop).run()
+    nas = NasSettings()
+    launcher = build(LauncherSettings(), nas)
+    handler = marking_running(launcher.handle, ReceiptBook(nas))
+    Consumer(BrokerSettings(), LAUNCHER, handler, stop).run()
     return 0
 
 

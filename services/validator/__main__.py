@@ -26,6 +26,7 @@ from shared.errors import ConfigError, TransientError
 from shared.jobscript import load_policy, policy_path
 from shared.lifecycle import start_service
 from shared.logs import get_logger
+from shared.receipts import ReceiptBook
 from shared.slurmctl import Submitter
 from shared.telemetry import current_traceparent
 
@@ -53,8 +54,8 @@ def crash_seam(step_to_crash: str) -> Callable[[str], None]:
     return fault
 
 
-def journal_pruner(journal: Journal, *, keep_s: float) -> Callable[[], None]:
-    """An idle hook that forgets finished journal records, at most once an hour."""
+def journal_pruner(journal: Journal, receipts: ReceiptBook, *, keep_s: float) -> Callable[[], None]:
+    """An idle hook that forgets finished journal and receipt records, at most once an hour."""
     last = [0.0]
 
     def prune() -> None:
@@ -62,6 +63,7 @@ def journal_pruner(journal: Journal, *, keep_s: float) -> Callable[[], None]:
         if now - last[0] >= PRUNE_EVERY_S:
             last[0] = now
             removed = journal.prune(older_than_s=keep_s, now=now)
+            removed += receipts.prune(older_than_s=keep_s, now=now)
             if removed:
                 get_logger(SERVICE).info("journal pruned", removed=removed)
 
@@ -112,7 +114,7 @@ def main() -> int:
         deps = dataclasses.replace(deps, fault=crash_seam(settings.crash_at))
     handler = ValidatorHandler(deps)
     broker = BrokerSettings()
-    pruner = journal_pruner(journal, keep_s=settings.lookback_days * 86400.0)
+    pruner = journal_pruner(journal, ReceiptBook(nas), keep_s=settings.lookback_days * 86400.0)
     consumers = [
         Consumer(
             broker,

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import TransientError
+from shared.receipts import write_for_owner as write_for_owner  # the error files' writer too
 
 
 @dataclass(frozen=True)
@@ -207,28 +208,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samestat(os.lstat(a), os.lstat(b))
     except FileNotFoundError:
         return False
-
-
-def write_for_owner(path: Path, content: str, *, uid: int, gid: int) -> None:
-    """Write a small file atomically, owned by the job file's owner, readable (0644).
-
-    Raises:
-        TransientError: the NAS refused the write.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        if os.geteuid() == 0:
-            os.chown(tmp, uid, gid)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise TransientError(f"cannot write {path}: {exc.strerror}") from exc
 
 
 BIRTH_MARK = ".born"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import posixpath
 import re
@@ -59,6 +58,7 @@ from shared.messages import (
     encode,
     shown,
 )
+from shared.receipts import ReceiptBook
 from shared.slurmctl import SubmitRefused, expand_output_pattern
 
 _log = get_logger(__name__)
@@ -349,8 +349,8 @@ class ValidatorHandler:
                 output_path=record["output_path"],
                 submitted_at=datetime.fromisoformat(record["submitted_at"]),
             )
-            text = _receipt_text(body, event, destination, record.get("k8s_script", ""))
-            write_for_owner(receipt, text, uid=uid, gid=gid)
+            fields = _receipt_fields(body, event, destination, record.get("k8s_script", ""))
+            ReceiptBook(deps.nas).open(body.job_id, receipt, uid=uid, gid=gid, fields=fields)
         else:
             problems = tuple(Problem(line=line, message=msg) for line, msg in record["problems"])
             error = destination.with_name(destination.name + ERROR_SUFFIX)
@@ -476,10 +476,11 @@ def _k8s_script(data: bytes) -> str:
     return found.value if found is not None else ""
 
 
-def _receipt_text(
+def _receipt_fields(
     body: JobSubmitted, event: FileDetected, destination: Path, k8s_script: str
-) -> str:
-    receipt = {
+) -> dict[str, Any]:
+    """What the validator knows of an accepted file; the receipt adds the job's progress."""
+    return {
         "job_id": body.job_id,
         "user": body.user,
         "uid": body.uid,
@@ -492,7 +493,6 @@ def _receipt_text(
         "output_path": body.output_path,
         "k8s_script": k8s_script,
     }
-    return json.dumps(receipt, indent=2) + "\n"
 
 
 def _error_text(event: FileDetected, problems: Sequence[Problem]) -> str:
