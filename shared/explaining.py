@@ -278,7 +278,7 @@ def kube_pod_reader() -> tuple[PodReader | None, str]:
         return None, "Pod details unavailable: no KUBECONFIG (ask an operator, or see sacct)"
     from kubernetes import client  # deferred: only explain needs the Kubernetes client
 
-    from shared.kube import api_call, api_client, pod_events, read_pod
+    from shared.kube import REQUEST_TIMEOUT, api_call, api_client, pod_events, read_pod
 
     try:
         core = client.CoreV1Api(api_client(Path(path)))
@@ -289,7 +289,9 @@ def kube_pod_reader() -> tuple[PodReader | None, str]:
         if restarts is None:
             with api_call():
                 found = core.list_namespaced_pod(
-                    JOB_NAMESPACE, label_selector=f"{LABEL_JOB_ID}={job_id}"
+                    JOB_NAMESPACE,
+                    label_selector=f"{LABEL_JOB_ID}={job_id}",
+                    _request_timeout=REQUEST_TIMEOUT,
                 ).items
             runs = [
                 int(((p.metadata.labels if p.metadata else None) or {}).get(LABEL_RESTART, 0))
