@@ -19,6 +19,7 @@ from pathlib import Path
 
 from services.collector.handlers import FOOTER_MARK, HEADER_MARK, RunKey
 from shared.errors import PermanentError
+from shared.fileio import write_all
 from shared.jobpods import handoff_path, refusal_path
 
 SUMMARY_SUFFIX = ".summary.json"
@@ -95,7 +96,7 @@ class NasFiles:
                 if FOOTER_MARK.encode() in tail:
                     return False
                 prefix = b"" if not tail or tail.endswith(b"\n") else b"\n"
-                os.write(fd, prefix + footer.encode())
+                write_all(fd, prefix + footer.encode())
                 return True
             finally:
                 os.close(fd)
@@ -129,7 +130,7 @@ class NasFiles:
                 tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd
             )
             try:
-                os.write(fd, content)
+                write_all(fd, content)
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode or 0o644)
                 os.fsync(fd)

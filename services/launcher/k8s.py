@@ -28,6 +28,7 @@ from kubernetes import client
 from services.launcher.handlers import Created
 from services.launcher.podspec import Manifest, RunSpec
 from shared.errors import PermanentError, TransientError
+from shared.fileio import write_all
 from shared.jobpods import JOB_NAMESPACE, handoff_dir, handoff_path, refusal_path
 from shared.kube import KubeConflict, RateLimiter, api_call
 from shared.messages import JobStarted
@@ -261,7 +262,7 @@ def write_owned_file(path: Path, data: bytes, uid: int, gid: int) -> None:
     tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
+        write_all(fd, data)
         os.fchown(fd, uid, gid)
         os.fchmod(fd, 0o400)
         os.fsync(fd)
