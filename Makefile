@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_FLAGS ?=
 
-.PHONY: venv unit lint test lab lab-status lab-down lab-env demo bench
+.PHONY: venv unit lint test lab lab-status lab-down lab-env demo chaos bench
 
 $(BIN)/python: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -49,3 +49,9 @@ demo: venv lab
 # Not part of `make test`.
 bench: venv
 	source <(bash lab/env.sh) && $(BIN)/python bench/run.py $(BENCH_FLAGS)
+
+# The chaos run (issue 9, tests/chaos.py): 200 job files while every service is SIGKILLed and
+# RabbitMQ, slurmctld and the API server are restarted, then counted. It restarts shared
+# daemons: run it alone on the lab. `make test` runs a 24-file form (test_chaos.py).
+chaos: venv lab
+	source <(bash lab/env.sh) && $(BIN)/python -m tests.chaos $(CHAOS_FLAGS)

@@ -307,11 +307,14 @@ class Collector:
             reason=reason,
             message=message,
         )
-        job = self._slurm.job(run.job_id)
-        if job is None or job.restarts is None or job.restarts != run.restart_count:
-            return
-        state = "COMPLETED" if event.exit_code == 0 else "FAILED"
-        self._record_on_job(run, job, pod, Outcome(state, event.exit_code, event.reason))
+        # The observer's thread and the consumer's may both get here; one comment update at
+        # a time, so a reason is never appended twice.
+        with self._lock:
+            job = self._slurm.job(run.job_id)
+            if job is None or job.restarts is None or job.restarts != run.restart_count:
+                return
+            state = "COMPLETED" if event.exit_code == 0 else "FAILED"
+            self._record_on_job(run, job, pod, Outcome(state, event.exit_code, event.reason))
 
     def finish_run(
         self,

@@ -102,6 +102,9 @@ def execution_services(execution_env: dict[str, str]) -> Iterator[Services]:
     env = {**os.environ, **execution_env, "LOG_FORMAT": "console", "PYTHONUNBUFFERED": "1"}
     # Quick sweeps so a finished run is cleaned up within a test's patience.
     env.setdefault("COLLECTOR_RECONCILE_INTERVAL", "10")
+    # test_reconciler loses events on purpose; short bounds let the reconcile repair them.
+    env.setdefault("COLLECTOR_RELAUNCH_AFTER", "5")
+    env.setdefault("COLLECTOR_STALE_FILE_AFTER", "15")
     wanted = ["launcher"] + (["collector"] if COLLECTOR_MAIN.exists() else [])
     stamp = time.strftime("%Y%m%dT%H%M%S")
     services = Services({n: _log_dir() / f"{n}-{stamp}.log" for n in wanted}, env, {})
