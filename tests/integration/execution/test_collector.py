@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from shared.jobpods import JOB_NAMESPACE, handoff_path, run_labels, run_name
 from shared.kube import RateLimiter, api_client
 from shared.messages import Envelope, JobEnded
 from shared.slurmctl import SlurmCtl
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,19 +78,21 @@ def sbatch(run_as: Callable[..., Any], results: Path, *args: str) -> tuple[int, 
 
 
 def wait_for_state(job_id: int, states: set[str], timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < deadline:
-        state = subprocess.run(
+    def state() -> str:
+        return subprocess.run(
             ["sacct", "-j", str(job_id), "-X", "-n", "-P", "--format=State"],
             capture_output=True,
             text=True,
             check=False,
+            timeout=60,
         ).stdout.strip()
-        if state.split(" ")[0] in states:
-            return state
-        time.sleep(1)
-    pytest.fail(f"job {job_id} never reached {states} (last: {state!r})")
+
+    found: str = wait_for(
+        f"job {job_id} to reach {sorted(states)}",
+        lambda: (now := state()).split(" ")[0] in states and now,
+        timeout=timeout,
+    )
+    return found
 
 
 def make_run(
@@ -144,27 +146,16 @@ def make_run(
 def wait_for_phase(
     core: client.CoreV1Api, name: str, phases: set[str], timeout: float = 120
 ) -> None:
-    deadline = time.monotonic() + timeout
-    phase = ""
-    while time.monotonic() < deadline:
-        phase = core.read_namespaced_pod(name, JOB_NAMESPACE).status.phase or ""
-        if phase in phases:
-            return
-        time.sleep(1)
-    pytest.fail(f"Pod {name} never reached {phases} (last: {phase!r})")
+    wait_for(
+        f"Pod {name} to reach {sorted(phases)}",
+        lambda: core.read_namespaced_pod(name, JOB_NAMESPACE).status.phase in phases,
+        timeout=timeout,
+    )
 
 
 def gone(core: client.CoreV1Api, name: str, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            core.read_namespaced_pod(name, JOB_NAMESPACE)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return True
-            raise
-        time.sleep(1)
-    return False
+    wait_for(f"Pod {name} to be gone", lambda: not exists(core, name), timeout=timeout)
+    return True
 
 
 def exists(core: client.CoreV1Api, name: str) -> bool:
@@ -252,12 +243,13 @@ def test_reconcile_removes_finished_orphans_and_keeps_running_and_unknown(
 
         # Accounting can say COMPLETED while slurmctld still shows the job COMPLETING (its
         # epilog running); the reconcile is fail-closed and waits for slurmctld, so do we.
-        deadline = time.monotonic() + 60
-        while True:
-            results_by_run = {r.run: r for r in collector.reconcile()}
-            if results_by_run[RunKey(finished, 0)].done or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        results_by_run = wait_for(
+            "the finished run reconciled",
+            lambda: (
+                (r := {x.run: x for x in collector.reconcile()})[RunKey(finished, 0)].done and r
+            ),
+            timeout=60,
+        )
 
         assert results_by_run[RunKey(finished, 0)].done
         assert gone(core, orphan)

@@ -103,10 +103,6 @@ def _pod(name: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
     }
 
 
-def _wait(what: str, probe: Callable[[], Any]) -> Any:
-    return wait_for(what, probe, DEADLINE_S)
-
-
 def _terminated(core: Any, name: str) -> Any:
     def probe() -> Any:
         pod = core.read_namespaced_pod(name, NAMESPACE)
@@ -115,7 +111,7 @@ def _terminated(core: Any, name: str) -> Any:
                 return cs.state.terminated
         return None
 
-    return _wait(f"pod {name} to finish", probe)
+    return wait_for(f"pod {name} to finish", probe, DEADLINE_S)
 
 
 def _log_stream(core: Any, name: str, stream: str) -> str:
@@ -190,7 +186,7 @@ def test_missing_image_reports_pull_error(
                 return str(cs.state.waiting.reason)
         return None
 
-    assert _wait(f"pod {name} to report an image pull error", waiting_reason)
+    assert wait_for(f"pod {name} to report an image pull error", waiting_reason, DEADLINE_S)
 
 
 def test_bound_service_account_token_and_cascading_delete(core: Any) -> None:
@@ -227,7 +223,7 @@ def test_bound_service_account_token_and_cascading_delete(core: Any) -> None:
             return bool(exc.status == 404)
         return False
 
-    assert _wait("the garbage collector to delete the child", child_gone)
+    assert wait_for("the garbage collector to delete the child", child_gone, DEADLINE_S)
 
 
 # --- what an ordinary local user can reach --------------------------------------------------

@@ -68,10 +68,6 @@ def _curl(run_as: RunAs, user: str, *args: str) -> int:
     return int(done.stdout.strip() or 0)
 
 
-def _wait(what: str, probe: Callable[[], Any]) -> Any:
-    return wait_for(what, probe, DEADLINE_S)
-
-
 def test_anonymous_pull_works(front: str, run_as: RunAs) -> None:
     done = run_as(
         "alice", ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{front}/alpine"]
@@ -327,7 +323,7 @@ def test_pod_runs_the_resolved_digest(front: str, core: Any) -> None:
                     return cs
             return None
 
-        status = _wait(f"pod {name} to finish", finished)
+        status = wait_for(f"pod {name} to finish", finished, DEADLINE_S)
         assert status.state.terminated.exit_code == 0
         assert status.image_id.endswith(pinned.rpartition("@")[2])
         assert core.read_namespaced_pod_log(name, NAMESPACE).strip() == "pinned-ok"

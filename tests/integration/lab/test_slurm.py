@@ -6,12 +6,13 @@ agreed rule for the project's job_submit policy).
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -62,22 +63,19 @@ def _job_fields(job_id: str) -> dict[str, str]:
     return {"state": state.split()[0] if state else "UNKNOWN", "node": node}
 
 
-def _wait(job_id: str, timeout: float = 90) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        fields = _job_fields(job_id)
-        if fields["state"] in TERMINAL:
-            return fields
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} still {fields['state']} after {timeout} s")
-        time.sleep(0.5)
+def _finished(job_id: str, timeout: float = 90) -> dict[str, str]:
+    fields: dict[str, str] = wait_for(
+        f"job {job_id} to finish",
+        lambda: (f := _job_fields(job_id))["state"] in TERMINAL and f,
+        timeout=timeout,
+        interval=0.5,
+    )
+    return fields
 
 
 def _read_output(path: Path, timeout: float = 15) -> str:
     # The job is COMPLETED in slurmctld a moment before slurmstepd has flushed and closed it.
-    deadline = time.monotonic() + timeout
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(f"{path} written", path.exists, timeout=timeout, interval=0.2)
     return path.read_text()
 
 
@@ -91,7 +89,7 @@ def ran_jobs(
     """One plain job by alice and one by bob, run to the end (shared by several tests)."""
     require("slurm")
     jobs = {u: _submit(run_as, u, lab_env["NAS_ROOT"], PLAIN) for u in ("alice", "bob")}
-    return {u: (job_id, _wait(job_id), out) for u, (job_id, out) in jobs.items()}
+    return {u: (job_id, _finished(job_id), out) for u, (job_id, out) in jobs.items()}
 
 
 def test_plain_job_runs_as_its_user_on_the_lab_node(
@@ -107,14 +105,17 @@ def test_jobs_are_accounted_to_their_user_and_account(
     ran_jobs: dict[str, tuple[str, dict[str, str], Path]],
 ) -> None:
     for user, (job_id, _, _) in ran_jobs.items():
-        line = ""
-        deadline = time.monotonic() + 30
         # slurmctld sends job records to slurmdbd asynchronously.
-        while time.monotonic() < deadline:
-            line = _out(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "User,Account,State"])
-            if line.strip().endswith("COMPLETED"):
-                break
-            time.sleep(1)
+        line = wait_for(
+            f"job {job_id} accounted",
+            lambda job_id=job_id: (
+                (out := _out(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "User,Account,State"]))
+                .strip()
+                .endswith("COMPLETED")
+                and out
+            ),
+            timeout=30,
+        )
         assert line.strip() == f"{user}|research|COMPLETED"
 
 
@@ -153,7 +154,7 @@ def test_gpu_job_gets_its_gpus_and_they_are_accounted(
 ) -> None:
     script = '#!/bin/bash\necho "gpus=$CUDA_VISIBLE_DEVICES"\n'
     job_id, out = _submit(run_as, "bob", lab_env["NAS_ROOT"], script, "--gres=gpu:2")
-    assert _wait(job_id)["state"] == "COMPLETED"
+    assert _finished(job_id)["state"] == "COMPLETED"
     assert "gpus=0,1" in _read_output(out)
     tres = _out(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "AllocTRES"])
     assert "gres/gpu=2" in tres

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 import pika
+import pika.exceptions
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -15,6 +15,7 @@ from shared.config import BrokerSettings, TelemetrySettings
 from shared.errors import PermanentError, TransientError
 from shared.messages import Envelope, FileDetected, JobRejected
 from shared.telemetry import configure_telemetry
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +54,29 @@ def _drain(
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
-        end = time.monotonic() + deadline_s
-        while len(got) < want and time.monotonic() < end:
+
+        def take() -> bool:
             method, properties, _body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                time.sleep(0.2)
-                continue
-            got.append(properties)
+            if method is not None:
+                got.append(properties)
+            return len(got) >= want
+
+        wait_for(f"{want} message(s) in {queue}", take, timeout=deadline_s, interval=0.2)
     finally:
         connection.close()
     return got
+
+
+def _declared(url: str, queue: str) -> bool:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def _settings(url: str) -> BrokerSettings:
@@ -107,9 +121,7 @@ def test_transient_errors_are_retried_then_succeed(vhost_url: str) -> None:
     publisher = Publisher(settings)
     try:
         publisher.publish(_detected())
-        end = time.monotonic() + 60
-        while len(attempts) < 3 and time.monotonic() < end:
-            time.sleep(0.2)
+        wait_for("three attempts", lambda: len(attempts) >= 3, timeout=60, interval=0.2)
     finally:
         publisher.close()
         stop.set()
@@ -139,8 +151,8 @@ def test_failures_end_in_the_dead_letter_queue(vhost_url: str, failure: Exceptio
 def test_undecodable_messages_are_dead_lettered(vhost_url: str) -> None:
     settings = _settings(vhost_url)
     stop, thread = _run_consumer(settings, lambda envelope: [])
-    # Let the consumer declare the topology first.
-    time.sleep(2)
+    # The consumer declares the topology first; an event published before would be unroutable.
+    wait_for("the topology declared", lambda: _declared(vhost_url, VALIDATOR.dead_queue), 60)
     connection = pika.BlockingConnection(pika.URLParameters(vhost_url))
     try:
         connection.channel().basic_publish("slurm-k8s.events", "file.detected", b"{not json")

@@ -22,11 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import wait_for
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 RunAs = Callable[..., "subprocess.CompletedProcess[str]"]  # the conftest's run_as fixture
 DEADLINE_S = 180.0
+_READY = {"watcher": "watcher.configured", "validator": "consuming"}
+"""A line each service logs once it is ready (the watcher has listed, the validator consumes)."""
 HELLO = REPO / "examples" / "hello.sh"
 HELLO_TEXT = (
     "#!/bin/bash\n"
@@ -82,10 +86,19 @@ def services(lab: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> I
                     ),
                 )
             )
-    time.sleep(1)
-    for name, proc in procs:
+
+    def started(name: str, proc: subprocess.Popen[bytes]) -> bool:
+        text = (logs / f"{name}.log").read_text(errors="replace")
         if proc.poll() is not None:
-            pytest.fail(f"{name} exited at start:\n{(logs / f'{name}.log').read_text()[-3000:]}")
+            pytest.fail(f"{name} exited at start:\n{text[-3000:]}")
+        return _READY[name] in text
+
+    wait_for(
+        "the watcher and the validator to start",
+        lambda: all(started(name, proc) for name, proc in procs),
+        timeout=60,
+        interval=0.2,
+    )
     yield
     for _name, proc in procs:
         proc.send_signal(signal.SIGTERM)
@@ -117,14 +130,6 @@ def cancel_later() -> Iterator[Callable[[int], None]]:
     yield ids.append
     if ids:
         subprocess.run(["scancel", *map(str, ids)], check=False, timeout=60)
-
-
-def _wait(done: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
-    end = time.monotonic() + deadline_s
-    while not done():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def _outcome(jobs: Path, name: str) -> str | None:
@@ -171,7 +176,7 @@ def test_hello_dropped_by_alice_becomes_alices_job_with_a_receipt(
     content = HELLO.read_text() if HELLO.is_file() else HELLO_TEXT
     dropped = time.monotonic()
     drop_as(run_as, "alice", jobs_dir / "submit" / name, content)
-    _wait(lambda: _outcome(jobs_dir, name) is not None, f"{name} to be handled")
+    wait_for(f"{name} to be handled", lambda: _outcome(jobs_dir, name), timeout=DEADLINE_S)
     print(f"\nmeasured: hello.sh dropped -> receipt in {time.monotonic() - dropped:.2f} s")
     assert _outcome(jobs_dir, name) == "submitted", _error_text(jobs_dir, name)
     receipt = _receipt(jobs_dir, name)
@@ -195,7 +200,7 @@ def test_a_file_in_a_users_sub_folder_is_submitted_too(
     run_as("alice", ["mkdir", str(folder)], check=True)
     name = f"{run_id}-nested.sh"
     drop_as(run_as, "alice", folder / name, HELLO_TEXT)
-    _wait(lambda: _outcome(jobs_dir, name) is not None, f"{name} to be handled")
+    wait_for(f"{name} to be handled", lambda: _outcome(jobs_dir, name), timeout=DEADLINE_S)
     assert _outcome(jobs_dir, name) == "submitted", _error_text(jobs_dir, name)
     job_id = int(str(_receipt(jobs_dir, name)["job_id"]))
     cancel_later(job_id)
@@ -209,7 +214,7 @@ def test_a_bad_file_lands_in_failed_with_its_reasons(
 ) -> None:
     name = f"{run_id}-bad.sh"
     drop_as(run_as, "alice", jobs_dir / "submit" / name, BAD_TEXT)
-    _wait(lambda: _outcome(jobs_dir, name) is not None, f"{name} to be handled")
+    wait_for(f"{name} to be handled", lambda: _outcome(jobs_dir, name), timeout=DEADLINE_S)
     assert _outcome(jobs_dir, name) == "failed"
     error = (jobs_dir / "failed" / f"{name}.error").read_text()
     assert "K8S_IMAGE" in error
@@ -242,7 +247,7 @@ def test_a_hundred_files_at_once_are_each_accounted_for_once(
         return {name: _outcome(jobs_dir, name) for name in files}
 
     try:
-        _wait(lambda: None not in outcomes().values(), "all 100 files to be handled", 600)
+        wait_for("all 100 files handled", lambda: None not in outcomes().values(), timeout=600)
     finally:
         for name in good:
             receipt = jobs_dir / "submitted" / f"{name}.receipt.json"

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from shared.broker import Publisher
 from shared.config import BrokerSettings, NasSettings
 from shared.messages import Envelope, FileDetected
 from shared.slurmctl import COMMENT_PREFIX
-from tests.integration.conftest import lab_unavailable
+from tests.integration.conftest import lab_unavailable, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -100,14 +99,6 @@ def jobs_with_key(key: str) -> list[int]:
     )
 
 
-def wait_for(done: Callable[[], bool], what: str) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while not done():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
 def test_killed_between_sbatch_and_ack_makes_no_second_job(
     lab_env: dict[str, str],
     vhost_url: str,
@@ -156,7 +147,7 @@ def test_killed_between_sbatch_and_ack_makes_no_second_job(
     receipt = tree.submitted_dir / "hello.sh.receipt.json"
     survivor = start_validator(lab_env, vhost_url, tree, log)
     try:
-        wait_for(receipt.exists, "the receipt")
+        wait_for("the receipt", receipt.exists, timeout=DEADLINE_S, interval=0.5)
     finally:
         survivor.send_signal(signal.SIGTERM)
         survivor.wait(timeout=60)
