@@ -1,7 +1,8 @@
 """The hooks' log: JSON lines appended to a root-only file, never to stdout or stderr.
 
 slurmd may capture a prolog's output (and a chatty prolog is a slow one), so nothing is
-printed. Logging must never be the reason a hook fails: write errors are swallowed.
+printed. Logging must never be the reason a hook fails: write errors are swallowed. The file
+is bounded: past 16 MiB it is rotated to ``hooks.log.1`` … ``.3`` (``shared.logcap``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from shared.logcap import rotate_if_over
 
 
 class HookLog:
@@ -37,6 +40,7 @@ class HookLog:
         line = (json.dumps(record, default=str) + "\n").encode()
         try:
             self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            rotate_if_over(self._path)
             fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, line)  # one write with O_APPEND: lines from concurrent hooks never mix

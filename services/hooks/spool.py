@@ -25,6 +25,8 @@ from shared.messages import Envelope, encode
 _SUFFIX = ".json"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600.0
+BAD_KEEP = 100
+"""Quarantined files kept in ``bad/`` for an operator; older ones go as new ones arrive."""
 
 
 def unpack(data: bytes) -> tuple[bytes, dict[str, str]]:
@@ -129,6 +131,7 @@ class Spool:
         bad.mkdir(mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             event.path.rename(bad / event.path.name)
+        _keep_newest(bad, BAD_KEEP)
 
     def _sync_directory(self) -> None:
         # The rename is durable only once the directory entry is on disk.
@@ -137,3 +140,14 @@ class Spool:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _keep_newest(directory: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently changed files of ``directory``."""
+    try:
+        entries = [(e.stat(follow_symlinks=False).st_mtime, e.path) for e in os.scandir(directory)]
+    except OSError:
+        return
+    for _, path in sorted(entries, reverse=True)[keep:]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

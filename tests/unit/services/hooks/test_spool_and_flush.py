@@ -289,3 +289,17 @@ def test_spooled_headers_that_are_not_strings_are_quarantined(spool: Spool, log:
     flush_once(spool, sender, log)
     assert sender.sent == []
     assert (spool.directory / "bad" / path.name).exists()
+
+
+def test_quarantined_files_are_bounded(spool: Spool, log: HookLog) -> None:
+    from services.hooks import spool as spool_module
+
+    for n in range(spool_module.BAD_KEEP + 5):
+        bad = spool.directory / f"job.started.{n}-r0.json"
+        spool.directory.mkdir(parents=True, exist_ok=True)
+        bad.write_bytes(b"not json")
+        os.utime(bad, (n, n))
+        flush_once(spool, FakeSender(), log)
+    kept = sorted((spool.directory / "bad").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert len(kept) == spool_module.BAD_KEEP
+    assert kept[-1].name == f"job.started.{spool_module.BAD_KEEP + 4}-r0.json"
