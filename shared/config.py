@@ -76,6 +76,20 @@ class TelemetrySettings(BaseSettings):
         alias="OTEL_TRACES_FILE",
         description="OTEL_TRACES_FILE: where the 'file' exporter appends spans.",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        alias="METRICS_PORT",
+        ge=0,
+        le=65535,
+        description="METRICS_PORT: serve Prometheus' text format on /metrics there (unset: no "
+        "endpoint). Each service needs its own port on a shared host.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        alias="METRICS_HOST",
+        description="METRICS_HOST: the metrics endpoint's address ('0.0.0.0' for a scraper "
+        "on another host or outside the container).",
+    )
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(
         default="json",

@@ -59,9 +59,19 @@ def configure_telemetry(
         if processor is not None:
             tracer_provider.add_span_processor(processor)
     trace.set_tracer_provider(tracer_provider)
-    readers = []
+    readers: list[Any] = []
     if settings.otel_traces_exporter == "console":
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+    if settings.otel_traces_exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
+            OTLPMetricExporter,
+        )
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if settings.metrics_port is not None:
+        from shared.metrics import PrometheusEndpoint  # its instruments import this module
+
+        readers.append(PrometheusEndpoint(settings.metrics_host, settings.metrics_port).reader)
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
 
 

@@ -29,6 +29,7 @@ from shared.jobscript.policy import load_policy, policy_path
 from shared.kube import RateLimiter, api_client
 from shared.lifecycle import start_service
 from shared.logs import get_logger
+from shared.metrics import observe_consumer
 from shared.receipts import ReceiptBook, advance_quietly
 from shared.slurmctl import SlurmCtl
 
@@ -120,7 +121,8 @@ def main() -> int:
     ]
     for thread in threads:
         thread.start()
-    Consumer(BrokerSettings(), COLLECTOR, collector.handle, stop).run()
+    broker = BrokerSettings()
+    Consumer(broker, COLLECTOR, observe_consumer(collector.handle, broker, COLLECTOR), stop).run()
     stop.set()
     for thread in threads:
         thread.join(timeout=30)

@@ -17,6 +17,7 @@ from shared.config import BrokerSettings, NasSettings
 from shared.jobscript.policy import load_policy, policy_path
 from shared.kube import RateLimiter, api_client
 from shared.lifecycle import start_service
+from shared.metrics import observe_consumer
 from shared.receipts import ReceiptBook, marking_running
 from shared.registry import RegistrySettings, resolve_digest
 from shared.slurmctl import SlurmCtl
@@ -61,7 +62,8 @@ def main() -> int:
     nas = NasSettings()
     launcher = build(LauncherSettings(), nas)
     handler = marking_running(launcher.handle, ReceiptBook(nas))
-    Consumer(BrokerSettings(), LAUNCHER, handler, stop).run()
+    broker = BrokerSettings()
+    Consumer(broker, LAUNCHER, observe_consumer(handler, broker, LAUNCHER), stop).run()
     return 0
 
 

@@ -26,6 +26,7 @@ from shared.errors import ConfigError, TransientError
 from shared.jobscript import load_policy, policy_path
 from shared.lifecycle import start_service
 from shared.logs import get_logger
+from shared.metrics import observe_consumer
 from shared.receipts import ReceiptBook
 from shared.slurmctl import Submitter
 from shared.telemetry import current_traceparent
@@ -115,11 +116,12 @@ def main() -> int:
     handler = ValidatorHandler(deps)
     broker = BrokerSettings()
     pruner = journal_pruner(journal, ReceiptBook(nas), keep_s=settings.lookback_days * 86400.0)
+    observed = observe_consumer(handler, broker, VALIDATOR)
     consumers = [
         Consumer(
             broker,
             VALIDATOR,
-            handler,
+            observed,
             stop,
             on_idle=pruner if n == 0 else None,
             on_dead_letter=handler.dead_lettered,  # park the file in failed/ with an answer

@@ -46,6 +46,7 @@ from shared.errors import BrokerUnavailable, PublishRejected, TransientError
 from shared.jobscript import Policy
 from shared.logs import get_logger
 from shared.messages import Envelope, FileDetected, shown
+from shared.metrics import count_file_seen
 from shared.telemetry import tracer
 
 _log = get_logger("watcher")
@@ -404,6 +405,7 @@ class Watcher:
             self.ledger.record(item.key)
             self.tracker.mark_handled(item.stat)
             published += 1
+            count_file_seen(body)
             _log.info(
                 "file.published",
                 path=item.stat.path,
