@@ -49,7 +49,13 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def explain(args: argparse.Namespace) -> int:
-    """Print Slurm's and the Pod's view of a job with a one-line diagnosis (``why``)."""
+    """Print Slurm's and the Pod's view of a job with a one-line diagnosis (``why``).
+
+    A name instead of a job id is a file dropped on the NAS: its refusal is printed.
+    """
+    if not args.jobid.isdigit():
+        return _refused(args.jobid)
+    args.jobid = int(args.jobid)
     if args.json:
         import json
 
@@ -60,6 +66,18 @@ def explain(args: argparse.Namespace) -> int:
     from shared.explaining import explain_job  # deferred: validate stays light
 
     print(explain_job(args.jobid), end="")
+    return EXIT_OK
+
+
+def _refused(name: str) -> int:
+    from shared.why import refusals  # deferred: validate stays light
+
+    found = refusals(NasSettings().failed_dir, name)
+    if not found:
+        print(f"slurmk8s: no refusal of {name} in failed/ (see its receipt in submitted/)")
+        return EXIT_REJECTED
+    for path, text in found:
+        print(f"{path}:\n{text}", end="" if text.endswith("\n") else "\n")
     return EXIT_OK
 
 
@@ -83,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     why = commands.add_parser(
         "why", aliases=["explain"], help="what a job is doing or did, and why"
     )
-    why.add_argument("jobid", type=int, metavar="JOBID")
+    why.add_argument("jobid", metavar="JOBID|FILE", help="a job id, or a file dropped on the NAS")
     why.add_argument("--json", action="store_true", help="the facts and diagnosis as JSON")
     why.set_defaults(func=explain)
     add_status_parsers(commands)

@@ -1,11 +1,16 @@
-"""``slurmk8s why JOBID --json``: the ``explain`` page's facts and diagnosis as one JSON object.
+"""``slurmk8s why``: a job's facts and diagnosis as JSON, and why a dropped file was refused.
 
-The page itself is ``shared.explaining``'s; this only flattens what it gathered for scripts.
+The job page itself is ``shared.explaining``'s; ``why_document`` flattens what it gathered for
+scripts. ``refusals`` finds the ``.error`` answers of a file refused at the NAS door.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 from shared.explaining import diagnose, gather, kube_pod_reader
@@ -30,3 +35,28 @@ def why_document(job_id: int) -> dict[str, Any]:
         "summary": ex.summary,
         "notes": ex.notes,
     }
+
+
+def refusals(failed_dir: Path, name: str) -> list[tuple[Path, str]]:
+    """The ``.error`` files of a refused file dropped as ``name``, newest first.
+
+    A refused file keeps its name in ``failed/``, or gets ``<stem>.<n>.<suffix>`` when the name
+    was taken (``services.validator.filing.unique_destination``). Only a plain name is looked
+    up: it is the caller's own input, and a path would look outside ``failed/``.
+    """
+    if not name or "/" in name or name in (".", ".."):
+        return []
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        stem, dot, suffix = name, "", ""
+    pattern = re.compile(rf"{re.escape(stem)}(\.\d+)?{re.escape(dot + suffix)}\.error")
+    found: list[tuple[float, Path]] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(failed_dir):
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                found.append((entry.stat(follow_symlinks=False).st_mtime, Path(entry.path)))
+    answers = []
+    for _, path in sorted(found, reverse=True):
+        with contextlib.suppress(OSError):
+            answers.append((path, path.read_text(encoding="utf-8", errors="replace")))
+    return answers
