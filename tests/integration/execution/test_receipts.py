@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.conftest import wait_for
+
 pytestmark = pytest.mark.integration
 
 ALICE = 2001
@@ -50,7 +52,8 @@ def test_the_receipt_says_running_then_finished(
                 jobs.submitted.append(int(receipt["job_id"]))
         return receipt if receipt["status"] == "finished" else None
 
-    receipt = jobs.wait_for("the receipt to say finished", status, timeout=240, interval=0.2)
+    # Polled often: a short job is running for only a few seconds.
+    receipt = wait_for("the receipt to say finished", status, timeout=240, interval=0.2)
     job_id = int(receipt["job_id"])
     assert seen == sorted(seen, key=ORDER.index), seen  # never backwards
     assert receipt["node"] == jobs.node

@@ -3,12 +3,16 @@
 Every service runs with ``OTEL_TRACES_EXPORTER=file`` into one JSON-lines file; the context
 crosses Slurm in the job's comment (``shared.jobtrace``) and the hooks' spool, so the
 launcher's and the collector's spans hang under the validator's, which hangs under the
-watcher's root.
+watcher's root. Each service also serves its metrics page (``METRICS_PORT``), read after the
+job.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import socket
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +26,23 @@ REPO = Path(__file__).resolve().parents[3]
 SERVICES = ("watcher", "validator", "launcher", "collector")
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+PORTS: dict[str, int] = {}
+
+
+def _metrics(service: str) -> str:
+    url = f"http://127.0.0.1:{PORTS[service]}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        page: str = response.read().decode()
+        return page
+
+
 @pytest.fixture
 def traced(execution_services: Any, tmp_path: Path) -> Iterator[Path]:
     """All four services exporting spans to one file; the session's services put back after."""
@@ -32,6 +53,8 @@ def traced(execution_services: Any, tmp_path: Path) -> Iterator[Path]:
     execution_services.env.update(OTEL_TRACES_EXPORTER="file", OTEL_TRACES_FILE=str(spans))
     try:
         for name in SERVICES:
+            PORTS[name] = _free_port()
+            execution_services.env["METRICS_PORT"] = str(PORTS[name])
             execution_services.start(name)
         yield spans
     finally:
@@ -112,6 +135,19 @@ def test_one_job_is_one_trace_from_the_watcher_to_the_collector(
         "trace:",
         " → ".join(f"{s['service']}:{s['name']}" for s in trace),
     )
+    pages = {name: _metrics(name) for name in SERVICES}
+    # At least this job (files left in submit/ by others may count too).
+    for service, line in (
+        ("watcher", "slurmk8s_files_seen_total"),
+        ("validator", "slurmk8s_submissions_total"),
+        ("launcher", "slurmk8s_pods_launched_total"),
+        ("launcher", "slurmk8s_launch_latency_seconds_count"),
+        ("collector", "slurmk8s_cleanup_latency_seconds_count"),
+    ):
+        found = re.search(rf"^{line} (\S+)$", pages[service], re.MULTILINE)
+        assert found is not None, (service, line)
+        assert float(found.group(1)) >= 1, (service, line)
+    assert 'slurmk8s_queue_depth{queue="collector.job-ended"}' in pages["collector"]
     out = nas / "results" / f"{job_id}.out"
     jobs.wait_for("no Pod left", lambda: not jobs.pods(kube_core, job_id), timeout=120)
     for leftover in (out, out.with_name(out.name + ".summary.json"), receipt_path):
