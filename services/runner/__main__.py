@@ -39,8 +39,10 @@ if TYPE_CHECKING:  # HTTP and TLS load only once the Pod exists
 
 TAG = "[slurm-k8s]"
 ENDING_POLL_S = 0.1
-"""Pod reads after a log stream ended while the status still says running: the kubelet
-reports the exit within about a second (its next relist), and the job ends when it does."""
+"""Pod reads around the container's end: after a log stream ended while the status still says
+running (the kubelet reports the exit within about a second, its next relist), and while the
+Pod's phase settles after the exit (another second: only a terminal phase frees the Pod's
+CPUs, memory and GPUs in the kubelet's admission, so the job ends then and not before)."""
 ENDING_WINDOW_S = 3.0
 """How long after a stream's end the runner reads that often (a dropped connection ends a
 stream too, and must not turn the running poll into ten reads a second)."""
@@ -173,16 +175,14 @@ class Runner:
                     pod.delete(0)
                 self._drain()
                 return self._finish(verdict)
-            steady = verdict.step is Step.RUNNING and facts is not None and not facts.terminated
-            self._pause(self._next_look(steady))
+            running = verdict.step is Step.RUNNING and facts is not None
+            self._pause(self._next_look(running, ended=facts is not None and facts.terminated))
 
-    def _next_look(self, steady: bool) -> float:
-        """Seconds until the next Pod read: rarely while it runs, often just after its end."""
-        if not steady:
-            return self._s.poll_s
-        if time.monotonic() - self._stream_ended < ENDING_WINDOW_S:
+    def _next_look(self, running: bool, *, ended: bool = False) -> float:
+        """Seconds until the next Pod read: rarely while it runs, often around its end."""
+        if running and (ended or time.monotonic() - self._stream_ended < ENDING_WINDOW_S):
             return ENDING_POLL_S
-        return self._s.running_poll_s
+        return self._s.running_poll_s if running else self._s.poll_s
 
     def _on_stream_end(self) -> None:
         """A log stream ended: the container probably stopped; look now and soon again."""

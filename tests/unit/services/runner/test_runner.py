@@ -100,11 +100,13 @@ def test_after_a_log_stream_ends_the_pod_is_read_again_soon_not_at_the_running_p
 ) -> None:
     runner, _ = make(tmp_path)
     running_poll = runner._s.running_poll_s
-    assert runner._next_look(steady=True) == running_poll
-    assert runner._next_look(steady=False) == 0.01
+    assert runner._next_look(running=True) == running_poll
+    assert runner._next_look(running=False) == 0.01
+    # The container ended; its Pod's phase is settling: the job ends as soon as it has.
+    assert runner._next_look(running=True, ended=True) == ENDING_POLL_S
     runner._on_stream_end()
     assert runner._wake.is_set()
-    assert runner._next_look(steady=True) == ENDING_POLL_S < running_poll
+    assert runner._next_look(running=True) == ENDING_POLL_S < running_poll
 
 
 class FullDisk(io.BytesIO):
