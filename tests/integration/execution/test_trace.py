@@ -4,7 +4,8 @@ Every service runs with ``OTEL_TRACES_EXPORTER=file`` into one JSON-lines file; 
 crosses Slurm in the job's comment (``shared.jobtrace``) and the hooks' spool, so the
 launcher's and the collector's spans hang under the validator's, which hangs under the
 watcher's root. Each service also serves its metrics page (``METRICS_PORT``), read after the
-job.
+job, and logs JSON (``LOG_FORMAT=json``): every line of every service must parse as one JSON
+object, and the job's lines carry its trace id.
 """
 
 from __future__ import annotations
@@ -49,10 +50,13 @@ def traced(execution_services: Any, tmp_path: Path) -> Iterator[Path]:
     spans = tmp_path / "spans.jsonl"
     for name in SERVICES:
         execution_services.stop(name)
-    saved = dict(execution_services.env)
-    execution_services.env.update(OTEL_TRACES_EXPORTER="file", OTEL_TRACES_FILE=str(spans))
+    saved, saved_logs = dict(execution_services.env), dict(execution_services.logs)
+    execution_services.env.update(
+        OTEL_TRACES_EXPORTER="file", OTEL_TRACES_FILE=str(spans), LOG_FORMAT="json"
+    )
     try:
         for name in SERVICES:
+            execution_services.logs[name] = tmp_path / f"{name}.log"
             PORTS[name] = _free_port()
             execution_services.env["METRICS_PORT"] = str(PORTS[name])
             execution_services.start(name)
@@ -62,6 +66,8 @@ def traced(execution_services: Any, tmp_path: Path) -> Iterator[Path]:
             execution_services.stop(name)
         execution_services.env.clear()
         execution_services.env.update(saved)
+        execution_services.logs.clear()
+        execution_services.logs.update(saved_logs)
         for name in ("launcher", "collector"):
             execution_services.start(name)
 
@@ -75,7 +81,12 @@ def _spans(path: Path) -> list[dict[str, Any]]:
 
 
 def test_one_job_is_one_trace_from_the_watcher_to_the_collector(
-    traced: Path, jobs: Any, run_as: Any, lab_env: dict[str, str], kube_core: Any
+    traced: Path,
+    jobs: Any,
+    run_as: Any,
+    lab_env: dict[str, str],
+    kube_core: Any,
+    execution_services: Any,
 ) -> None:
     nas = Path(lab_env["NAS_ROOT"])
     name = f"traced-{uuid.uuid4().hex[:8]}.sh"
@@ -148,6 +159,21 @@ def test_one_job_is_one_trace_from_the_watcher_to_the_collector(
         assert found is not None, (service, line)
         assert float(found.group(1)) >= 1, (service, line)
     assert 'slurmk8s_queue_depth{queue="collector.job-ended"}' in pages["collector"]
+    # Logs: nothing but JSON objects, library lines included; the job's lines in its trace.
+    job_lines = []
+    for service in SERVICES:
+        for line in execution_services.log(service).splitlines():
+            record = json.loads(line)  # a plain-text line fails here
+            assert isinstance(record, dict), line
+            assert record["service"] == service
+            if record.get("job_id") == job_id:
+                job_lines.append(record)
+    # The launcher handles only the job.started that crossed Slurm; the collector also its
+    # own observer's pod.finished, which starts a trace of its own.
+    launcher = [r for r in job_lines if r["service"] == "launcher" and "trace_id" in r]
+    assert launcher
+    assert all(r["trace_id"] == trace_id for r in launcher), launcher
+    assert any(r["service"] == "collector" and r.get("trace_id") == trace_id for r in job_lines)
     out = nas / "results" / f"{job_id}.out"
     jobs.wait_for("no Pod left", lambda: not jobs.pods(kube_core, job_id), timeout=120)
     for leftover in (out, out.with_name(out.name + ".summary.json"), receipt_path):
