@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,7 @@ class Kubectl:
         return answer == "yes"
 
 
-def _lab_path(lab_env: dict[str, str]) -> str:
+def lab_path(lab_env: dict[str, str]) -> str:
     """The lab's PATH (env.sh prints it with a literal ``$PATH`` at the end)."""
     return lab_env.get("PATH", "$PATH").replace("$PATH", os.environ.get("PATH", ""))
 
@@ -85,7 +86,7 @@ def _lab_path(lab_env: dict[str, str]) -> str:
 def kubectl(require: Callable[[str], None], lab_env: dict[str, str]) -> Kubectl:
     """kubectl against the lab cluster (skips locally, fails under CI, when it is down)."""
     require("kubernetes")
-    return Kubectl({**os.environ, "KUBECONFIG": lab_env["KUBECONFIG"], "PATH": _lab_path(lab_env)})
+    return Kubectl({**os.environ, "KUBECONFIG": lab_env["KUBECONFIG"], "PATH": lab_path(lab_env)})
 
 
 def remove_deployment(kubectl: Kubectl) -> None:
@@ -154,4 +155,23 @@ def deployed(
             )
         yield
     finally:
+        _keep_logs(kubectl)
         remove_deployment(kubectl)
+
+
+def _keep_logs(kubectl: Kubectl) -> None:
+    """The in-cluster services' logs, kept under ``$LAB_LOG/tests/deploy`` before their Pods go."""
+    where = Path(os.environ.get("LAB_LOG", "/tmp")) / "tests" / "deploy"
+    where.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for name in SERVICES:
+        logs = kubectl(
+            "logs",
+            f"deployment/{name}",
+            "-n",
+            SYSTEM_NS,
+            "--tail=-1",
+            "--all-containers",
+            check=False,
+        )
+        (where / f"{name}-{stamp}.log").write_text(logs.stdout + logs.stderr)
