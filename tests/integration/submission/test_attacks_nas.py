@@ -7,7 +7,8 @@
   accepted, bob's lands in ``failed/`` with its size and the limit, unread. Varied: a 1 TB
   sparse file, a file one byte over the limit, a huge file in a user's sub-folder, a file that
   grows after the watcher detected it, a file that keeps growing, and things that never end
-  when read (a FIFO, links to ``/dev/zero`` and to a huge file), which are skipped unopened.
+  when read (a FIFO, links to ``/dev/zero`` and to a huge file) and a folder too deep to be
+  read, which are answered unopened: moved to ``failed/`` as they are, with the reason.
 * **A system account's file runs as that account.** A file owned by ``daemon`` (uid 1) was
   submitted as daemon. Now a file owned by a uid below the policy's ``min_uid`` is refused with
   a clear reason and no Slurm job is made for that account. Varied: ``bin`` (uid 2), and a
@@ -30,6 +31,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -349,30 +351,42 @@ def test_a_file_that_keeps_growing_does_not_hold_up_anyone(
     assert slurm_jobs(user="bob", name_part=run) == []
 
 
-def test_endless_non_regular_files_are_skipped_without_holding_anyone_up(
+def test_endless_and_non_regular_entries_are_answered_unopened_without_holding_anyone_up(
     door: Door, run_as: RunAs
 ) -> None:
     # Things that never end when read: a FIFO nobody writes to, a link to /dev/zero, a link to
-    # a huge file elsewhere. Judged by lstat, none is opened; alice's drop goes through.
+    # a huge file elsewhere; and a folder too deep to be read. Judged by lstat, none is opened:
+    # each is moved to failed/ as it is, with the reason; alice's drop goes through meanwhile.
     door.start("watcher")
     door.start("validator")
     run = uuid.uuid4().hex[:6]
     far = door.nas.nas_root / "home" / "bob" / f"{run}-elsewhere.bin"  # bob's real home
     names = {"fifo": f"{run}-fifo.sh", "zero": f"{run}-zero.sh", "far": f"{run}-far.sh"}
+    folder = door.submit / f"{run}-bob"
+    deep = folder / f"{run}-deep"
     try:
         run_as("bob", ["truncate", "-s", "8G", str(far)], check=True)
         run_as("bob", ["mkfifo", str(door.submit / names["fifo"])], check=True)
         run_as("bob", ["ln", "-s", "/dev/zero", str(door.submit / names["zero"])], check=True)
         run_as("bob", ["ln", "-s", str(far), str(door.submit / names["far"])], check=True)
+        run_as("bob", ["mkdir", "-p", str(deep)], check=True)
+        drop_as(run_as, "bob", deep / "hello.sh", HELLO_TEXT)
         latency = drop_hello_and_measure(door, run_as, f"{run}-hello.sh")
         print(f"\nmeasured: alice's hello.sh dropped -> receipt in {latency:.2f} s (fifo, links)")
+        failed = door.jobs_dir / "failed"
         for name in names.values():
-            assert door.outcome(name) is None
-            assert (door.submit / name).is_symlink() or (door.submit / name).exists()
-            assert not door.published(door.submit / name)
+            assert door.wait_filed(name) == "failed"
+            assert "not a regular file" in door.error(name)
+            assert (failed / name).is_symlink() or stat.S_ISFIFO((failed / name).lstat().st_mode)
+        assert door.wait_filed(deep.name) == "failed"
+        assert "folder inside a sub-folder" in door.error(deep.name)
+        assert (failed / deep.name / "hello.sh").is_file()  # moved whole, nothing submitted
+        assert (failed / f"{deep.name}.error").stat().st_uid == pwd.getpwnam("bob").pw_uid
+        assert far.stat().st_size == 8 << 30  # the link's target was never touched
         assert slurm_jobs(user="bob", name_part=run) == []
     finally:
         far.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
