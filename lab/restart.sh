@@ -24,10 +24,12 @@ case "${1:-}" in
     ;;
   kube-apiserver)
     . "$here/k8s/common.sh"
+    alive kube-apiserver kube-apiserver || die "kube-apiserver: not running"
+    # The same command line k8s/up.sh started it with (its fingerprint stays valid).
+    mapfile -d '' argv < "/proc/$(cat "$(pidfile kube-apiserver)")/cmdline"
     stop_daemon kube-apiserver kube-apiserver
-    # up.sh starts what is not running and leaves the rest alone.
-    bash "$here/k8s/up.sh" >/dev/null
-    apiserver_healthy || die "kube-apiserver: not healthy after up.sh"
+    start_daemon kube-apiserver "${argv[@]}"
+    wait_for 120 kube-apiserver apiserver_healthy || die "kube-apiserver: not healthy"
     log "kube-apiserver: restarted"
     ;;
   *)
