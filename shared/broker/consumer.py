@@ -201,6 +201,7 @@ class Consumer:
                 self._transport(channel.basic_nack, method.delivery_tag, requeue=True)
                 self._stop.wait(1.0)
         outcome = decision.action.value
+        traced = span.get_span_context()
         self._outcomes.add(1, {"queue": self._spec.name, "outcome": outcome})
         self._duration.record(time.monotonic() - started, {"queue": self._spec.name})
         log = _log.bind(
@@ -210,6 +211,8 @@ class Consumer:
             key=envelope.body.idempotency_key if envelope else None,
             job_id=envelope.job_id if envelope else None,
             attempt=decision.attempt,
+            # Logged after the span ended: its trace is named here so the line joins it.
+            trace_id=format(traced.trace_id, "032x") if traced.is_valid else None,
         )
         if decision.action is Action.DEAD_LETTER:
             log.error("message dead-lettered", reason=decision.reason)

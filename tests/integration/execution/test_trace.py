@@ -174,6 +174,10 @@ def test_one_job_is_one_trace_from_the_watcher_to_the_collector(
     assert launcher
     assert all(r["trace_id"] == trace_id for r in launcher), launcher
     assert any(r["service"] == "collector" and r.get("trace_id") == trace_id for r in job_lines)
+    # The consumer's line for each event that crossed Slurm names the job's trace too.
+    crossed = [r for r in job_lines if r.get("type") in ("job.started", "job.ended")]
+    assert {r["type"] for r in crossed} == {"job.started", "job.ended"}
+    assert all(r["trace_id"] == trace_id for r in crossed), crossed
     out = nas / "results" / f"{job_id}.out"
     jobs.wait_for("no Pod left", lambda: not jobs.pods(kube_core, job_id), timeout=120)
     for leftover in (out, out.with_name(out.name + ".summary.json"), receipt_path):
