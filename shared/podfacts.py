@@ -129,8 +129,6 @@ def facts_of(pod: Mapping[str, Any] | Any) -> PodFacts:
         message = _str(waiting, "message") or message
     elif running := _obj(state, "running"):
         started = iso_time(_str(running, "startedAt"))
-    if exit_code is None and not started:
-        reason, message = _setup_problem(_list(status, "initContainerStatuses"), reason, message)
     try:
         gpus = int(str(requests.get(GPU_RESOURCE, "0")))
     except ValueError:
@@ -153,31 +151,6 @@ def facts_of(pod: Mapping[str, Any] | Any) -> PodFacts:
         gpus=gpus,
         terminating=meta.get("deletionTimestamp") is not None,
     )
-
-
-SETUP_FAILED = "SetupFailed"
-"""The init container (slurm-k8s's own setup from the tools image) ended with an error."""
-
-
-def _setup_problem(inits: list[Mapping[str, Any]], reason: str, message: str) -> tuple[str, str]:
-    """While the job's container has not started: a failing init container's reason.
-
-    Its image pull failures keep their kubelet reason (ErrImagePull, …) with a message naming
-    the setup; a setup that exited non-zero is ``SETUP_FAILED``. Otherwise nothing changes.
-    """
-    for init in inits:
-        state = _obj(init, "state")
-        image = _str(init, "image")
-        waiting, terminated = _obj(state, "waiting"), _obj(state, "terminated")
-        if waiting and _str(waiting, "reason") not in ("", "PodInitializing"):
-            detail = _str(waiting, "message").strip()
-            return _str(waiting, "reason"), f"slurm-k8s setup container ({image}): {detail}"
-        if terminated and terminated.get("exitCode") != 0:
-            detail = (_str(terminated, "message") or _str(terminated, "reason")).strip()
-            return SETUP_FAILED, (
-                f"slurm-k8s setup container ({image}) exited {terminated.get('exitCode')}: {detail}"
-            )
-    return reason, message
 
 
 @dataclass(frozen=True)

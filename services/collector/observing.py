@@ -22,7 +22,7 @@ from typing import Protocol
 from shared.errors import ServiceError
 from shared.logs import get_logger
 from shared.messages import PodFinished
-from shared.podfacts import SETUP_FAILED, PodFacts
+from shared.podfacts import PodFacts
 from shared.slurmctl import JobInfo
 
 _log = get_logger(__name__)
@@ -36,7 +36,6 @@ NEVER_STARTS = frozenset(
         "CreateContainerConfigError",
         "CreateContainerError",
         "RunContainerError",
-        SETUP_FAILED,
     }
 )
 """Waiting reasons after which the runner gives up on the Pod (it may retry a pull briefly)."""

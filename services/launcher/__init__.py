@@ -3,7 +3,7 @@
 For a job whose batch script is our wrapper (``#K8S_IMAGE`` jobs), it reads the allocation
 from Slurm, makes ``<NAS>/results/<jobid>/`` for the job's owner (``results``), creates the
 run's objects in the jobs namespace (idempotently, named after the job id and restart count;
-the Pod's setup init container, scratch and run shim are in ``podspec``), hands the batch step
-a Pod-bound credential, and notes the Pod on the job's AdminComment. It never waits for the
-Pod: the runner (the batch step) follows it.
+the Pod's scratch, tools mount and run shim are in ``podspec``, the tools' check in ``tools``),
+hands the batch step a Pod-bound credential, and notes the Pod on the job's AdminComment. It
+never waits for the Pod: the runner (the batch step) follows it.
 """

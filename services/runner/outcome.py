@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from shared.podfacts import SETUP_FAILED, PodFacts
+from shared.podfacts import PodFacts
 
 EXIT_OUTPUT_LOST = 74
 EXIT_CANNOT_RUN = 125
@@ -39,7 +39,6 @@ CANNOT_RUN = frozenset(
         "CreateContainerConfigError",
         "CreateContainerError",
         "RunContainerError",
-        SETUP_FAILED,
     }
 )
 """Container creation failures; a brief grace covers a kubelet racing its own caches."""
@@ -135,8 +134,6 @@ class PodJudge:
         if facts.phase == "Failed":
             if facts.reason == "DeadlineExceeded" or outgrew_scratch(facts):
                 return Verdict(Step.FAIL, 1, facts.reason, facts.message)
-            if facts.reason == SETUP_FAILED:
-                return Verdict(Step.FAIL, EXIT_CANNOT_RUN, facts.reason, facts.message)
             # Admission refusals (OutOfnvidia.com/gpu, UnexpectedAdmissionError, …) and
             # evictions: the node could not honour what Slurm allocated.
             return Verdict(Step.REQUEUE, REQUEUE_EXIT, facts.reason or "Failed", facts.message)

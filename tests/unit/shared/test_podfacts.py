@@ -66,44 +66,6 @@ def test_bare_image_id_digest() -> None:
     assert PodFacts("n", "p", "Running", image_id="sha256:abc").image_digest == "sha256:abc"
 
 
-def with_setup(init_state: client.V1ContainerState) -> client.V1Pod:
-    waiting = client.V1ContainerState(
-        waiting=client.V1ContainerStateWaiting(reason="PodInitializing")
-    )
-    p = pod(waiting, "Pending")
-    p.status.init_container_statuses = [
-        client.V1ContainerStatus(
-            name="setup",
-            image="nas-hub.local:5407/slurm-k8s-tools:1",
-            image_id="",
-            ready=False,
-            restart_count=0,
-            state=init_state,
-        )
-    ]
-    return p
-
-
-def test_a_setup_container_that_cannot_be_pulled_is_the_pod_s_reason() -> None:
-    state = client.V1ContainerState(
-        waiting=client.V1ContainerStateWaiting(reason="ErrImagePull", message="not found")
-    )
-    facts = facts_of(with_setup(state))
-    assert facts.reason == "ErrImagePull"
-    assert facts.message.startswith("slurm-k8s setup container (nas-hub.local:5407/slurm-k8s")
-
-
-def test_a_setup_container_that_failed_is_setup_failed() -> None:
-    state = client.V1ContainerState(
-        terminated=client.V1ContainerStateTerminated(exit_code=1, message="mkdir: denied")
-    )
-    facts = facts_of(with_setup(state))
-    assert (facts.reason, facts.exit_code) == ("SetupFailed", None)
-    assert "exited 1: mkdir: denied" in facts.message
-    running = client.V1ContainerState(running=client.V1ContainerStateRunning(started_at=T0))
-    assert facts_of(with_setup(running)).reason == "PodInitializing"
-
-
 def test_the_launcher_s_annotations_give_the_script_and_the_results_folder() -> None:
     state = client.V1ContainerState(
         terminated=client.V1ContainerStateTerminated(exit_code=0, reason="Completed")

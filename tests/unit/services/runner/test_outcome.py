@@ -83,16 +83,6 @@ def test_a_vanished_pod_is_lost() -> None:
     assert (verdict.step, verdict.exit_code, verdict.reason) == (Step.FAIL, EXIT_LOST, "PodDeleted")
 
 
-def test_a_failed_setup_container_fails_the_job_instead_of_requeueing() -> None:
-    failed = replace(NEW, phase="Failed", reason="SetupFailed", message="exited 1: no space")
-    verdict = PodJudge().observe(failed, 0)
-    assert (verdict.step, verdict.exit_code) == (Step.FAIL, EXIT_CANNOT_RUN)
-    pending = replace(NEW, reason="SetupFailed")
-    judge = PodJudge()
-    judge.observe(pending, 0)
-    assert judge.observe(pending, 6).step is Step.FAIL
-
-
 def test_outgrowing_the_scratch_fails_the_job_other_evictions_requeue() -> None:
     message = 'Usage of EmptyDir volume "scratch" exceeds the limit "10Gi". '
     outgrew = replace(NEW, phase="Failed", reason="Evicted", message=message)
