@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from services.hooks.events import build_event, trace_headers
+from services.hooks.events import HookEvent, build_event, trace_headers
 from services.hooks.flushing import (
     flush_once,
     flush_until_empty,
@@ -27,7 +27,6 @@ from services.hooks.publishing import AmqpSender
 from services.hooks.settings import HookSettings, load_settings
 from services.hooks.spool import Spool
 from shared.errors import ServiceError
-from shared.messages import Envelope, encode
 
 _USAGE = "usage: python -m services.hooks prolog|epilog|flush [--loop]"
 EXIT_UNSPOOLED = 3
@@ -38,19 +37,19 @@ def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
     log = HookLog(settings.log_file, kind)
     started = time.monotonic()
     try:
-        envelope = build_event("prolog" if kind == "prolog" else "epilog", env)
+        event = build_event("prolog" if kind == "prolog" else "epilog", env)
     except ServiceError as exc:
         log.write("event.skipped", error=str(exc), job_id=env.get("SLURM_JOB_ID"))
         return 0
     spool = Spool(settings.spool_dir)
     try:
-        spool.put(envelope, trace_headers(env))
+        spool.put(event, trace_headers(env))
     except OSError as exc:
-        return _publish_unspooled(envelope, trace_headers(env), settings, log, exc)
+        return _publish_unspooled(event, trace_headers(env), settings, log, exc)
     result = flush_once(spool, AmqpSender(settings.amqp_url, settings.publish_timeout_s), log)
     fields = {
-        "key": envelope.body.idempotency_key,
-        "message_id": str(envelope.message_id),
+        "key": event.key,
+        "message_id": event.message_id,
         "sent": result.sent,
         "remaining": result.remaining,
     }
@@ -65,7 +64,7 @@ def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
 
 
 def _publish_unspooled(
-    envelope: Envelope,
+    event: HookEvent,
     headers: Mapping[str, str],
     settings: HookSettings,
     log: HookLog,
@@ -74,14 +73,14 @@ def _publish_unspooled(
     """The spool refused the event: publish it now, without a safety net, and say so."""
     sender = AmqpSender(settings.amqp_url, settings.publish_timeout_s)
     try:
-        sender.send(envelope.type, str(envelope.message_id), encode(envelope), headers)
+        sender.send(event.type, event.message_id, event.data, headers)
         delivered, failure = True, ""
     except ServiceError as exc:
         delivered, failure = False, f"{type(exc).__name__}: {exc}"
     finally:
         sender.close()
     fields = {
-        "key": envelope.body.idempotency_key,
+        "key": event.key,
         "error": f"{type(error).__name__}: {error}",
         "published_directly": delivered,
     }
@@ -90,7 +89,7 @@ def _publish_unspooled(
     log.write("spool.write_failed", **fields)
     outcome = "published directly" if delivered else "LOST: the broker did not take it either"
     print(
-        f"slurm-k8s hook: cannot spool {envelope.type} for {envelope.body.idempotency_key} "
+        f"slurm-k8s hook: cannot spool {event.type} for {event.key} "
         f"({error.strerror or error}); {outcome}",
         file=sys.stderr,
     )

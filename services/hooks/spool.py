@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.hooks.events import HookEvent
 from shared.errors import DecodeError
-from shared.messages import Envelope, encode
 
 _SUFFIX = ".json"
 _TMP_PREFIX = ".tmp-"
@@ -56,10 +56,10 @@ class SpooledEvent:
     path: Path
 
 
-def file_name(envelope: Envelope) -> str:
+def file_name(event: HookEvent) -> str:
     """``<type>.<key>.json`` with the key made file-name safe (``job.ended.42-r1.json``)."""
-    key = envelope.body.idempotency_key.replace(":", "-").replace("/", "_")
-    return f"{envelope.type}.{key}{_SUFFIX}"
+    key = event.key.replace(":", "-").replace("/", "_")
+    return f"{event.type}.{key}{_SUFFIX}"
 
 
 class Spool:
@@ -72,12 +72,12 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def put(self, envelope: Envelope, headers: Mapping[str, str] | None = None) -> Path:
+    def put(self, event: HookEvent, headers: Mapping[str, str] | None = None) -> Path:
         """Write an event (and its headers) durably; the same run's event replaces the earlier."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        final = self.directory / file_name(envelope)
+        final = self.directory / file_name(event)
         tmp = self.directory / f"{_TMP_PREFIX}{final.name}.{os.getpid()}"
-        data = encode(envelope)
+        data = event.data
         if headers:
             data += b"\n" + json.dumps(dict(headers)).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

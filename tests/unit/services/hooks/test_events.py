@@ -1,7 +1,8 @@
 import pytest
 
-from services.hooks.events import IncompleteEnvironment, build_event
-from shared.messages import JobEnded, JobStarted
+from services.hooks.events import MESSAGE_ID_NAMESPACE, IncompleteEnvironment, build_event
+from shared.messages import Envelope, JobEnded, JobStarted, decode
+from shared.messages.envelope import _NAMESPACE
 
 pytestmark = pytest.mark.unit
 
@@ -22,16 +23,23 @@ PROLOG_ENV = {
 
 
 def test_prolog_environment_becomes_job_started() -> None:
-    envelope = build_event("prolog", PROLOG_ENV)
+    event = build_event("prolog", PROLOG_ENV)
+    envelope = decode(event.data)  # what every consumer does with it
     body = envelope.body
     assert isinstance(body, JobStarted)
     assert (body.job_id, body.restart_count, body.node) == (42, 1, "node1")
     assert (body.user, body.uid, body.gid) == ("alice", 2001, 2000)
     assert (body.partition, body.gpus) == ("debug", "0,1")
+    assert (event.type, event.key) == (envelope.type, body.idempotency_key)
+    # The same id as the models give the same fact.
+    assert event.message_id == str(envelope.message_id) == str(Envelope.wrap(body).message_id)
+    assert MESSAGE_ID_NAMESPACE == _NAMESPACE
 
 
 def test_epilog_environment_becomes_job_ended() -> None:
-    assert isinstance(build_event("epilog", PROLOG_ENV).body, JobEnded)
+    event = build_event("epilog", PROLOG_ENV)
+    assert isinstance(decode(event.data).body, JobEnded)
+    assert event.type == "job.ended"
 
 
 def test_the_same_run_always_gets_the_same_message_id() -> None:
@@ -46,14 +54,14 @@ def test_the_same_run_always_gets_the_same_message_id() -> None:
 
 def test_missing_restart_count_is_the_first_run() -> None:
     env = {k: v for k, v in PROLOG_ENV.items() if k != "SLURM_JOB_RESTART_COUNT"}
-    body = build_event("prolog", env).body
+    body = decode(build_event("prolog", env).data).body
     assert isinstance(body, JobStarted)
     assert body.restart_count == 0
 
 
 def test_no_gpus_is_an_empty_string() -> None:
     env = {k: v for k, v in PROLOG_ENV.items() if k != "SLURM_JOB_GPUS"}
-    body = build_event("prolog", env).body
+    body = decode(build_event("prolog", env).data).body
     assert isinstance(body, JobStarted)
     assert body.gpus == ""
 
@@ -65,6 +73,10 @@ def test_incomplete_environment_is_refused(missing: str) -> None:
         build_event("prolog", env)
 
 
-def test_root_jobs_are_not_ours() -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SLURM_JOB_UID", "0"), ("SLURM_JOB_ID", "0"), ("SLURM_JOB_GID", "-1"), ("SLURM_JOB_ID", "x")],
+)
+def test_root_jobs_and_out_of_range_ids_are_not_ours(name: str, value: str) -> None:
     with pytest.raises(IncompleteEnvironment):
-        build_event("prolog", {**PROLOG_ENV, "SLURM_JOB_UID": "0"})
+        build_event("prolog", {**PROLOG_ENV, name: value})
