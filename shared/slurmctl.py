@@ -20,7 +20,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -543,15 +543,65 @@ def gpu_indices_of(detail: object) -> str:
     return ",".join(found)
 
 
-def _squeue_jobs(text: str) -> list[dict[str, object]]:
+_JSON = json.JSONDecoder()
+
+
+def _squeue_jobs(text: str) -> Iterator[dict[str, object]]:
+    """The job objects of ``squeue --json``, decoded one at a time.
+
+    Slurm 22.05 lists every job slurmctld holds (thousands after a burst, with their scripts'
+    environments), and decoding the whole document at once held them all in memory together:
+    the services' resident memory grew by the size of the biggest answer and stayed there. One
+    job object at a time keeps only what the caller keeps.
+    """
     try:
-        document = json.loads(text)
+        at = _skip(text, 0)
+        if text[at : at + 1] != "{":
+            raise ValueError("not a JSON object")
+        at += 1
+        while True:
+            at = _skip(text, at)
+            if text[at : at + 1] == "}":
+                break
+            key, at = _JSON.raw_decode(text, at)
+            at = _skip(text, at)
+            if text[at : at + 1] != ":":
+                raise ValueError(f"':' expected at {at}")
+            at = _skip(text, at + 1)
+            if key == "jobs" and text[at : at + 1] == "[":
+                yield from _array_items(text, at + 1)
+                return
+            _, at = _JSON.raw_decode(text, at)
+            at = _skip(text, at)
+            if text[at : at + 1] == ",":
+                at += 1
     except ValueError as exc:
         raise MalformedSlurmOutput(f"squeue --json: not JSON ({exc})") from exc
-    jobs = document.get("jobs") if isinstance(document, dict) else None
-    if not isinstance(jobs, list):
-        raise MalformedSlurmOutput("squeue --json: no 'jobs' list")
-    return [job for job in jobs if isinstance(job, dict)]
+    raise MalformedSlurmOutput("squeue --json: no 'jobs' list")
+
+
+def _skip(text: str, at: int) -> int:
+    """The first index from ``at`` that is not JSON whitespace."""
+    while at < len(text) and text[at] in " \t\n\r":
+        at += 1
+    return at
+
+
+def _array_items(text: str, at: int) -> Iterator[dict[str, object]]:
+    """The objects of the JSON array whose first item starts at ``at``."""
+    at = _skip(text, at)
+    if text[at : at + 1] == "]":
+        return
+    while True:
+        item, at = _JSON.raw_decode(text, at)
+        if isinstance(item, dict):
+            yield item
+        at = _skip(text, at)
+        if text[at : at + 1] == "]":
+            return
+        if text[at : at + 1] != ",":
+            raise ValueError(f"',' or ']' expected at {at}")
+        at = _skip(text, at + 1)
 
 
 def parse_squeue_json(text: str, job_id: int) -> JobInfo | None:

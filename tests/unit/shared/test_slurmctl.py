@@ -122,10 +122,23 @@ def test_mistyped_identity_is_an_error_not_a_guess(changes: dict[str, Any]) -> N
     assert 3 not in parse_squeue_all(text)
 
 
-@pytest.mark.parametrize("text", ["", "squeue: error: x", "[]", '{"jobs": 3}'])
+@pytest.mark.parametrize(
+    "text",
+    ["", "squeue: error: x", "[]", '{"jobs": 3}', '{"meta": {}', '{"jobs": [{"job_id": 2} {}]}'],
+)
 def test_output_that_is_not_squeues_json_is_an_error(text: str) -> None:
     with pytest.raises(MalformedSlurmOutput):
         parse_squeue_json(text, 3)
+
+
+def test_the_jobs_read_one_at_a_time_are_those_of_the_whole_document() -> None:
+    document = json.loads(SQUEUE)
+    compact = json.dumps({"jobs": document["jobs"], "meta": document["meta"], "errors": []})
+    spaced = json.dumps(document, indent=4).replace("\n", "\r\n\t")
+    for text in (compact, spaced):
+        assert parse_squeue_all(text) == parse_squeue_all(SQUEUE)
+        assert parse_squeue_json(text, 3) == parse_squeue_json(SQUEUE, 3)
+    assert parse_squeue_all('{"meta": {"x": [1, {"jobs": []}]}, "jobs": [ ]}') == {}
 
 
 def test_default_output_and_array_patterns() -> None:
