@@ -11,6 +11,7 @@ finish the filing, with no second job.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pwd
@@ -25,9 +26,10 @@ from pathlib import Path
 import pytest
 
 from services.validator.handlers import submission_key
-from shared.broker import Publisher
+from shared.broker import VALIDATOR, Publisher
 from shared.config import BrokerSettings, NasSettings
 from shared.messages import Envelope, FileDetected
+from shared.replay import run as replay
 from shared.slurmctl import COMMENT_PREFIX
 from tests.integration.conftest import lab_unavailable, wait_for
 
@@ -94,7 +96,8 @@ def jobs_with_key(key: str) -> list[int]:
         {
             int(line.split("|")[0].split("_")[0])
             for line in listing.splitlines()
-            if line.endswith(COMMENT_PREFIX + key)
+            # The key comes first; a traceparent (and a failure reason) may follow it.
+            if line.partition("|")[2].split(";")[0].strip() == COMMENT_PREFIX + key
         }
     )
 
@@ -154,3 +157,71 @@ def test_killed_between_sbatch_and_ack_makes_no_second_job(
     assert jobs_with_key(key) == submitted
     assert json.loads(receipt.read_text())["job_id"] == submitted[0]
     assert not path.exists()
+
+
+def test_a_file_that_ran_out_of_retries_is_answered_and_submitted_once_replayed(
+    lab_env: dict[str, str],
+    vhost_url: str,
+    tree: NasSettings,
+    tmp_path: Path,
+    cancel_later: Callable[[int], None],
+) -> None:
+    # Given alice's hello.sh and a validator whose sbatch can never finish in time (a stand-in
+    # for slurmctld down longer than the retry budget), with a budget of one retry
+    hello = (REPO / "examples" / "hello.sh").read_bytes()
+    path = tree.submit_dir / "hello.sh"
+    path.write_bytes(hello)
+    alice = pwd.getpwnam("alice")
+    os.chown(path, alice.pw_uid, alice.pw_gid)
+    st = path.stat()
+    detected = FileDetected(
+        path=str(path),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        sha256=hashlib.sha256(hello).hexdigest(),
+        owner_uid=alice.pw_uid,
+    )
+    settings = BrokerSettings(AMQP_URL=vhost_url)
+    publisher = Publisher(settings)
+    try:
+        publisher.publish(Envelope.wrap(detected))
+    finally:
+        publisher.close()
+    log = tmp_path / "validator.log"
+    parked = tree.failed_dir / "hello.sh"
+    notice = tree.failed_dir / "hello.sh.error"
+    failing = start_validator(
+        lab_env, vhost_url, tree, log, VALIDATOR_SBATCH_TIMEOUT_S="0.001", AMQP_MAX_RETRIES="1"
+    )
+    try:
+        # When its retries are spent, the file is answered in failed/ and the message is dead
+        wait_for("the file parked with an answer", notice.exists, timeout=DEADLINE_S, interval=0.5)
+    finally:
+        failing.send_signal(signal.SIGTERM)
+        failing.wait(timeout=60)
+    text = notice.read_text()
+    assert "could not submit hello.sh" in text
+    assert "operators have been told" in text
+    assert notice.stat().st_uid == alice.pw_uid
+    assert parked.read_bytes() == hello
+    assert not path.exists()
+    assert '"message dead-lettered"' in log.read_text()
+    listing = io.StringIO()
+    assert replay(settings, [VALIDATOR], apply=False, limit=10, out=listing) == 0
+    assert "still failing after 1 retries" in listing.getvalue()
+
+    # Then, the cause fixed, the operator's replay submits it from failed/, exactly once
+    survivor = start_validator(lab_env, vhost_url, tree, log)
+    try:
+        assert replay(settings, [VALIDATOR], apply=True, limit=10, out=io.StringIO()) == 0
+        receipt = tree.submitted_dir / "hello.sh.receipt.json"
+        wait_for("the receipt", receipt.exists, timeout=DEADLINE_S, interval=0.5)
+    finally:
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(timeout=60)
+    submitted = jobs_with_key(submission_key(detected))
+    for job in submitted:
+        cancel_later(job)
+    assert len(submitted) == 1
+    assert json.loads(receipt.read_text())["job_id"] == submitted[0]
+    assert list(tree.failed_dir.iterdir()) == []  # the file and its notice both gone
