@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_FLAGS ?=
 
-.PHONY: venv unit lint test lab lab-status lab-down lab-env demo chaos bench
+.PHONY: venv unit lint test lab lab-status lab-down lab-env demo up down compose-demo chaos bench
 
 $(BIN)/python: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,22 @@ test: venv lab
 
 demo: venv lab
 	source <(bash lab/env.sh) && bash examples/demo.sh
+
+# The system for good on this machine: the lab plus the four services, each supervised
+# (restarted when it dies; lab/services.sh). `make down` stops the services, not the lab.
+# The integration tests stop them too (they run their own): `make up` again afterwards.
+up: venv lab
+	bash lab/services.sh start
+	@bash lab/services.sh status
+
+down:
+	bash lab/services.sh stop
+
+# Every service in a container (compose.yaml + compose.lab.yaml) on the lab's Slurm and
+# Kubernetes: the hello job through both doors, then `docker compose down`. Installs Docker
+# and builds compose v2 the first time (lab/docker/up.sh); a few minutes. Not in `make test`.
+compose-demo: venv lab
+	bash lab/docker/compose-demo.sh
 
 # Speed side by side with the raw tools and the seed's naive door (issue 8), on a lab that
 # `make lab` brought up: at most 15 minutes, one table, bench/results/latest.{json,png}.

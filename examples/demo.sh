@@ -7,8 +7,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 : "${NAS_ROOT:?source the lab env first: source <(bash lab/env.sh)}"
 user=${DEMO_USER:-alice}
 
-bash "$repo/lab/services.sh" start
-trap 'bash "$repo/lab/services.sh" stop' EXIT
+# The services stay up afterwards (supervised; `make down` stops them), so the next file
+# dropped into submit/ is picked up. DEMO_SERVICES=running: someone else runs them
+# (`make compose-demo` runs them in containers).
+services=${DEMO_SERVICES:-lab}
+[ "$services" = running ] || bash "$repo/lab/services.sh" start
 
 wait_for() {  # wait_for SECONDS CMD...: poll until CMD succeeds
   local deadline=$(( $(date +%s) + $1 )); shift
@@ -49,3 +52,7 @@ for id in "$nas_job" "$sbatch_job"; do
   left=$(kubectl get pods -n slurm-jobs -l "slurm-k8s.io/job-id=$id" --no-headers 2>/dev/null | wc -l)
   echo "== Pods left for job $id: $left"
 done
+if [ "$services" != running ]; then
+  echo "== The system is still running: copy a job file into $NAS_ROOT/slurm-jobs/submit/ (as"
+  echo "   its owner) or sbatch one. \`bash lab/services.sh status\` shows the services, \`make down\` stops them."
+fi

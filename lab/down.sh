@@ -5,6 +5,9 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 rc=0
+# The services first: they would only crash-loop without the daemons below.
+bash "$here/services.sh" stop || rc=1
+bash "$here/docker/down.sh" || rc=1
 if [ -f "$here/k8s/down.sh" ]; then
   bash "$here/k8s/down.sh" || rc=1
 fi

@@ -35,3 +35,13 @@ lab_make_gpu_devices() {
 # The machine's Go toolchain (>= 1.26 for Kubernetes v1.37) may not be on a non-login PATH.
 case ":$PATH:" in *:/usr/local/go/bin:*) ;; *) [ -x /usr/local/go/bin/go ] && PATH=/usr/local/go/bin:$PATH ;; esac
 export PATH
+# Daemons started from a lab script inherit its open files: one started under
+# `flock LOCK make ...` would hold LOCK for as long as it lives. Call in the daemon's subshell
+# before exec: closes every descriptor above stderr.
+lab_close_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+}

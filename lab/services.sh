@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Runs the project's services on the lab host as background processes, the way a site without
-# Kubernetes-hosted services would run them under systemd: `start`, `stop`, `status`.
-# Logs: $LAB_LOG/services/<name>.log (one JSON object a line). Used by `make demo`.
+# Runs the project's services on the lab host, supervised, the way a site without containers
+# or Kubernetes runs them under systemd (deploy/systemd/): `start`, `stop`, `status`.
+# Each service runs under a small supervisor (this script's `supervise`, in its own session)
+# that restarts it when it dies, with a backoff of 1 s doubling to 30 s (reset after a minute
+# up), and that stops it on SIGTERM, giving it the grace a Pod gets.
+# Logs: $LAB_LOG/services/<name>.log (one JSON object a line), supervisor lines in
+# $LAB_LOG/services/supervisor.log. Used by `make up`, `make down` and `make demo`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -14,35 +18,86 @@ mkdir -p "$run" "$logs"
 
 alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
 
+supervise() {  # NAME: runs until SIGTERM; the service is its child
+  local s=$1 child='' stopping='' delay=1 started rc
+  slog() { printf '[%(%H:%M:%S)T] %s: %s\n' -1 "$s" "$*" >>"$logs/supervisor.log"; }
+  trap 'stopping=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null || true' TERM INT
+  cd "$REPO_ROOT"
+  while [ -z "$stopping" ]; do
+    started=$SECONDS
+    "$python" -m "services.$s" >>"$logs/$s.log" 2>&1 </dev/null &
+    child=$!
+    echo "$child" >"$run/$s.child"
+    slog "started pid $child"
+    # A trapped signal ends `wait` early: wait again until the child itself is gone.
+    rc=0; wait "$child" || rc=$?
+    while kill -0 "$child" 2>/dev/null; do rc=0; wait "$child" || rc=$?; done
+    child=''
+    rm -f "$run/$s.child"
+    [ -z "$stopping" ] || break
+    [ $(( SECONDS - started )) -lt 60 ] || delay=1
+    echo $(( $(cat "$run/$s.restarts" 2>/dev/null || echo 0) + 1 )) >"$run/$s.restarts"
+    slog "exited with status $rc; restarting in $delay s"
+    sleep "$delay" & wait $! || true
+    delay=$(( delay * 2 > 30 ? 30 : delay * 2 ))
+  done
+  slog "stopped"
+}
+
+orphan_stop() {  # NAME: a service whose supervisor was killed outright still runs; end it
+  local pid
+  pid=$(cat "$run/$1.child" 2>/dev/null || true)
+  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "services\.$1"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$pid" 2>/dev/null || true
+    log "$1: stopped pid $pid, left without its supervisor"
+  fi
+  rm -f "$run/$1.child"
+}
+
 start() {
   # The services read the same settings as the tests: the lab's one source of truth.
   eval "$(bash "$here/env.sh")"
   for s in "${services[@]}"; do
-    if alive "$s"; then log "$s: already running (pid $(cat "$run/$s.pid"))"; continue; fi
+    if alive "$s"; then log "$s: already running (supervisor pid $(cat "$run/$s.pid"))"; continue; fi
     if [ ! -f "$REPO_ROOT/services/$s/__main__.py" ]; then die "$s: services/$s is missing"; fi
-    (cd "$REPO_ROOT" && exec setsid "$python" -m "services.$s" >>"$logs/$s.log" 2>&1) &
+    orphan_stop "$s"
+    rm -f "$run/$s.restarts"
+    ( lab_close_fds
+      exec setsid bash "$here/services.sh" supervise "$s" </dev/null >>"$logs/supervisor.log" 2>&1 ) &
     echo $! >"$run/$s.pid"
-    log "$s: started (pid $!, log $logs/$s.log)"
+    log "$s: started, supervised (log $logs/$s.log)"
   done
 }
 
 stop() {
+  local s pid child
   for s in "${services[@]}"; do
     if alive "$s"; then
       pid=$(cat "$run/$s.pid")
       kill -TERM "$pid"
       # SIGTERM lets the service finish the message in flight; give it the grace a Pod gets.
       for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -KILL "$pid" 2>/dev/null || true
+      if kill -0 "$pid" 2>/dev/null; then
+        child=$(cat "$run/$s.child" 2>/dev/null || true)
+        kill -KILL "$pid" ${child:+"$child"} 2>/dev/null || true
+      fi
       log "$s: stopped"
     fi
+    orphan_stop "$s"
     rm -f "$run/$s.pid"
   done
 }
 
 status() {
+  local s
   for s in "${services[@]}"; do
-    if alive "$s"; then echo "$s: up pid $(cat "$run/$s.pid")"; else echo "$s: down"; fi
+    if alive "$s"; then
+      echo "$s: up, supervisor pid $(cat "$run/$s.pid"), service pid $(cat "$run/$s.child" 2>/dev/null || echo -), restarts $(cat "$run/$s.restarts" 2>/dev/null || echo 0)"
+    else
+      echo "$s: down"
+    fi
   done
 }
 
@@ -50,5 +105,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  supervise) supervise "${2:?supervise NAME}" ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 bash "$here/rabbitmq/status.sh"
 bash "$here/slurm/status.sh"
 bash "$here/nas/status.sh"
+bash "$here/docker/status.sh"
 if [ -f "$here/k8s/status.sh" ]; then
   bash "$here/k8s/status.sh" || true
 fi

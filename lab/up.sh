@@ -40,6 +40,8 @@ if [ ${#failed[@]} -eq 0 ]; then
   fi
   # After k8s: services.env carries KUBECONFIG once Kubernetes is up.
   step hooks "$here/slurm/install-hooks.sh" || true
+  # Docker and compose v2 for compose.yaml's checks and `make compose-demo`.
+  step docker "$here/docker/up.sh" || true
 fi
 
 echo

@@ -35,9 +35,10 @@ fi
 if ! docker_up; then
   mkdir -p "$DOCKER_STATE" "$LAB_LOG"
   log "docker: starting dockerd (log $LAB_LOG/dockerd.log)"
-  setsid dockerd --host "unix://$DOCKER_SOCK" --pidfile "$DOCKER_PID" \
-    --data-root /var/lib/docker --iptables=false --ip6tables=false --bridge=none \
-    >>"$LAB_LOG/dockerd.log" 2>&1 </dev/null &
+  ( lab_close_fds
+    exec setsid dockerd --host "unix://$DOCKER_SOCK" --pidfile "$DOCKER_PID" \
+      --data-root /var/lib/docker --iptables=false --ip6tables=false --bridge=none \
+      >>"$LAB_LOG/dockerd.log" 2>&1 </dev/null ) &
   for _ in $(seq 1 60); do docker_up && break; sleep 1; done
   docker_up || die "docker: dockerd did not answer, see $LAB_LOG/dockerd.log"
 fi

@@ -63,6 +63,19 @@ def _parse_exports(text: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _lab_services_stopped() -> None:
+    """Services left running by `make up` or `make demo` would consume the tests' messages
+    and pick up their files: the tests run their own, so the lab's are stopped first
+    (`make up` brings them back)."""
+    subprocess.run(
+        ["bash", str(REPO / "lab" / "services.sh"), "stop"],
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def lab_env() -> dict[str, str]:
     """The lab's settings: `lab/env.sh`'s exports, overridden by the process environment."""
