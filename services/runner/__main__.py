@@ -133,7 +133,10 @@ class Runner:
             pod = RunPod(kubeconfig, self._name)
         except PermanentError as exc:
             return self._finish(Verdict(Step.FAIL, EXIT_LOST, "NoPod", str(exc)))
-        return self._follow(pod)
+        try:
+            return self._follow(pod)
+        finally:
+            pod.close()
 
     def _follow(self, pod: RunPod) -> int:
         judge = PodJudge(self._s.pull_grace_s, self._s.start_timeout_s)
