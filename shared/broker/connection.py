@@ -97,8 +97,8 @@ def _declare_queue(channel: BlockingChannel, name: str, arguments: dict[str, Any
         if exc.reply_code != _PRECONDITION_FAILED:
             raise
         _log.warning(
-            "queue %s exists with other arguments (%s); its limits are not applied: an operator "
-            "applies them with a policy or deletes the empty queue (docs/reliability.md)",
+            "queue %s exists with other arguments (%s); it is used as declared, its bounds "
+            "coming from a policy if one is set (docs/reliability.md)",
             name,
             exc.reply_text,
         )
