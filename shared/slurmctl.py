@@ -16,11 +16,14 @@ identity, resource or policy decision reads it.
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,11 +106,19 @@ def exec_command(
             cwd=cwd,
         )
     except subprocess.TimeoutExpired as exc:
-        raise TransientError(f"{argv[0]} did not answer within {timeout_s:.0f} s") from exc
+        raise _no_answer(argv, timeout_s) from exc
     except OSError as exc:
-        raise TransientError(
-            f"cannot run {argv[0]} on this host ({exc.strerror}); is the Slurm client installed?"
-        ) from exc
+        raise _cannot_run(argv, exc) from exc
+
+
+def _no_answer(argv: Sequence[str], timeout_s: float) -> TransientError:
+    return TransientError(f"{argv[0]} did not answer within {timeout_s:.0f} s")
+
+
+def _cannot_run(argv: Sequence[str], exc: OSError) -> TransientError:
+    return TransientError(
+        f"cannot run {argv[0]} on this host ({exc.strerror}); is the Slurm client installed?"
+    )
 
 
 Runner = Callable[[Sequence[str], float], str]
@@ -127,17 +138,71 @@ def run_command(argv: Sequence[str], timeout_s: float) -> str:
     stdout = done.stdout.decode(errors="replace")
     if done.returncode == 0:
         return stdout
-    message = (done.stderr.decode(errors="replace") or stdout).strip()
+    raise _failure(argv, done.returncode, (done.stderr.decode(errors="replace") or stdout).strip())
+
+
+def _failure(argv: Sequence[str], returncode: int, message: str) -> ServiceError:
+    """The error for a Slurm command that exited ``returncode`` saying ``message``."""
     lowered = message.lower()
     if any(text in lowered for text in _UNKNOWN_JOB):
-        raise SlurmJobUnknown(f"{' '.join(argv[:2])}: {message}")
+        return SlurmJobUnknown(f"{' '.join(argv[:2])}: {message}")
     refused = ("access" in lowered and "denied" in lowered) or "not authorized" in lowered
     # slurmctld refuses any update of a job that has finished (COMPLETING included).
     if refused or "already finished" in lowered:
-        raise PermanentError(f"{' '.join(argv[:2])}: {message}")
+        return PermanentError(f"{' '.join(argv[:2])}: {message}")
     if is_transient(message):
-        raise TransientError(f"{' '.join(argv[:2])}: {message}", delay=5)
-    raise TransientError(f"{' '.join(argv[:2])} exited {done.returncode}: {message}")
+        return TransientError(f"{' '.join(argv[:2])}: {message}", delay=5)
+    return TransientError(f"{' '.join(argv[:2])} exited {returncode}: {message}")
+
+
+Streamer = Callable[[Sequence[str], float], Iterator[str]]
+_CHUNK = 256 * 1024
+
+
+def stream_command(argv: Sequence[str], timeout_s: float) -> Iterator[str]:
+    """Run a Slurm query and yield its output as text while it comes, failures as ``run_command``.
+
+    For answers that can be tens of MB (``squeue --json``): the whole output is never held,
+    neither as bytes nor as text. Stopping early (the caller found what it wanted) ends the
+    command. A failure is raised when the output has been read, before the caller sees its end.
+
+    Raises:
+        TransientError, PermanentError, SlurmJobUnknown: as ``run_command``.
+    """
+    with tempfile.TemporaryFile() as errors:
+        try:
+            # Unbuffered: each read returns what the pipe holds, up to _CHUNK.
+            proc = subprocess.Popen(
+                list(argv),
+                bufsize=0,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+            )
+        except OSError as exc:
+            raise _cannot_run(argv, exc) from exc
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read(_CHUNK):
+                yield decoder.decode(chunk)
+            returncode = proc.wait()
+            timed_out = timer.finished.is_set()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if timed_out:
+            raise _no_answer(argv, timeout_s)
+        if returncode != 0:
+            errors.seek(0)
+            raise _failure(argv, returncode, errors.read(4096).decode(errors="replace").strip())
+        yield decoder.decode(b"", final=True)
 
 
 # scontrol's one-line records are "Key=Value Key=Value"; values may contain spaces and "=",
@@ -289,13 +354,16 @@ class SlurmCtl:
     """Slurm's commands with their output parsed.
 
     Args:
-        runner: runs a command (tests pass a fake).
+        runner: runs a command (tests pass a fake, which then answers ``squeue --json`` too).
         timeout_s: per-command limit; slurmctld answers in milliseconds when healthy.
     """
 
     def __init__(self, runner: Runner = run_command, timeout_s: float = 15.0) -> None:
         self._run = runner
         self._timeout_s = timeout_s
+        self._stream: Streamer = (
+            stream_command if runner is run_command else lambda argv, t: iter((runner(argv, t),))
+        )
 
     def show_job(self, job_id: int) -> JobRecord | None:
         """The record slurmctld has of the job, or None if it does not know it (any more)."""
@@ -316,11 +384,11 @@ class SlurmCtl:
             TransientError: slurmctld unreachable.
             MalformedSlurmOutput: squeue answered something this boundary cannot read.
         """
-        return parse_squeue_json(self._run(["squeue", "--json"], self._timeout_s), job_id)
+        return parse_squeue_json(self._stream(["squeue", "--json"], self._timeout_s), job_id)
 
     def jobs(self) -> dict[int, JobInfo]:
         """Every job slurmctld holds, by id, from one ``squeue --json``."""
-        return parse_squeue_all(self._run(["squeue", "--json"], self._timeout_s))
+        return parse_squeue_all(self._stream(["squeue", "--json"], self._timeout_s))
 
     def accounting(self, job_id: int) -> AccountingRecord | None:
         """The record slurmdbd has of the allocation, or None if it has none (yet)."""
@@ -546,65 +614,95 @@ def gpu_indices_of(detail: object) -> str:
 _JSON = json.JSONDecoder()
 
 
-def _squeue_jobs(text: str) -> Iterator[dict[str, object]]:
-    """The job objects of ``squeue --json``, decoded one at a time.
+class _JsonStream:
+    """A JSON document read from text chunks one value at a time (never the whole of it)."""
+
+    def __init__(self, chunks: Iterable[str]) -> None:
+        self._chunks = iter(chunks)
+        self._text = ""
+        self._at = 0
+        self._ended = False
+
+    def _more(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            self._ended = True
+            return False
+        self._text = self._text[self._at :] + chunk
+        self._at = 0
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not whitespace, without taking it ("" at the end)."""
+        while True:
+            while self._at < len(self._text) and self._text[self._at] in " \t\n\r":
+                self._at += 1
+            if self._at < len(self._text):
+                return self._text[self._at]
+            if not self._more():
+                return ""
+
+    def take(self, char: str) -> None:
+        """Take ``char``, the next character that is not whitespace."""
+        if self.peek() != char:
+            raise ValueError(f"{char!r} expected")
+        self._at += 1
+
+    def value(self) -> object:
+        """The next JSON value.
+
+        A value that ends a chunk is taken only once more text or the end shows that it is
+        complete: ``12`` may go on as ``123``.
+        """
+        self.peek()
+        while True:
+            try:
+                value, end = _JSON.raw_decode(self._text, self._at)
+                if end < len(self._text) or self._ended:
+                    self._at = end
+                    return value
+            except ValueError:
+                if self._ended:
+                    raise
+            self._more()
+
+
+def _squeue_jobs(chunks: Iterable[str]) -> Iterator[dict[str, object]]:
+    """The job objects of ``squeue --json``, decoded one at a time as the text comes.
 
     Slurm 22.05 lists every job slurmctld holds (thousands after a burst, with their scripts'
-    environments), and decoding the whole document at once held them all in memory together:
-    the services' resident memory grew by the size of the biggest answer and stayed there. One
-    job object at a time keeps only what the caller keeps.
+    environments: 22 MB for 7,000 jobs), and reading and decoding the whole answer at once
+    held it all in memory together, up to three times over: the services' resident memory
+    grew by that and stayed there. One job object at a time keeps only what the caller keeps.
     """
+    doc = _JsonStream(chunks)
     try:
-        at = _skip(text, 0)
-        if text[at : at + 1] != "{":
-            raise ValueError("not a JSON object")
-        at += 1
-        while True:
-            at = _skip(text, at)
-            if text[at : at + 1] == "}":
-                break
-            key, at = _JSON.raw_decode(text, at)
-            at = _skip(text, at)
-            if text[at : at + 1] != ":":
-                raise ValueError(f"':' expected at {at}")
-            at = _skip(text, at + 1)
-            if key == "jobs" and text[at : at + 1] == "[":
-                yield from _array_items(text, at + 1)
+        doc.take("{")
+        while doc.peek() != "}":
+            key = doc.value()
+            doc.take(":")
+            if key == "jobs" and doc.peek() == "[":
+                doc.take("[")
+                while doc.peek() != "]":
+                    job = doc.value()
+                    if isinstance(job, dict):
+                        yield job
+                    if doc.peek() != "]":
+                        doc.take(",")
                 return
-            _, at = _JSON.raw_decode(text, at)
-            at = _skip(text, at)
-            if text[at : at + 1] == ",":
-                at += 1
+            doc.value()
+            if doc.peek() != "}":
+                doc.take(",")
     except ValueError as exc:
         raise MalformedSlurmOutput(f"squeue --json: not JSON ({exc})") from exc
     raise MalformedSlurmOutput("squeue --json: no 'jobs' list")
 
 
-def _skip(text: str, at: int) -> int:
-    """The first index from ``at`` that is not JSON whitespace."""
-    while at < len(text) and text[at] in " \t\n\r":
-        at += 1
-    return at
+def _chunks_of(source: str | Iterable[str]) -> Iterable[str]:
+    return (source,) if isinstance(source, str) else source
 
 
-def _array_items(text: str, at: int) -> Iterator[dict[str, object]]:
-    """The objects of the JSON array whose first item starts at ``at``."""
-    at = _skip(text, at)
-    if text[at : at + 1] == "]":
-        return
-    while True:
-        item, at = _JSON.raw_decode(text, at)
-        if isinstance(item, dict):
-            yield item
-        at = _skip(text, at)
-        if text[at : at + 1] == "]":
-            return
-        if text[at : at + 1] != ",":
-            raise ValueError(f"',' or ']' expected at {at}")
-        at = _skip(text, at + 1)
-
-
-def parse_squeue_json(text: str, job_id: int) -> JobInfo | None:
+def parse_squeue_json(source: str | Iterable[str], job_id: int) -> JobInfo | None:
     """The job ``job_id`` in ``squeue --json`` output, or None if slurmctld does not list it.
 
     Slurm 22.05's ``squeue --json`` ignores ``-j``/``-u`` and lists every job it holds, so the
@@ -613,20 +711,20 @@ def parse_squeue_json(text: str, job_id: int) -> JobInfo | None:
     Raises:
         MalformedSlurmOutput: not squeue's JSON, or the job's object is not readable.
     """
-    for job in _squeue_jobs(text):
+    for job in _squeue_jobs(_chunks_of(source)):
         if job.get("job_id") == job_id:
             return job_info_of(job)
     return None
 
 
-def parse_squeue_all(text: str) -> dict[int, JobInfo]:
+def parse_squeue_all(source: str | Iterable[str]) -> dict[int, JobInfo]:
     """Every readable job of ``squeue --json`` output, by id (unreadable ones are left out).
 
     Raises:
         MalformedSlurmOutput: not squeue's JSON.
     """
     found: dict[int, JobInfo] = {}
-    for job in _squeue_jobs(text):
+    for job in _squeue_jobs(_chunks_of(source)):
         try:
             info = job_info_of(job)
         except MalformedSlurmOutput:

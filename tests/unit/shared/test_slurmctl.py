@@ -21,6 +21,7 @@ from shared.slurmctl import (
     parse_squeue_all,
     parse_squeue_json,
     run_command,
+    stream_command,
 )
 
 # Captured on the lab (Slurm 22.05.8): job 2 held, job 3 running as alice with the job name
@@ -139,6 +140,31 @@ def test_the_jobs_read_one_at_a_time_are_those_of_the_whole_document() -> None:
         assert parse_squeue_all(text) == parse_squeue_all(SQUEUE)
         assert parse_squeue_json(text, 3) == parse_squeue_json(SQUEUE, 3)
     assert parse_squeue_all('{"meta": {"x": [1, {"jobs": []}]}, "jobs": [ ]}') == {}
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+def test_squeue_read_in_chunks_of_any_size_reads_the_same(size: int) -> None:
+    chunks = [SQUEUE[i : i + size] for i in range(0, len(SQUEUE), size)]
+    assert parse_squeue_all(iter(chunks)) == parse_squeue_all(SQUEUE)
+    # A number cut at a chunk's end is not taken before the rest of it arrives.
+    assert parse_squeue_all(iter(['{"meta": 12', '3, "jobs": [', "]}"])) == {}
+    with pytest.raises(MalformedSlurmOutput):
+        parse_squeue_all(iter(['{"meta": 12', "3, "]))
+
+
+def test_a_streamed_command_gives_its_output_and_its_errors_as_run_command() -> None:
+    text = "".join(stream_command(["printf", "h\\303\\251\\nx"], 5))
+    assert text == "hé\nx"
+    with pytest.raises(TransientError, match="is the Slurm client installed"):
+        list(stream_command(["/nonexistent/squeue"], 5))
+    with pytest.raises(PermanentError):
+        list(stream_command(["sh", "-c", "echo out; echo 'Access denied' >&2; exit 1"], 5))
+    with pytest.raises(TransientError, match="did not answer within"):
+        list(stream_command(["sleep", "5"], 0.1))
+    # Stopping early ends the command (a caller that found its job reads no further).
+    chunks = stream_command(["sh", "-c", "echo first; exec sleep 30"], 60)
+    assert next(chunks) == "first\n"
+    chunks.close()
 
 
 def test_default_output_and_array_patterns() -> None:
