@@ -16,7 +16,14 @@ logs="$LAB_LOG/services"
 python="$REPO_ROOT/.venv/bin/python"
 mkdir -p "$run" "$logs"
 
-alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
+# Running and not a zombie: PID 1 here is not an init that reaps exited orphans promptly.
+running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+alive() { [ -f "$run/$1.pid" ] && running "$(cat "$run/$1.pid")"; }
 
 supervise() {  # NAME: runs until SIGTERM; the service is its child
   local s=$1 child='' stopping='' delay=1 started rc
@@ -49,7 +56,7 @@ orphan_stop() {  # NAME: a service whose supervisor was killed outright still ru
   pid=$(cat "$run/$1.child" 2>/dev/null || true)
   if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "services\.$1"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 1 60); do running "$pid" || break; sleep 0.5; done
     kill -KILL "$pid" 2>/dev/null || true
     log "$1: stopped pid $pid, left without its supervisor"
   fi
@@ -78,8 +85,8 @@ stop() {
       pid=$(cat "$run/$s.pid")
       kill -TERM "$pid"
       # SIGTERM lets the service finish the message in flight; give it the grace a Pod gets.
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      if kill -0 "$pid" 2>/dev/null; then
+      for _ in $(seq 1 60); do running "$pid" || break; sleep 0.5; done
+      if running "$pid"; then
         child=$(cat "$run/$s.child" 2>/dev/null || true)
         kill -KILL "$pid" ${child:+"$child"} 2>/dev/null || true
       fi
