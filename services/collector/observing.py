@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from shared.errors import ServiceError
+from shared.errors import PermanentError, ServiceError
 from shared.logs import get_logger
 from shared.messages import PodFinished
 from shared.podfacts import PodFacts
@@ -158,7 +158,12 @@ class PodObserver:
         event = finished_event(pod)
         current = job is not None and job.restarts == pod.restart_count and job.state == "RUNNING"
         if current and job is not None:
-            self._slurm.note(job, note)
+            try:
+                self._slurm.note(job, note)
+            except PermanentError as exc:
+                # The job ended between the listing and the update (slurmctld refuses notes
+                # on finished jobs): expected at every Pod's end, not worth a warning.
+                _log.debug("pod note refused", pod=name, error=str(exc))
         self._noted[name] = note
         if event is not None and name not in self._reported:
             if current:

@@ -3,6 +3,7 @@ from dataclasses import replace
 import pytest
 
 from services.collector.observing import PodObserver, PodSeen, finished_event, pod_note
+from shared.errors import PermanentError
 from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.messages import PodFinished
 from shared.podfacts import PodFacts
@@ -82,3 +83,13 @@ def test_a_pod_stuck_on_a_not_ready_node_is_noted_as_such() -> None:
     assert fakes.comments == ["pod=slurm-jobs/job-5-r0 phase=Pending reason=NodeNotReady"]
     # the runner gives up with the same word, so it finds its reason on the job
     assert fakes.ended == []
+
+
+def test_a_note_refused_because_the_job_just_ended_still_hands_the_end_over() -> None:
+    class Finished(Fakes):
+        def note(self, job: JobInfo, text: str) -> None:
+            raise PermanentError("scontrol update: Job has already finished for job 5")
+
+    fakes = Finished([PodSeen(5, 0, PULL)], JOB)
+    PodObserver(fakes, fakes, fakes.ended.append).sweep()
+    assert [e.reason for e in fakes.ended] == ["ErrImagePull: not found"]
