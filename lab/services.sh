@@ -4,8 +4,9 @@
 # Each service runs under a small supervisor (this script's `supervise`, in its own session)
 # that restarts it when it dies, with a backoff of 1 s doubling to 30 s (reset after a minute
 # up), and that stops it on SIGTERM, giving it the grace a Pod gets.
-# Logs: $LAB_LOG/services/<name>.log (one JSON object a line), supervisor lines in
-# $LAB_LOG/services/supervisor.log. Used by `make up`, `make down` and `make demo`.
+# Logs: $LAB_LOG/services/<name>.log (one JSON object a line; rotated to .1-.3 past 16 MiB),
+# supervisor lines in $LAB_LOG/services/supervisor.log. Used by `make up`, `make down` and
+# `make demo`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -32,7 +33,8 @@ supervise() {  # NAME: runs until SIGTERM; the service is its child
   cd "$REPO_ROOT"
   while [ -z "$stopping" ]; do
     started=$SECONDS
-    "$python" -m "services.$s" >>"$logs/$s.log" 2>&1 </dev/null &
+    # Through shared.logcap: the log rotates past 16 MiB, three old files kept (bounded).
+    "$python" -m "services.$s" > >(exec "$python" -m shared.logcap "$logs/$s.log") 2>&1 </dev/null &
     child=$!
     echo "$child" >"$run/$s.child"
     slog "started pid $child"
