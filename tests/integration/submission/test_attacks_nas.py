@@ -197,10 +197,14 @@ def limit() -> int:
 
 
 def slurm_jobs(*, user: str | None = None, name_part: str = "") -> list[dict[str, Any]]:
-    """Jobs slurmctld knows (``squeue --json`` lists all; filtered here), by user and name."""
+    """Jobs slurmctld knows (``squeue --json`` lists all; filtered here), by user and name.
+
+    Slurm prints a job name's bytes as given, so the JSON may hold bytes that are not UTF-8
+    (the corpus submits such names); they are replaced, as shared.slurmctl does.
+    """
     out = subprocess.run(
-        ["squeue", "--json", "--all"], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+        ["squeue", "--json", "--all"], capture_output=True, check=True, timeout=60
+    ).stdout.decode(errors="replace")
     jobs: list[dict[str, Any]] = json.loads(out)["jobs"]
     return [
         j
