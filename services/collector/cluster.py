@@ -115,7 +115,7 @@ class KubeCluster:
             pass
 
     def runs(self) -> list[RunKey]:
-        """Runs with any labelled object of a kind the launcher makes, whatever their state."""
+        """Runs with labelled objects left: Pods, ServiceAccounts, and ownerless others."""
         ns, core, rbac = self._namespace, self._core, self._rbac
         lists: list[Callable[[], Any]] = [
             lambda: core.list_namespaced_pod(
@@ -135,13 +135,14 @@ class KubeCluster:
             ),
         ]
         keys: set[RunKey] = set()
-        for listing in lists:
+        # The first two listings (Pods, ServiceAccounts) count even with an owner.
+        for index, listing in enumerate(lists):
             self._limiter.acquire()
             with api_call():
                 items = listing().items
             for item in items:
                 key = run_of(item.metadata.labels or {})
-                if key is not None:
+                if key is not None and leftover(item, owned_counts=index < 2):
                     keys.add(key)
         return sorted(keys, key=lambda k: (k.job_id, k.restart_count))
 
@@ -173,6 +174,20 @@ class KubeCluster:
             if name:
                 ready[name] = any(c.type == "Ready" and c.status == "True" for c in conditions)
         return ready
+
+
+def leftover(item: Any, *, owned_counts: bool) -> bool:
+    """Whether a listed object still needs the reconcile.
+
+    One already being deleted does not (a run finished moments ago would be finished again).
+    The ConfigMap, Role and RoleBinding (``owned_counts`` False) need it only without an
+    owner: with one, the garbage collector removes them once the ServiceAccount is gone, and
+    listing them would finish the run again meanwhile. Pods and ServiceAccounts always count.
+    """
+    meta = item.metadata
+    if meta.deletion_timestamp is not None:
+        return False
+    return owned_counts or not meta.owner_references
 
 
 def run_of(labels: dict[str, str]) -> RunKey | None:

@@ -1,10 +1,11 @@
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from services.collector.cluster import SELECTOR, KubeCluster, run_of
+from services.collector.cluster import SELECTOR, KubeCluster, leftover, run_of
 from services.collector.handlers import RunKey
 from shared.jobpods import run_labels
 from shared.kube import RateLimiter
@@ -51,3 +52,21 @@ def test_an_exited_pod_is_deleted_at_once_a_running_one_with_its_grace(
     cluster._core = core  # type: ignore[assignment]
     cluster.delete_run("job-42-r0", ended=ended)
     assert (core.graces, core.accounts) == ([grace], 1)
+
+
+def _item(deleting: bool = False, owned: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(
+        metadata=SimpleNamespace(
+            deletion_timestamp="2026-12-02T09:00:00Z" if deleting else None,
+            owner_references=[SimpleNamespace(kind="ServiceAccount")] if owned else None,
+        )
+    )
+
+
+def test_objects_the_garbage_collector_will_remove_do_not_finish_a_run_again() -> None:
+    # Found by the three-replica test: a sweep listed the ConfigMap of a run finished
+    # moments ago (its owner deleted, the garbage collector not done) and finished it again.
+    assert not leftover(_item(owned=True), owned_counts=False)
+    assert leftover(_item(), owned_counts=False), "an ownerless ConfigMap is never collected"
+    assert leftover(_item(owned=True), owned_counts=True), "a Pod holds the node: always"
+    assert not leftover(_item(deleting=True), owned_counts=True)
