@@ -184,6 +184,44 @@ def _utf8(path: str) -> bool:
     return True
 
 
+def rename_to_shown(submit: Path, path: str) -> str | None:
+    r"""Give the first entry of ``path`` whose name is not UTF-8 its :func:`shown` name.
+
+    The text ``caf\xe9.sh`` for the bytes ``caf<0xe9>.sh``; returns the new path, or None
+    when the entry could not be renamed.
+
+    ``link`` + ``unlink`` never overwrites (``rename`` would); a folder cannot be linked, so it
+    is renamed only when the name is free, and a taken name gets ``.1``, ``.2``… before its
+    suffix. Owner, mode and content are untouched: the entry is only made nameable.
+    """
+    relative = Path(path).relative_to(submit)
+    current = submit
+    for part in relative.parts:
+        if _utf8(part):
+            current = current / part
+            continue
+        source = current / part
+        wanted = Path(shown(part))
+        for n in range(100):
+            target = current / (wanted.name if n == 0 else f"{wanted.stem}.{n}{wanted.suffix}")
+            try:
+                if os.path.isdir(source) and not os.path.islink(source):
+                    if os.path.lexists(target):
+                        continue
+                    os.rename(source, target)
+                else:
+                    os.link(source, target, follow_symlinks=False)
+                    os.unlink(source)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                _log.error("watcher.rename_failed", path=shown(str(source)), error=str(exc))
+                return None
+            return str(target)
+        return None
+    return None
+
+
 def _signature(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -367,11 +405,14 @@ class Watcher:
             if not _utf8(item.stat.path):
                 # Messages are UTF-8 JSON: a name with other bytes cannot reach the validator
                 # (and an exception here would stop the door for everyone, again at restart).
-                _log.error(
+                # The entry is renamed where it is to the name every message would show; the
+                # listing then offers it like any other drop, so it gets its answer.
+                renamed = rename_to_shown(self.submit_dir, item.stat.path)
+                _log.warning(
                     "watcher.name_not_utf8",
                     path=shown(item.stat.path),
+                    renamed_to=renamed,
                     owner_uid=item.stat.uid,
-                    hint="rename the file with UTF-8 characters only",
                 )
                 self.tracker.mark_handled(item.stat)
                 continue

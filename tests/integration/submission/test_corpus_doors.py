@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from shared.messages import shown
 from tests.corpus import CHANGES, Case, build, change, load
 from tests.integration.conftest import RunAs, wait_for
 from tests.integration.submission.test_attacks_nas import Door, door, slurm_jobs
@@ -83,7 +84,7 @@ def _compare(door: Door, entries: Iterable[tuple[Case, str]]) -> tuple[list[str]
     receipts: dict[int, str] = {}
     for case, entry in entries:
         assert case.nas is not None
-        name = Path(entry).name
+        name = shown(Path(entry).name)  # the watcher renames a name that is not UTF-8 so
         where = _where(door, name)
         if where == "submitted":
             receipt = door.receipt(name)
@@ -128,7 +129,7 @@ def test_every_nas_case_gets_its_answer_and_only_validated_files_are_submitted(
         return [
             case.id
             for case, entry in entries.values()
-            if not case.xfail and not _answered(door, case, Path(entry).name)
+            if not case.xfail and not _answered(door, case, shown(Path(entry).name))
         ]
 
     wait_for("every corpus file to be answered", lambda: not unanswered(), PASS_S, 1.0)

@@ -17,10 +17,11 @@ import pytest
 from services.validator.filing import Journal
 from services.validator.handlers import ValidatorDeps, ValidatorHandler
 from services.watcher.scanning import FileStat, by_identity
+from services.watcher.watching import rename_to_shown
 from shared.config import NasSettings
 from shared.jobscript.policy import REPO_PATH, load_policy
 from shared.jobscript.validation import bash_syntax
-from shared.messages import Envelope, FileDetected
+from shared.messages import Envelope, FileDetected, shown
 from tests.corpus import ACCOUNTS_BY_UID, CHANGES, Case, build, change, load
 from tests.unit.services.validator.test_handlers import FakeSlurm
 
@@ -84,6 +85,8 @@ def test_the_validator_files_each_case_with_its_reason(nas: NasSettings, case: C
     top, entry = build(case, staging, RUN)
     top.rename(nas.submit_dir / top.name)
     path = nas.submit_dir / entry
+    if shown(str(path)) != str(path):  # the watcher's rename, before any event
+        path = Path(rename_to_shown(nas.submit_dir, str(path)) or path)
     event = event_for(path)
     answered = []
     if case.kind in CHANGES:
