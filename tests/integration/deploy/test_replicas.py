@@ -341,9 +341,9 @@ def test_three_replicas_each_make_no_duplicates_and_one_watcher_acts(
         if again:
             # Seen on the lab (k8s/README.md "Scaling"): a job.ended delivered twice is
             # finished by two collectors, at once (two "summary written") or one after the
-            # other; and a reconcile sweep that lists the ConfigMap, Role and RoleBinding the
-            # garbage collector has not removed yet finishes the run again. Idempotent (same
-            # summary, deletes answer 404) but not once: left to the collector's owner.
+            # other (and, before fb0cfee, a reconcile sweep finished runs whose ConfigMap, Role
+            # and RoleBinding awaited the garbage collector). Idempotent (same summary, deletes
+            # answer 404) but not once: left to the hooks' and the collector's owners.
             pytest.xfail(f"runs finished more than once: {again}")
     finally:
         pods.close()
