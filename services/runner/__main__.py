@@ -38,6 +38,9 @@ if TYPE_CHECKING:  # HTTP and TLS load only once the Pod exists
     from services.runner.pod import RunPod
 
 TAG = "[slurm-k8s]"
+REFUSED_GRACE_S = 60.0
+"""How long a 403 for the run's own Pod is retried (``AccessRefused``) before the runner
+concludes the Pod is gone: a restarted API server authorizes within seconds."""
 ENDING_POLL_S = 0.1
 """Pod reads around the container's end: after a log stream ended while the status still says
 running (the kubelet reports the exit within about a second, its next relist), and while the
@@ -50,6 +53,26 @@ stream too, and must not turn the running poll into ten reads a second)."""
 
 def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Patience:
+    """How long the runner waits out API trouble: transient errors always, a 403 for a while."""
+
+    def __init__(self) -> None:
+        self._trouble = 0
+        self._refused_since: float | None = None
+
+    def retry(self, exc: ServiceError, *, refused: bool) -> bool:
+        """Whether to read again (said on the job's stderr the first and 30th time)."""
+        now = time.monotonic()
+        if refused and self._refused_since is None:
+            self._refused_since = now
+        if self._refused_since is not None and now - self._refused_since >= REFUSED_GRACE_S:
+            return False
+        self._trouble += 1
+        if self._trouble in (1, 30):
+            print(f"{TAG} Kubernetes API trouble (retrying): {exc}", file=sys.stderr)
+        return True
 
 
 class Runner:
@@ -139,25 +162,27 @@ class Runner:
             pod.close()
 
     def _follow(self, pod: RunPod) -> int:
+        from services.runner.pod import AccessRefused
+
         judge = PodJudge(self._s.pull_grace_s, self._s.start_timeout_s)
         waiting_said = ""
-        api_trouble = 0
+        patience = _Patience()
         while True:
             if self._stop.is_set():
                 return self._cancel(pod)
             try:
                 facts = pod.read()
-            except TransientError as exc:
-                api_trouble += 1
-                if api_trouble in (1, 30):
-                    print(f"{TAG} Kubernetes API trouble (retrying): {exc}", file=sys.stderr)
-                self._stop.wait(2.0)
-                continue
+            except (TransientError, AccessRefused) as exc:
+                if patience.retry(exc, refused=isinstance(exc, AccessRefused)):
+                    self._stop.wait(2.0)
+                    continue
+                facts = None
+                print(f"{TAG} cannot read the Pod: {exc}", file=sys.stderr)
             except PermanentError as exc:
                 # The Pod-bound token stops working when the Pod is deleted.
                 facts = None
                 print(f"{TAG} cannot read the Pod: {exc}", file=sys.stderr)
-            api_trouble = 0
+            patience = _Patience()
             if facts is not None:
                 self._describe(facts)
             verdict = judge.observe(facts, time.monotonic())

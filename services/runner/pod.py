@@ -199,8 +199,19 @@ def _unreachable(exc: BaseException) -> TransientError:
     return TransientError(f"Kubernetes API unreachable: {exc!r}")
 
 
+class AccessRefused(PermanentError):
+    """403: the API refused the run's token.
+
+    A token bound to a deleted Pod is rejected with 401; a 403 for the run's own Pod means
+    the authorizer has not seen the run's Role yet, as right after an API server restart
+    (found by the chaos run): the runner retries it for a while before giving up.
+    """
+
+
 def _status_error(response: http.client.HTTPResponse, body: bytes) -> Exception:
     detail = body.decode("utf-8", errors="replace")[:500] or response.reason
+    if response.status == 403:
+        return AccessRefused(f"Kubernetes API 403 {response.reason}: {detail}")
     return kube_status_error(
         response.status,
         f"Kubernetes API {response.status} {response.reason}: {detail}",

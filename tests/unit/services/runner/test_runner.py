@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from services.runner import __main__ as runner_main
 from services.runner.__main__ import ENDING_POLL_S, Runner
 from services.runner.config import RunnerSettings
 from services.runner.following import Output
+from services.runner.pod import AccessRefused
 from shared.jobpods import handoff_path
 from shared.podfacts import PodFacts
 
@@ -146,3 +148,38 @@ def test_a_write_that_failed_once_is_not_retried_and_nothing_lands_after_the_hol
     out.line("[slurm-k8s] footer")
     assert disk.getvalue() == b"12345\n"
     assert out.lost == "No space left on device"
+
+
+class RefusingPod(FakePod):
+    """Answers 403 a few times, as a freshly restarted API server does (its RBAC cache)."""
+
+    def __init__(self, states: list[PodFacts | None], refusals: int) -> None:
+        super().__init__(states)
+        self.refusals = refusals
+
+    def read(self) -> PodFacts | None:
+        if self.refusals:
+            self.refusals -= 1
+            raise AccessRefused("Kubernetes API 403 Forbidden: cannot get resource pods")
+        return super().read()
+
+
+def test_a_403_after_an_api_server_restart_is_retried_not_taken_for_a_deleted_pod(
+    tmp_path: Path,
+) -> None:
+    # Found by the chaos run: the runner failed a running job (PodDeleted) on the 403 a
+    # restarted API server answers until its authorizer has seen the run's Role.
+    runner, buf = make(tmp_path)
+    code = runner._follow(RefusingPod([RUNNING, DONE], refusals=1))  # type: ignore[arg-type]
+    assert code == 0
+    assert buf.getvalue().decode().endswith("[slurm-k8s] outcome: Succeeded exit=0\n")
+
+
+def test_a_403_that_lasts_past_the_grace_ends_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_main, "REFUSED_GRACE_S", 0.0)
+    runner, buf = make(tmp_path)
+    code = runner._follow(RefusingPod([RUNNING], refusals=1000))  # type: ignore[arg-type]
+    assert code != 0
+    assert "reason=PodDeleted" in buf.getvalue().decode()
