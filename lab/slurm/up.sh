@@ -69,6 +69,8 @@ render() {  # render TEMPLATE DEST MODE OWNER -> returns 0 when DEST changed
   log "slurm: wrote $2"
 }
 conf_changed='' gres_changed='' dbd_changed=''
+enforce_of() { grep -s '^AccountingStorageEnforce=' "$1" || true; }
+enforce_before=$(enforce_of /etc/slurm/slurm.conf)
 render "$here/slurm.conf.in" /etc/slurm/slurm.conf 644 root && conf_changed=1
 render "$here/gres.conf.in" /etc/slurm/gres.conf 644 root && gres_changed=1
 render "$here/slurmdbd.conf.in" /etc/slurm/slurmdbd.conf 600 slurm && dbd_changed=1
@@ -123,6 +125,14 @@ if ! slurmctld_up; then
 elif [ -n "$conf_changed" ]; then
   log "slurmctld: configuration changed, scontrol reconfigure"
   scontrol reconfigure
+  # AccountingStorageEnforce is read only when slurmctld starts (22.05): a reconfigure shows
+  # the new value in `scontrol show config` but keeps taking any --account.
+  if [ "$enforce_before" != "$(enforce_of /etc/slurm/slurm.conf)" ]; then
+    log "slurmctld: AccountingStorageEnforce changed, restarting"
+    stop_pid "$SLURM_RUN/slurmctld.pid" slurmctld
+    slurmctld
+    wait_for 30 slurmctld ctld_ok || die "slurmctld: not answering, see $LAB_LOG/slurm/slurmctld.log"
+  fi
 fi
 
 # --- slurmd ------------------------------------------------------------------------------
