@@ -1,10 +1,10 @@
 """Delivering the outbox: one pass after each hook, and a detached flusher while the broker is away.
 
-The inline pass publishes every spooled event (the oldest first) and stops at the first
-failure; whatever remains is the job of a flusher that the hook starts in its own session
-(so slurmd's end of the prolog never kills it) and that retries with backoff until the spool is
-empty. A lock file lets only one flusher run per node; every hook still tries inline first, so
-a recovered broker gets new events at once.
+The inline pass publishes every spooled event no other sender has claimed (the oldest first)
+and stops at the first failure; whatever remains is the job of a flusher that the hook starts
+in its own session (so slurmd's end of the prolog never kills it) and that retries with backoff
+until the spool is empty. A lock file lets only one flusher run per node; every hook still tries
+inline first, so a recovered broker gets new events at once.
 """
 
 from __future__ import annotations
@@ -38,13 +38,18 @@ class FlushResult:
 def flush_once(spool: Spool, sender: Sender, log: HookLog) -> FlushResult:
     """Publish spooled events oldest first; stop at the first broker failure.
 
-    Each file is removed only after its confirm. A file that is not an envelope is set aside,
-    never retried forever.
+    Each file is claimed before it is read (``Spool.claim``): of hooks and a flusher passing
+    over the same outbox at once, one sends a given event, the others skip it. A file is
+    removed only after its confirm, and given back to the outbox when its send fails. A file
+    that is not an envelope is set aside, never retried forever.
     """
     pending = spool.pending()
     sent = 0
     try:
-        for index, event in enumerate(pending):
+        for index, listed in enumerate(pending):
+            event = spool.claim(listed)
+            if event is None:
+                continue  # another sender has it
             data = spool.read(event)
             if data is None:
                 continue
@@ -52,16 +57,17 @@ def flush_once(spool: Spool, sender: Sender, log: HookLog) -> FlushResult:
                 body, headers = unpack(data)
                 routing_key, message_id = routing_of(body)
             except DecodeError as exc:
-                log.write("spool.quarantined", file=event.path.name, error=str(exc))
+                log.write("spool.quarantined", file=event.file_name, error=str(exc))
                 spool.quarantine(event)
                 continue
             try:
                 sender.send(routing_key, message_id, body, headers)
             except ServiceError as exc:
+                spool.release(event)
                 return FlushResult(sent, len(pending) - index, f"{type(exc).__name__}: {exc}")
             spool.remove(event)
             sent += 1
-            log.write("event.published", file=event.path.name, message_id=message_id)
+            log.write("event.published", file=event.file_name, message_id=message_id)
     finally:
         sender.close()
     return FlushResult(sent, 0)

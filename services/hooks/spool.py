@@ -5,8 +5,15 @@ the whole event, even across a power cut. The final name is the event's type and
 key (``job.started.42-r0.json``): a prolog that runs twice for the same run overwrites its
 own file instead of queueing a second copy. A file holds the encoded envelope on its first
 line and, when there are any, the message's headers (the job's ``traceparent``) as a JSON
-object on a second. A file is removed only after the broker confirmed
-it, so at worst an event is delivered twice, and consumers are idempotent.
+object on a second.
+
+Hooks and the flusher of one node run at the same time and read the same directory, so a
+sender first claims a file by renaming it to ``.sending-<pid>.<name>``: the rename succeeds for
+one process only, and only that one publishes the event. A failed publish renames it back for
+the next hook or the flusher; a claim whose process died (killed mid-send by ``timeout``) is
+renamed back by the next reader. A file is removed only after the broker confirmed it, so an
+event is sent twice only when a sender dies between the confirm and the removal (consumers
+are idempotent), never because two hooks ran together.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ from shared.errors import DecodeError
 _SUFFIX = ".json"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600.0
+_CLAIM_PREFIX = ".sending-"
+_STALE_CLAIM_S = 600.0
+"""A claim this old is released even if its pid is alive again (a reused pid): a send is
+bounded to seconds (``publishing.AmqpSender``)."""
 BAD_KEEP = 100
 """Quarantined files kept in ``bad/`` for an operator; older ones go as new ones arrive."""
 
@@ -51,9 +62,16 @@ def unpack(data: bytes) -> tuple[bytes, dict[str, str]]:
 
 @dataclass(frozen=True)
 class SpooledEvent:
-    """One pending event file."""
+    """One event file: pending under its own name, or claimed (``.sending-<pid>.<name>``)."""
 
     path: Path
+    name: str = ""
+    """The event's file name in the outbox ("" means ``path.name``)."""
+
+    @property
+    def file_name(self) -> str:
+        """The event's own file name, claimed or not."""
+        return self.name or self.path.name
 
 
 def file_name(event: HookEvent) -> str:
@@ -91,7 +109,10 @@ class Spool:
         return final
 
     def pending(self) -> list[SpooledEvent]:
-        """Events oldest first (a run's start before its end), dropping abandoned temp files."""
+        """Events oldest first (a run's start before its end), dropping abandoned temp files.
+
+        Files claimed by a live sender are not listed; those of a dead one are released first.
+        """
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
@@ -100,18 +121,56 @@ class Spool:
         now = time.time()
         for entry in entries:
             try:
-                mtime = entry.stat(follow_symlinks=False).st_mtime
+                stat = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # another flusher just delivered it
             if entry.name.startswith(_TMP_PREFIX):
                 # A hook killed mid-write; the event it was writing is the same hook's to redo.
-                if now - mtime > _STALE_TMP_S:
+                if now - stat.st_mtime > _STALE_TMP_S:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
                 continue
-            if entry.name.endswith(_SUFFIX) and entry.is_file(follow_symlinks=False):
-                events.append((mtime, entry.name, SpooledEvent(Path(entry.path))))
+            name = entry.name
+            if name.startswith(_CLAIM_PREFIX):
+                # rename() sets the ctime: it is when the claim was taken.
+                name = self._release_abandoned(entry.name, now - stat.st_ctime)
+                if not name:
+                    continue
+            if (
+                name.endswith(_SUFFIX)
+                and not name.startswith(".")
+                and entry.is_file(follow_symlinks=False)
+            ):
+                events.append((stat.st_mtime, name, SpooledEvent(self.directory / name)))
         return [event for _, _, event in sorted(events, key=lambda e: (e[0], e[1]))]
+
+    def claim(self, event: SpooledEvent) -> SpooledEvent | None:
+        """Take the event for this process to send, or None if another sender took it first."""
+        claimed = self.directory / f"{_CLAIM_PREFIX}{os.getpid()}.{event.file_name}"
+        try:
+            os.rename(event.path, claimed)
+        except FileNotFoundError:
+            return None
+        return SpooledEvent(claimed, event.file_name)
+
+    def release(self, event: SpooledEvent) -> None:
+        """Give a claimed event back to the outbox (its send failed)."""
+        with contextlib.suppress(FileNotFoundError):
+            # A newer copy of the same run's event may be there: same message, either is fine.
+            os.replace(event.path, self.directory / event.file_name)
+
+    def _release_abandoned(self, claimed: str, age_s: float) -> str:
+        """Release a dead sender's claim; the event's name if it is pending again, else ""."""
+        pid_text, _, name = claimed[len(_CLAIM_PREFIX) :].partition(".")
+        if not pid_text.isdigit() or not name.endswith(_SUFFIX):
+            return ""
+        if _alive(int(pid_text)) and age_s < _STALE_CLAIM_S:
+            return ""
+        try:
+            os.rename(self.directory / claimed, self.directory / name)
+        except FileNotFoundError:
+            return ""  # its sender finished meanwhile, or another reader released it
+        return name
 
     def read(self, event: SpooledEvent) -> bytes | None:
         """The event's bytes, or None if it was delivered (and removed) meanwhile."""
@@ -130,7 +189,7 @@ class Spool:
         bad = self.directory / "bad"
         bad.mkdir(mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            event.path.rename(bad / event.path.name)
+            event.path.rename(bad / event.file_name)
         _keep_newest(bad, BAD_KEEP)
 
     def _sync_directory(self) -> None:
@@ -140,6 +199,17 @@ class Spool:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (root's hooks may see others' pids too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _keep_newest(directory: Path, keep: int) -> None:

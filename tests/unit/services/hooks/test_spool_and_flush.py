@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -305,3 +306,47 @@ def test_quarantined_files_are_bounded(spool: Spool, log: HookLog) -> None:
     kept = sorted((spool.directory / "bad").iterdir(), key=lambda p: p.stat().st_mtime)
     assert len(kept) == spool_module.BAD_KEEP
     assert kept[-1].name == f"job.started.{spool_module.BAD_KEEP + 4}-r0.json"
+
+
+def test_an_event_claimed_by_one_sender_is_skipped_by_another(spool: Spool, log: HookLog) -> None:
+    spool.put(build_event("prolog", ENV))
+    spool.put(build_event("epilog", ENV))
+    other = FakeSender()
+
+    class SendsWhileAnotherHookFlushes(FakeSender):
+        def send(
+            self, routing_key: str, message_id: str, body: bytes, headers: Mapping[str, str]
+        ) -> None:
+            if not self.sent:
+                # A second hook passes over the outbox while this one waits for a confirm.
+                assert flush_once(spool, other, log).sent == 1
+            super().send(routing_key, message_id, body, headers)
+
+    first = SendsWhileAnotherHookFlushes()
+    flush_once(spool, first, log)
+    sent = [key for key, _, _ in first.sent + other.sent]
+    assert sorted(sent) == ["job.ended", "job.started"]
+    assert spool.pending() == []
+    assert list(spool.directory.glob("*.json")) == []
+
+
+def test_a_failed_send_gives_the_claimed_event_back(spool: Spool, log: HookLog) -> None:
+    path = spool.put(build_event("prolog", ENV))
+    flush_once(spool, FakeSender(fail_at=0), log)
+    assert path.exists()
+    assert [event.path for event in spool.pending()] == [path]
+
+
+def test_a_live_senders_claim_is_left_and_a_dead_ones_is_released(spool: Spool) -> None:
+    path = spool.put(build_event("prolog", ENV))
+    (claimed,) = spool.pending()
+    mine = spool.claim(claimed)
+    assert mine is not None
+    assert not path.exists()
+    assert spool.pending() == []  # this (live) process holds it
+    assert spool.claim(claimed) is None
+    gone = subprocess.Popen(["true"])  # a pid that has exited (and been reaped)
+    gone.wait()
+    mine.path.rename(spool.directory / f".sending-{gone.pid}.{path.name}")
+    assert [event.path for event in spool.pending()] == [path]
+    assert path.exists()
