@@ -134,7 +134,7 @@ local POLICY_DEFAULTS = {
   max_script_bytes = 1048576, max_shm_mb = 8192,
   writable_roots = { "/mnt/test-k8s/results", "/mnt/test-k8s/home/%u" },
   script_roots = { "/mnt/test-k8s" },
-  allow_root_owned_files = false, bash_syntax_check = true, min_uid = 1000,
+  allow_root_owned_files = false, bash_syntax_check = true, min_uid = 1000, max_uid = 60000,
 }
 local LIST_KEYS = { allowed_registries = true, writable_roots = true, script_roots = true }
 local BOOLEANS = { ["true"] = true, yes = true, on = true, ["1"] = true,
@@ -1290,7 +1290,7 @@ M.COMMENT_TEXT = "--comment is not allowed: " .. M.REFUSED_OPTIONS["comment"]
 
 function M.min_uid_text(policy)
   return string.format("slurm-k8s jobs run as their owner; root and system accounts "
-    .. "(uid < %d) cannot submit them", policy.min_uid)
+    .. "(uid < %d or > %d) cannot submit them", policy.min_uid, policy.max_uid)
 end
 
 local function has_text(value)
@@ -1317,7 +1317,8 @@ function M.decide(job_desc, policy, user, syntax, submit_uid)
   if script == nil or not M.uses_k8s(script) then return nil end -- plain Slurm job
   submit_uid = submit_uid or 0
   local owner = type(job_desc.user_id) == "number" and job_desc.user_id or submit_uid
-  if submit_uid < policy.min_uid or owner < policy.min_uid then
+  local function system(uid) return uid < policy.min_uid or uid > policy.max_uid end
+  if system(submit_uid) or system(owner) then
     return { { line = 0, message = M.min_uid_text(policy) } }
   end
   local problems = M.check_script(script, policy, user, job_desc.work_dir or "/", syntax)

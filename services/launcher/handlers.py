@@ -220,10 +220,10 @@ def verify(event: JobStarted, job: JobInfo, original: bytes | None, policy: Poli
             f"identity mismatch: slurmd runs the job as {event.user} ({event.uid}:{event.gid}), "
             f"slurmctld records {job.user} ({job.uid}:{job.gid}); no Pod is made"
         )
-    if job.uid < policy.min_uid or job.uid == 0:
+    if policy.system_account(job.uid):
         raise Refused(
             f"slurm-k8s jobs do not run as {job.user} (uid {job.uid}): root and system "
-            f"accounts (uid < {policy.min_uid}) cannot run them"
+            f"accounts (uid < {policy.min_uid} or > {policy.max_uid}) cannot run them"
         )
     problems = [
         format_problem(p)

@@ -206,7 +206,7 @@ class ValidatorHandler:
                         "so copy it in as yourself",
                     )
                 ]
-        elif job.uid < policy.min_uid:
+        elif policy.system_account(job.uid):
             return None, [
                 Problem(
                     line=0,

@@ -55,6 +55,12 @@ class Policy(BaseModel):
         description="Jobs (and NAS files) of accounts below this uid are refused: root and "
         "system accounts (daemon, www-data, ...) never run user code.",
     )
+    max_uid: int = Field(
+        default=60000,
+        ge=0,
+        description="Jobs (and NAS files) of accounts above this uid are refused: Debian's "
+        "UID_MAX; nobody (65534), which NFS gives root's files under root_squash, is above.",
+    )
     bash_syntax_check: bool = Field(
         default=True, description="Run `bash -n` on scripts whose #! names sh or bash."
     )
@@ -66,6 +72,10 @@ class Policy(BaseModel):
             if not root.startswith("/"):
                 raise ValueError(f"root {root!r} is not an absolute path")
         return roots
+
+    def system_account(self, uid: int) -> bool:
+        """Whether ``uid`` is root's or a system account's (outside min_uid..max_uid)."""
+        return uid == 0 or uid < self.min_uid or uid > self.max_uid
 
     def roots_for(self, user: str) -> tuple[str, ...]:
         """The writable roots with ``%u`` replaced by the user's name."""

@@ -38,7 +38,7 @@ LIMIT = load_policy(REPO_PATH).max_script_bytes
 HEAD = "#!/bin/bash\n#K8S_IMAGE=nas-hub.local:5407/alpine:latest\n"
 STALL_BOUND_S = 2.0  # the generous bound for another user's squeue / sbatch
 WRAPPER_TEXT = "which only slurm-k8s's own wrapper may carry"
-MIN_UID_TEXT = "slurm-k8s jobs run as their owner; root and system accounts (uid < 1000)"
+MIN_UID_TEXT = "slurm-k8s jobs run as their owner; root and system accounts (uid < 1000 or > 60000)"
 COMMENT_TEXT = "--comment is not allowed: slurm-k8s records its submission key in the job comment"
 
 
@@ -302,7 +302,8 @@ def test_the_command_line_cannot_take_a_job_out_of_policy(lab: Lab, args: tuple[
 
 
 @pytest.mark.parametrize(
-    ("user", "args"), [("root", ()), ("root", ("--uid=alice",)), ("daemon", ())]
+    ("user", "args"),
+    [("root", ()), ("root", ("--uid=alice",)), ("daemon", ()), ("nobody", ())],
 )
 def test_root_and_system_accounts_cannot_submit_slurm_k8s_jobs(
     lab: Lab, user: str, args: tuple[str, ...]
@@ -312,7 +313,7 @@ def test_root_and_system_accounts_cannot_submit_slurm_k8s_jobs(
     assert done.returncode != 0, done.stdout
     # Ours, or Slurm's own refusal (an account without an association): never an acceptance.
     assert MIN_UID_TEXT in done.stderr or "association" in done.stderr, done.stderr
-    for owner in ("root", "daemon", "alice"):
+    for owner in ("root", "daemon", "nobody", "alice"):
         assert lab.queued(owner, name) == ""
 
 

@@ -436,13 +436,21 @@ def test_only_root_may_submit_an_admin_comment(tmp_path: Path, plain: bool) -> N
 
 
 MIN_UID_TEXT = (
-    "file: slurm-k8s jobs run as their owner; root and system accounts (uid < 1000) "
+    "file: slurm-k8s jobs run as their owner; root and system accounts (uid < 1000 or > 60000) "
     "cannot submit them"
 )
 
 
 @pytest.mark.parametrize(
-    "fields", [("submit_uid=0",), ("submit_uid=1",), ("submit_uid=999",), ("user_id=0",)]
+    "fields",
+    [
+        ("submit_uid=0",),
+        ("submit_uid=1",),
+        ("submit_uid=999",),
+        ("user_id=0",),
+        ("submit_uid=65534",),
+        ("user_id=65534",),
+    ],
 )
 def test_root_and_system_accounts_cannot_submit_slurm_k8s_jobs(
     tmp_path: Path, fields: tuple[str, ...]

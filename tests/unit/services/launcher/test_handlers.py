@@ -270,7 +270,9 @@ def test_slurmd_and_slurmctld_must_agree_on_the_owner(job: JobInfo) -> None:
     assert "identity mismatch" in refused(slurm, FakeCluster())
 
 
-@pytest.mark.parametrize(("user", "uid"), [("root", 0), ("daemon", 1), ("sys", 999)])
+@pytest.mark.parametrize(
+    ("user", "uid"), [("root", 0), ("daemon", 1), ("sys", 999), ("nobody", 65534)]
+)
 def test_root_and_system_accounts_never_get_a_pod(user: str, uid: int) -> None:
     job = replace(JOB, user=user, uid=uid, gid=uid, work_dir="/tmp")
     event = EVENT.model_copy(update={"user": user, "uid": uid, "gid": uid})

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 ALICE = 2001
 LIMIT = 1024
 HELLO = (Path(__file__).parents[4] / "examples" / "hello.sh").read_bytes()
-ACCOUNTS = {ALICE: "alice", 0: "root", 1: "daemon", 999: "svc"}
+ACCOUNTS = {ALICE: "alice", 0: "root", 1: "daemon", 999: "svc", 65534: "nobody"}
 
 
 class FakeSlurm:
@@ -205,7 +205,7 @@ def test_a_watcher_with_a_bigger_limit_still_gets_its_file_filed(nas: NasSetting
     assert "the limit is 1024 bytes" in out.body.problems[0].message
 
 
-@pytest.mark.parametrize(("uid", "name"), [(1, "daemon"), (999, "svc")])
+@pytest.mark.parametrize(("uid", "name"), [(1, "daemon"), (999, "svc"), (65534, "nobody")])
 def test_a_file_of_a_system_account_is_refused(nas: NasSettings, uid: int, name: str) -> None:
     path = nas.submit_dir / "hello.sh"
     path.write_bytes(HELLO)
