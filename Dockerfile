@@ -10,7 +10,7 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 
 ARG SLURM_CLIENT_PACKAGES="slurm-client"
-# util-linux: runuser, with which the validator submits as the file's owner.
+# util-linux: setpriv and prlimit, with which the validator submits as the file's owner.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ${SLURM_CLIENT_PACKAGES} util-linux ca-certificates \

@@ -1,3 +1,5 @@
+import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from shared.slurmctl import (
 )
 
 pytestmark = pytest.mark.unit
+ME = pwd.getpwuid(os.getuid())
+"""sbatch runs as an account the system knows: this test's own, wherever it runs."""
 
 
 @pytest.mark.parametrize(
@@ -73,7 +77,7 @@ class FakeRun:
 
     def __call__(self, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
         self.calls.append((argv, kwargs))
-        program = argv[4] if argv[0] == "runuser" else argv[0]
+        program = argv[argv.index("--", 4) + 1] if argv[0] == "prlimit" else argv[0]
         answer = self.answers[program]
         if isinstance(answer, BaseException):
             raise answer
@@ -93,20 +97,34 @@ def test_submit_runs_sbatch_as_the_owner_with_the_bytes_on_stdin(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slurm, fake = cli(monkeypatch, {"sbatch": (0, b"42;cluster\n", b"")})
-    job = slurm.submit(b"#!/bin/sh\n", user="alice", key="k1", cwd=Path("/h/alice"), job_name="x")
+    job = slurm.submit(b"#!/bin/sh\n", user=ME.pw_name, key="k1", cwd=Path("/h/a"), job_name="x")
     assert job == 42
     argv, kwargs = fake.calls[0]
-    assert argv[:5] == ["runuser", "-u", "alice", "--", "sbatch"]
+    # As runuser left it: the soft open-files limit pam_limits set (sbatch copies it into the
+    # job), the account's groups, gid and uid by number; the rest is inherited.
+    assert argv[:9] == [
+        "prlimit", "--nofile=1024:", "--",
+        "setpriv", f"--reuid={ME.pw_uid}", f"--regid={ME.pw_gid}", "--init-groups", "--",
+        "sbatch",
+    ]  # fmt: skip
     assert "--parsable" in argv
     assert "--comment=slurmk8s-key=k1" in argv
     assert "--job-name=x" in argv
     assert kwargs["input"] == b"#!/bin/sh\n"
-    assert kwargs["cwd"] == Path("/h/alice")
+    assert kwargs["cwd"] == Path("/h/a")
     env = kwargs["env"]
     assert isinstance(env, dict)
     assert not [k for k in env if k.startswith("SBATCH_")]
     assert env["SLURM_CONF"] == "/etc/s.conf"
-    assert env["USER"] == "alice"
+    assert env["USER"] == env["LOGNAME"] == ME.pw_name
+    assert env["HOME"] == ME.pw_dir  # what runuser set, so the job's HOME is unchanged
+
+
+def test_submit_for_a_name_without_an_account_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    slurm, fake = cli(monkeypatch, {"sbatch": (0, b"42\n", b"")})
+    with pytest.raises(SubmitRefused, match="no account"):
+        slurm.submit(b"", user="no-such-user-h8", key="k1", cwd=Path("/"), job_name="")
+    assert fake.calls == []
 
 
 def test_submit_carries_the_trace_context_after_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +132,7 @@ def test_submit_carries_the_trace_context_after_the_key(monkeypatch: pytest.Monk
     monkeypatch.setattr(slurmctl.subprocess, "run", fake)
     traceparent = f"00-{'c' * 32}-{'d' * 16}-01"
     slurm = Submitter(timeout_s=5, query_timeout_s=5, lookback_days=7, trace=lambda: traceparent)
-    slurm.submit(b"", user="alice", key="k1", cwd=Path("/"), job_name="")
+    slurm.submit(b"", user=ME.pw_name, key="k1", cwd=Path("/"), job_name="")
     assert f"--comment=slurmk8s-key=k1; traceparent={traceparent}" in fake.calls[0][0]
     # The key stays the comment's first field: finding the job by its key still works.
     assert match_key(f"42|slurmk8s-key=k1; traceparent={traceparent}", "k1") == 42
@@ -124,21 +142,21 @@ def test_submit_failures_are_translated(monkeypatch: pytest.MonkeyPatch) -> None
     down = b"sbatch: error: Batch job submission failed: Unable to contact slurm controller\n"
     slurm, _ = cli(monkeypatch, {"sbatch": (1, b"", down)})
     with pytest.raises(TransientError):
-        slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
+        slurm.submit(b"", user=ME.pw_name, key="k", cwd=Path("/"), job_name="")
     refused = (
         b"sbatch: error: line 2: asks for 9 CPUs\nsbatch: error: Batch job submission failed\n"
     )
     slurm, _ = cli(monkeypatch, {"sbatch": (1, b"", refused)})
     with pytest.raises(SubmitRefused) as exc:
-        slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
+        slurm.submit(b"", user=ME.pw_name, key="k", cwd=Path("/"), job_name="")
     assert exc.value.reasons == ("line 2: asks for 9 CPUs", "Batch job submission failed")
     duplicate = f"sbatch: error: file: {DUPLICATE_TEXT} (abc); not submitting it twice\n"
     slurm, _ = cli(monkeypatch, {"sbatch": (1, b"", duplicate.encode())})
     with pytest.raises(TransientError):
-        slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
+        slurm.submit(b"", user=ME.pw_name, key="k", cwd=Path("/"), job_name="")
     slurm, _ = cli(monkeypatch, {"sbatch": subprocess.TimeoutExpired("sbatch", 5)})
     with pytest.raises(TransientError):
-        slurm.submit(b"", user="a", key="k", cwd=Path("/"), job_name="")
+        slurm.submit(b"", user=ME.pw_name, key="k", cwd=Path("/"), job_name="")
 
 
 def test_find_job_needs_accounting_only_after_an_attempt(
