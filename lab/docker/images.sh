@@ -6,14 +6,16 @@
 #                                 trusting the host's CA bundle as the host does (pip, apt)
 #   slurm-k8s:dev                 the services (Dockerfile, BASE=the above)
 #   slurm-k8s-rabbitmq:dev        RabbitMQ + management from Debian (deploy/rabbitmq/Dockerfile)
-#   --push  also copies both to $REGISTRY (for the lab cluster), as :dev and as :<image id>
+#   --push  also copies both to $REGISTRY (for the lab cluster: compose.lab.yaml and the
+#           k8s/overlays/lab Deployments), as :dev and as :<image id>
 # The build's RUN steps use the host's network (the engine runs without a bridge) to reach
 # Debian's archive and PyPI.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"
 . "$here/common.sh"
-docker_up || die "images: Docker is not running (lab/docker/up.sh)"
+# The deploy tests call this on a machine that may not have run `make compose-demo` yet.
+docker_up || bash "$here/up.sh"
 
 base=slurm-k8s-lab/base:bookworm
 if ! docker image inspect "$base" >/dev/null 2>&1; then
@@ -57,6 +59,15 @@ if [ "${1:-}" = --push ]; then
   [ -r "$REGISTRY_AUTHFILE" ] || die "images: no push credentials at $REGISTRY_AUTHFILE (lab/k8s/up.sh)"
   for name in slurm-k8s slurm-k8s-rabbitmq; do
     id=$(docker image inspect -f '{{.Id}}' "$name:dev" | cut -c8-19)
+    # Already pushed (an unchanged build): point :dev at it within the registry, which is
+    # cheap, instead of copying the whole image again (tests/integration/deploy runs this).
+    if curl -sf -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+      "http://$REGISTRY/v2/$name/manifests/$id"; then
+      skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false \
+        --dest-authfile "$REGISTRY_AUTHFILE" "docker://$REGISTRY/$name:$id" "docker://$REGISTRY/$name:dev"
+      log "images: $REGISTRY/$name:$id already pushed, tagged :dev"
+      continue
+    fi
     for tag in dev "$id"; do
       skopeo copy --quiet --format v2s2 --dest-tls-verify=false \
         --dest-authfile "$REGISTRY_AUTHFILE" "docker-daemon:$name:dev" "docker://$REGISTRY/$name:$tag"

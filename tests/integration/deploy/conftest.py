@@ -28,7 +28,8 @@ SYSTEM_NS = "slurm-k8s-system"
 JOBS_NS = "slurm-jobs"
 PART_OF = "app.kubernetes.io/part-of=slurm-k8s"
 SERVICES = ("launcher", "collector")
-SERVICE_IMAGE_SCRIPT = REPO / "lab" / "k8s" / "service-image.sh"
+# Builds the Dockerfile's image and pushes it as the overlay's slurm-k8s:dev (cached when warm).
+IMAGES_SCRIPT = REPO / "lab" / "docker" / "images.sh"
 
 
 @dataclass
@@ -121,14 +122,14 @@ def deployed(
     for component in ("rabbitmq", "slurm", "registry"):
         require(component)
     build = subprocess.run(
-        ["bash", str(SERVICE_IMAGE_SCRIPT)],
+        ["bash", str(IMAGES_SCRIPT), "--push"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     if build.returncode != 0:
-        pytest.fail(f"lab/k8s/service-image.sh failed: {build.stderr[-2000:]}")
+        pytest.fail(f"lab/docker/images.sh --push failed: {build.stderr[-2000:]}")
     # Through stdin: on the command line the broker password would show in ps.
     secret = {
         "apiVersion": "v1",
