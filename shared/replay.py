@@ -23,7 +23,13 @@ from typing import Any, TextIO
 import pika
 import pika.exceptions
 
-from shared.broker.connection import CONNECTION_ERRORS, close_quietly, connect, declare_topology
+from shared.broker.connection import (
+    CONNECTION_ERRORS,
+    close_quietly,
+    connect,
+    copy_properties,
+    declare_topology,
+)
 from shared.broker.policy import (
     DEAD_AT_HEADER,
     DEAD_REASON_HEADER,
@@ -118,13 +124,7 @@ def replay_queue(
                     exchange="",
                     routing_key=spec.name,
                     body=body,
-                    properties=pika.BasicProperties(
-                        content_type=properties.content_type,
-                        delivery_mode=pika.DeliveryMode.Persistent,
-                        message_id=properties.message_id,
-                        type=properties.type,
-                        headers=fresh_headers(properties.headers),
-                    ),
+                    properties=copy_properties(properties, fresh_headers(properties.headers)),
                     mandatory=True,
                 )
             except (pika.exceptions.NackError, pika.exceptions.UnroutableError):

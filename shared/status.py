@@ -25,21 +25,8 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from shared.errors import ServiceError
-from shared.slurmctl import AccountingRecord, JobInfo, SlurmCtl, gpu_count
+from shared.slurmctl import TERMINAL_STATES, AccountingRecord, JobInfo, SlurmCtl, gpu_count
 
-ENDED = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "OUT_OF_MEMORY",
-        "NODE_FAIL",
-        "PREEMPTED",
-        "BOOT_FAIL",
-        "DEADLINE",
-    }
-)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -86,7 +73,7 @@ def _known(value: str) -> str:
 def from_info(info: JobInfo) -> JobStatus:
     """A row from slurmctld's record."""
     pod = pod_fields(info.admin_comment)
-    ended = info.state in ENDED
+    ended = info.state in TERMINAL_STATES
     return JobStatus(
         job_id=info.job_id,
         user=info.user,
@@ -251,7 +238,7 @@ def logs_command(args: argparse.Namespace, ctl: SlurmCtl | None = None) -> int:
             now = ctl.job_info(args.jobid)
         except ServiceError:
             return False  # a slurmctld hiccup is not the job's end
-        return now is None or now.state in ENDED
+        return now is None or now.state in TERMINAL_STATES
 
     try:
         follow(info.stdout, sys.stdout.buffer, ended=ended if args.follow else lambda: True)

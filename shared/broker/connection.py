@@ -106,6 +106,24 @@ def _declare_queue(channel: BlockingChannel, name: str, arguments: dict[str, Any
     probe.close()
 
 
+def copy_properties(
+    properties: pika.BasicProperties, headers: dict[str, Any], expiration: str | None = None
+) -> pika.BasicProperties:
+    """A persistent copy's properties: the original's type and ids, the given headers.
+
+    Retries, dead letters and replays re-publish a delivered message; each copy must survive a
+    broker restart and keep what identifies it (message id, type), whatever else changes.
+    """
+    return pika.BasicProperties(
+        content_type=properties.content_type,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=properties.message_id,
+        type=properties.type,
+        headers=headers,
+        expiration=expiration,
+    )
+
+
 def close_quietly(connection: pika.BlockingConnection | None) -> None:
     """Close a connection that may already be broken; closing is best effort by nature."""
     if connection is not None and connection.is_open:

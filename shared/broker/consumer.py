@@ -30,7 +30,13 @@ import pika.exceptions
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pika.adapters.blocking_connection import BlockingChannel
 
-from shared.broker.connection import CONNECTION_ERRORS, close_quietly, connect, declare_topology
+from shared.broker.connection import (
+    CONNECTION_ERRORS,
+    close_quietly,
+    connect,
+    copy_properties,
+    declare_topology,
+)
 from shared.broker.policy import (
     DEAD_AT_HEADER,
     DEAD_REASON_HEADER,
@@ -331,12 +337,9 @@ class Consumer:
                 exchange="",
                 routing_key=self._spec.retry_queue,
                 body=body,
-                properties=pika.BasicProperties(
-                    content_type=properties.content_type,
-                    delivery_mode=pika.DeliveryMode.Persistent,
-                    message_id=properties.message_id,
-                    type=properties.type,
-                    headers={**headers, RETRY_COUNT_HEADER: decision.attempt},
+                properties=copy_properties(
+                    properties,
+                    {**headers, RETRY_COUNT_HEADER: decision.attempt},
                     expiration=str(max(1, int(decision.delay_s * 1000))),
                 ),
             )
@@ -371,13 +374,7 @@ class Consumer:
                 exchange=DEAD_LETTER_EXCHANGE,
                 routing_key=self._spec.name,
                 body=body,
-                properties=pika.BasicProperties(
-                    content_type=properties.content_type,
-                    delivery_mode=pika.DeliveryMode.Persistent,
-                    message_id=properties.message_id,
-                    type=properties.type,
-                    headers=dead_headers,
-                ),
+                properties=copy_properties(properties, dead_headers),
                 mandatory=True,
             )
         except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
