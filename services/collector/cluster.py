@@ -12,20 +12,34 @@ The reconcile lists every kind the launcher creates (an object whose owner is go
 made after a crash between two creates, is still found by its labels) and deletes each kind
 of a finished run explicitly. Every call carries a request timeout: a wedged API server must
 not hang the consumer or a sweep.
+
+The claim that lets one collector replica finish a run is an annotation on the run's
+ServiceAccount, ``slurm-k8s.io/finishing: <holder> <unix time>``, written by a patch that
+carries the resourceVersion read just before: of replicas racing, the API server accepts one
+patch and answers 409 to the others. The claim ends with the ServiceAccount (deleted by the
+finish), is removed when the finish fails, and expires after ``CLAIM_LEASE_S`` when its holder
+died in between: the next collector (the reconcile's sweep) then takes it over. The lease
+compares wall clocks of the replicas' hosts, which NTP keeps far closer than five minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
 
-from services.collector.handlers import RunKey
+from services.collector.handlers import Claim, RunKey
 from services.collector.observing import PodSeen
+from shared.errors import ServiceError
 from shared.jobpods import JOB_NAMESPACE, LABEL_JOB_ID, LABEL_MANAGED, LABEL_RESTART, MANAGED_BY
-from shared.kube import KubeNotFound, RateLimiter, api_call
+from shared.kube import KubeConflict, KubeNotFound, RateLimiter, api_call
 from shared.podfacts import PodFacts, facts_of
 
 SELECTOR = f"{LABEL_MANAGED}={MANAGED_BY}"
@@ -33,6 +47,10 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 """(connect, read) seconds for every call."""
 RUN_KINDS = ("Pod", "ServiceAccount", "ConfigMap", "Role", "RoleBinding")
 """Every kind of object the launcher makes for a run (see ``services.launcher.podspec``)."""
+CLAIM_ANNOTATION = "slurm-k8s.io/finishing"
+CLAIM_LEASE_S = 300.0
+"""How long a claim stands without its ServiceAccount being deleted: far above one finish
+(each of its Slurm, NAS and API calls is bounded to seconds), so only a dead holder's lapses."""
 
 
 class KubeCluster:
@@ -43,6 +61,7 @@ class KubeCluster:
         grace_s: the Pod's termination grace period on delete.
         limiter: client-side rate limit shared by every call.
         namespace: the jobs namespace.
+        clock: wall-clock seconds, for the claims' lease.
     """
 
     def __init__(
@@ -51,12 +70,87 @@ class KubeCluster:
         grace_s: int,
         limiter: RateLimiter,
         namespace: str = JOB_NAMESPACE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._core = client.CoreV1Api(api)
         self._rbac = client.RbacAuthorizationV1Api(api)
         self._grace_s = grace_s
         self._limiter = limiter
         self._namespace = namespace
+        self._clock = clock
+        # Unique per process: a restarted collector does not take its dead self's claims
+        # for its own before they expire (they may be half done, but never by it).
+        self._holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self._claims: dict[str, str] = {}
+
+    def claim_run(self, name: str) -> Claim:
+        """Annotate the run's ServiceAccount as finished by this collector, if no one else is."""
+        self._limiter.acquire()
+        try:
+            with api_call():
+                account = self._core.read_namespaced_service_account(
+                    name, self._namespace, _request_timeout=REQUEST_TIMEOUT
+                )
+        except KubeNotFound:
+            return Claim.NO_ACCOUNT
+        meta = account.metadata
+        if meta is None or not meta.resource_version:
+            return Claim.NO_ACCOUNT  # nothing to make the patch conditional on
+        if meta.deletion_timestamp is not None:
+            return Claim.HELD
+        held = (meta.annotations or {}).get(CLAIM_ANNOTATION)
+        if held is not None and not self._may_take(held):
+            return Claim.HELD
+        value = f"{self._holder} {self._clock():.0f}"
+        # The resourceVersion makes the patch conditional: a claim written since our read
+        # (or any other change) fails it with 409.
+        patch = {
+            "metadata": {
+                "resourceVersion": meta.resource_version,
+                "annotations": {CLAIM_ANNOTATION: value},
+            }
+        }
+        self._limiter.acquire()
+        try:
+            with api_call():
+                self._core.patch_namespaced_service_account(
+                    name,
+                    self._namespace,
+                    patch,
+                    _content_type="application/merge-patch+json",
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+        except (KubeConflict, KubeNotFound):
+            return Claim.HELD  # claimed, or deleted by a finish, since our read
+        self._claims[name] = value
+        return Claim.CLAIMED
+
+    def _may_take(self, held: str) -> bool:
+        holder, _, stamp = held.rpartition(" ")
+        if holder == self._holder:
+            return True
+        try:
+            return self._clock() - float(stamp) >= CLAIM_LEASE_S
+        except ValueError:
+            return True  # not a claim this code wrote
+
+    def release_run(self, name: str) -> None:
+        """Remove this collector's claim, only if it is still the one on the account."""
+        value = self._claims.pop(name, None)
+        if value is None:
+            return
+        path = "/metadata/annotations/" + CLAIM_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+        self._limiter.acquire()
+        # Best effort: a claim left behind expires (CLAIM_LEASE_S).
+        with contextlib.suppress(ServiceError), api_call():
+            self._core.patch_namespaced_service_account(
+                name,
+                self._namespace,
+                patch,
+                _content_type="application/json-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
 
     def pod(self, name: str) -> PodFacts | None:
         """The run's Pod, or None if it is gone."""
@@ -105,6 +199,7 @@ class KubeCluster:
             # result() re-raises the first failure (a transient one retries the whole run).
             for done in [pool.submit(self._delete, delete) for delete in deletes]:
                 done.result()
+        self._claims.pop(name, None)  # ended with its ServiceAccount
 
     def _delete(self, delete: Callable[[], Any]) -> None:
         self._limiter.acquire()

@@ -3,7 +3,10 @@
 ``Collector.handle`` is the queue handler; ``Collector.reconcile`` is the Kubernetes part of
 the periodic sweep (``services.collector.reconciling``). Both funnel into ``finish_run``, which
 is idempotent: a redelivered event or a second sweep finds the objects gone, the footer
-present and the summary already written, and changes nothing.
+present and the summary already written, and changes nothing. Across replicas a run is
+finished once: ``finish_run`` first claims it (``ClusterPort.claim_run``, a lease on the run's
+ServiceAccount); a collector that finds the claim held by another leaves the run alone, and a
+claim whose holder died expires, so the reconcile still finishes the run.
 """
 
 from __future__ import annotations
@@ -119,8 +122,26 @@ class SlurmPort(Protocol):
         """Set job fields (Comment, AdminComment)."""
 
 
+class Claim(Enum):
+    """Whether this collector may finish a run (``ClusterPort.claim_run``)."""
+
+    CLAIMED = "claimed"
+    """This collector holds the run's finish until it deletes the run's objects."""
+    HELD = "held"
+    """Another collector holds an unexpired claim, or is already deleting the run."""
+    NO_ACCOUNT = "no account"
+    """The run has no ServiceAccount to claim on: a finish deleted it (its last step), or the
+    run was never launched."""
+
+
 class ClusterPort(Protocol):
     """The jobs namespace as the collector needs it."""
+
+    def claim_run(self, name: str) -> Claim:
+        """Claim the run's finish for this collector (atomic across replicas)."""
+
+    def release_run(self, name: str) -> None:
+        """Give back this collector's claim (its finish failed); never raises."""
 
     def pod(self, name: str) -> PodFacts | None:
         """The run's Pod, or None if it is gone."""
@@ -349,29 +370,72 @@ class Collector:
                 return Finished(run, status, done=False)
             if not from_epilog and status is not RunStatus.FINISHED:
                 return Finished(run, status, done=False)
-            pod = self._cluster.pod(run.name)
-            outcome = outcome_of(run, job, pod)
-            notes = list(self._write_files(run, job, pod, outcome, uid, gid, gpu_ids))
-            notes += self._record_on_job(run, job, pod, outcome)
-            # The epilog's event follows a run the launcher completed; the reconcile may be
-            # looking at the leftovers of one it did not (a crash between two creates).
-            self._cluster.delete_run(
-                run.name, every_kind=not from_epilog, ended=pod is None or pod.terminated
-            )
-            self._files.remove_handoff(run)
-            if self._on_finished is not None:
-                self._on_finished(run, outcome, job.stdout if job else None)
-            _log.info(
-                "run finished",
-                job_id=run.job_id,
-                restart_count=run.restart_count,
-                state=outcome.state,
-                exit_code=outcome.exit_code,
-                reason=outcome.reason,
-                via="epilog" if from_epilog else "reconcile",
-                notes=notes,
-            )
-            return Finished(run, status, done=True, outcome=outcome, notes=tuple(notes))
+            claim = self._cluster.claim_run(run.name)
+            if claim is Claim.HELD:
+                # A job.ended delivered twice, or a sweep meeting the epilog's finish: the
+                # other collector writes the summary; if it dies, its claim expires and a
+                # sweep finishes the run.
+                _log.info(
+                    "run finish left to another collector",
+                    job_id=run.job_id,
+                    restart_count=run.restart_count,
+                    via="epilog" if from_epilog else "reconcile",
+                )
+                return Finished(run, status, done=False, notes=("claimed by another collector",))
+            if claim is Claim.NO_ACCOUNT:
+                # Deleting the account is a finish's last step: without it, a sweep sees the
+                # leftovers of a finished run (listed before the delete, or awaiting the
+                # garbage collector), and an epilog's event whose run has its summary was
+                # finished already. Only a run never launched has neither.
+                if not from_epilog:
+                    self._cluster.delete_run(run.name, every_kind=True)
+                    return Finished(run, status, done=False, notes=("leftovers deleted",))
+                if job is not None and job.stdout and self._files.summary_exists(Path(job.stdout)):
+                    return Finished(run, status, done=False, notes=("already finished",))
+            try:
+                return self._finish_claimed(run, job, status, from_epilog, uid, gid, gpu_ids)
+            except Exception:
+                if claim is Claim.CLAIMED:
+                    # Whoever retries (this or another collector) need not wait for expiry.
+                    self._cluster.release_run(run.name)
+                raise
+
+    def _finish_claimed(
+        self,
+        run: RunKey,
+        job: SlurmJob | None,
+        status: RunStatus,
+        from_epilog: bool,
+        uid: int | None,
+        gid: int | None,
+        gpu_ids: str,
+    ) -> Finished:
+        """Files, job record, deletes and receipt of a run this collector may finish."""
+        pod = self._cluster.pod(run.name)
+        outcome = outcome_of(run, job, pod)
+        notes = list(self._write_files(run, job, pod, outcome, uid, gid, gpu_ids))
+        notes += self._record_on_job(run, job, pod, outcome)
+        self._files.remove_handoff(run)
+        if self._on_finished is not None:
+            self._on_finished(run, outcome, job.stdout if job else None)
+        # Last, because deleting the ServiceAccount ends the claim: a collector that dies
+        # before it leaves the run to the next one, whole. The epilog's event follows a run
+        # the launcher completed; the reconcile may be looking at the leftovers of one it
+        # did not (a crash between two creates).
+        self._cluster.delete_run(
+            run.name, every_kind=not from_epilog, ended=pod is None or pod.terminated
+        )
+        _log.info(
+            "run finished",
+            job_id=run.job_id,
+            restart_count=run.restart_count,
+            state=outcome.state,
+            exit_code=outcome.exit_code,
+            reason=outcome.reason,
+            via="epilog" if from_epilog else "reconcile",
+            notes=notes,
+        )
+        return Finished(run, status, done=True, outcome=outcome, notes=tuple(notes))
 
     def reconcile(self) -> list[Finished]:
         """Finish every labelled run Slurm reports explicitly finished; leave the rest."""

@@ -5,8 +5,15 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from services.collector.cluster import SELECTOR, KubeCluster, leftover, run_of
-from services.collector.handlers import RunKey
+from services.collector.cluster import (
+    CLAIM_ANNOTATION,
+    CLAIM_LEASE_S,
+    SELECTOR,
+    KubeCluster,
+    leftover,
+    run_of,
+)
+from services.collector.handlers import Claim, RunKey
 from shared.jobpods import run_labels
 from shared.kube import RateLimiter
 
@@ -70,3 +77,85 @@ def test_objects_the_garbage_collector_will_remove_do_not_finish_a_run_again() -
     assert leftover(_item(), owned_counts=False), "an ownerless ConfigMap is never collected"
     assert leftover(_item(owned=True), owned_counts=True), "a Pod holds the node: always"
     assert not leftover(_item(deleting=True), owned_counts=True)
+
+
+class AccountCore:
+    """One run's ServiceAccount with a resourceVersion, patched as the API server would."""
+
+    def __init__(self, annotations: dict[str, str] | None = None, deleting: bool = False) -> None:
+        self.annotations = dict(annotations or {})
+        self.version = 7
+        self.deleting = deleting
+        self.exists = True
+        self.patches: list[Any] = []
+
+    def read_namespaced_service_account(self, name: str, ns: str, **kw: Any) -> SimpleNamespace:
+        if not self.exists:
+            raise ApiException(status=404, reason="Not Found")
+        return SimpleNamespace(
+            metadata=SimpleNamespace(
+                resource_version=str(self.version),
+                annotations=dict(self.annotations) or None,
+                deletion_timestamp="2026-12-02T09:00:00Z" if self.deleting else None,
+            )
+        )
+
+    def patch_namespaced_service_account(self, name: str, ns: str, body: Any, **kw: Any) -> None:
+        self.patches.append((body, kw["_content_type"]))
+        if isinstance(body, list):  # the release: test, then remove
+            if self.annotations.get(CLAIM_ANNOTATION) != body[0]["value"]:
+                raise ApiException(status=422, reason="test failed")
+            del self.annotations[CLAIM_ANNOTATION]
+        else:
+            if body["metadata"]["resourceVersion"] != str(self.version):
+                raise ApiException(status=409, reason="Conflict")
+            self.annotations.update(body["metadata"]["annotations"])
+        self.version += 1
+
+
+def _claiming(core: AccountCore, now: float = 1000.0) -> KubeCluster:
+    cluster = KubeCluster(client.ApiClient(), 10, RateLimiter(100, 10), clock=lambda: now)
+    cluster._core = core  # type: ignore[assignment]
+    return cluster
+
+
+def test_one_of_two_collectors_claims_a_run_and_the_claim_ends_with_its_release() -> None:
+    core = AccountCore()
+    first, second = _claiming(core), _claiming(core)
+    assert first.claim_run("job-42-r0") is Claim.CLAIMED
+    assert core.patches[0][1] == "application/merge-patch+json"
+    assert second.claim_run("job-42-r0") is Claim.HELD
+    assert first.claim_run("job-42-r0") is Claim.CLAIMED, "its own claim, on a retry"
+    second.release_run("job-42-r0")  # holds nothing: changes nothing
+    assert CLAIM_ANNOTATION in core.annotations
+    first.release_run("job-42-r0")
+    assert core.annotations == {}
+    assert second.claim_run("job-42-r0") is Claim.CLAIMED
+
+
+def test_a_claim_written_between_read_and_patch_loses_on_the_resource_version() -> None:
+    core = AccountCore()
+    racing = _claiming(core)
+    read = core.read_namespaced_service_account
+
+    def read_then_lose(name: str, ns: str, **kw: Any) -> SimpleNamespace:
+        account = read(name, ns, **kw)
+        core.version += 1  # the other replica's patch lands now
+        return account
+
+    core.read_namespaced_service_account = read_then_lose  # type: ignore[method-assign]
+    assert racing.claim_run("job-42-r0") is Claim.HELD
+
+
+def test_a_dead_holders_claim_expires_and_is_taken_over() -> None:
+    core = AccountCore({CLAIM_ANNOTATION: "other-host/17/abcd 1000"})
+    assert _claiming(core, now=1000 + CLAIM_LEASE_S - 1).claim_run("job-42-r0") is Claim.HELD
+    assert _claiming(core, now=1000 + CLAIM_LEASE_S).claim_run("job-42-r0") is Claim.CLAIMED
+    assert not core.annotations[CLAIM_ANNOTATION].startswith("other-host/17/")
+
+
+def test_a_run_being_deleted_is_held_and_one_without_an_account_is_unclaimable() -> None:
+    assert _claiming(AccountCore(deleting=True)).claim_run("job-42-r0") is Claim.HELD
+    gone = AccountCore()
+    gone.exists = False
+    assert _claiming(gone).claim_run("job-42-r0") is Claim.NO_ACCOUNT

@@ -6,6 +6,7 @@ import pytest
 
 from services.collector.handlers import (
     FOOTER_MARK,
+    Claim,
     Collector,
     Outcome,
     RunKey,
@@ -79,11 +80,31 @@ class FakeCluster:
         self.deleted: list[str] = []
         self.every_kind: list[str] = []
         self.ended: list[str] = []
+        self.claimed: set[str] = set()
+        """Runs whose account carries a claim (this collector's or another's)."""
+        self.released: list[str] = []
+        self.fail_delete: Exception | None = None
+
+    def claim_run(self, name: str) -> Claim:
+        if name not in self.accounts:
+            return Claim.NO_ACCOUNT
+        if name in self.claimed:
+            return Claim.HELD
+        self.claimed.add(name)
+        return Claim.CLAIMED
+
+    def release_run(self, name: str) -> None:
+        self.released.append(name)
+        self.claimed.discard(name)
 
     def pod(self, name: str) -> PodFacts | None:
         return self.pods.get(name)
 
     def delete_run(self, name: str, *, every_kind: bool = False, ended: bool = False) -> None:
+        if self.fail_delete is not None:
+            error, self.fail_delete = self.fail_delete, None
+            raise error
+        self.claimed.discard(name)
         self.deleted.append(name)
         if ended:
             self.ended.append(name)
@@ -251,6 +272,47 @@ def test_epilog_event_for_a_job_slurm_forgot_still_cleans_up() -> None:
     collector.handle(ended())
     assert cluster.deleted == ["job-42-r0"]
     assert files.summaries == {}, "no output path without Slurm's record"
+
+
+def test_a_run_another_collector_claimed_is_left_to_it() -> None:
+    # Three collector replicas: a job.ended delivered twice reached two at once.
+    collector, _, cluster, files = make()
+    cluster.claimed.add("job-42-r0")
+    result = collector.finish_run(RUN, from_epilog=True)
+    assert not result.done
+    assert result.notes == ("claimed by another collector",)
+    assert (files.summaries, cluster.deleted, files.handoffs_removed) == ({}, [], [])
+
+
+def test_a_failed_finish_gives_its_claim_back_for_the_retry() -> None:
+    collector, _, cluster, _ = make()
+    cluster.fail_delete = TransientError("API server busy")
+    with pytest.raises(TransientError):
+        collector.handle(ended())
+    assert cluster.released == ["job-42-r0"]
+    assert collector.finish_run(RUN, from_epilog=True).done
+    assert cluster.deleted == ["job-42-r0"]
+
+
+def test_a_run_without_a_service_account_is_still_finished_unclaimed() -> None:
+    collector, _, cluster, files = make()
+    cluster.accounts.clear()
+    assert collector.finish_run(RUN, from_epilog=True).done
+    assert cluster.released == []
+    assert OUT in files.summaries
+
+
+def test_without_its_account_a_summarised_run_is_not_finished_again() -> None:
+    # The account's delete is a finish's last step: a second job.ended, or a sweep that
+    # listed the run before the delete, comes after a whole finish.
+    collector, _, cluster, files = make()
+    assert collector.handle(ended()) == ()
+    receipts = list(files.handoffs_removed)
+    assert collector.finish_run(RUN, from_epilog=True).notes == ("already finished",)
+    swept = collector.finish_run(RUN, from_epilog=False)
+    assert (swept.done, swept.notes) == (False, ("leftovers deleted",))
+    assert cluster.every_kind == ["job-42-r0"]
+    assert files.handoffs_removed == receipts
 
 
 def test_broken_user_files_never_block_the_cleanup() -> None:
