@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from shared.config import NasSettings
 from shared.errors import TransientError
+from shared.fileio import read_record
 from shared.logs import get_logger
 from shared.messages import Envelope, PodLaunched
 
@@ -156,13 +157,9 @@ class ReceiptBook:
         write_for_owner(receipt, text, uid=int(record["uid"]), gid=int(record["gid"]))
 
     def _read(self, job_id: int) -> dict[str, Any]:
-        try:
-            loaded = json.loads((self._directory / f"{job_id}.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise TransientError(f"cannot read the receipt record of job {job_id}: {exc}") from exc
-        return loaded if isinstance(loaded, dict) else {}
+        return read_record(
+            self._directory / f"{job_id}.json", f"the receipt record of job {job_id}"
+        )
 
     def _write(self, job_id: int, record: dict[str, Any]) -> None:
         path = self._directory / f"{job_id}.json"

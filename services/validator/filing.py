@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import TransientError
+from shared.fileio import read_record
 from shared.receipts import write_for_owner as write_for_owner  # the error files' writer too
 
 
@@ -253,13 +254,7 @@ class Journal:
 
     def read(self, key: str) -> dict[str, Any]:
         """The record for a key ({} when there is none)."""
-        try:
-            loaded = json.loads((self._directory / f"{key}.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise TransientError(f"cannot read journal record {key}: {exc}") from exc
-        return loaded if isinstance(loaded, dict) else {}
+        return read_record(self._directory / f"{key}.json", f"journal record {key}")
 
     def update(self, key: str, **fields: Any) -> dict[str, Any]:
         """Merge fields into the record and make it durable before returning."""
