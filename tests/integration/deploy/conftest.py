@@ -162,7 +162,7 @@ def deployed(
 
 def _keep_logs(kubectl: Kubectl) -> None:
     """The in-cluster services' logs, kept under ``$LAB_LOG/tests/deploy`` before their Pods go."""
-    where = Path(os.environ.get("LAB_LOG", "/tmp")) / "tests" / "deploy"
+    where = Path(os.environ.get("LAB_LOG") or "/var/log/slurm-k8s-lab") / "tests" / "deploy"
     where.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     for name in SERVICES:
