@@ -915,13 +915,21 @@ class Submitter:
         return done.stdout.decode(errors="replace")
 
 
+def key_of(comment: str) -> str | None:
+    """The submission key a job's comment carries, or None.
+
+    The key comes first; a traceparent (the validator's) or "; reason=…" (the collector's)
+    may follow it.
+    """
+    first = comment.strip().split(";")[0].strip()
+    return first.removeprefix(COMMENT_PREFIX) if first.startswith(COMMENT_PREFIX) else None
+
+
 def match_key(listing: str, key: str) -> int | None:
     """The job id in ``id|comment`` lines whose comment carries the key."""
-    wanted = f"{COMMENT_PREFIX}{key}"
     for line in listing.splitlines():
         job, _, comment = line.strip().partition("|")
-        # The collector appends "; reason=…" to a failed job's comment; the key stays first.
-        if comment.strip().split(";")[0].strip() == wanted:
+        if key_of(comment) == key:
             # Array jobs are listed as 123_4 or 123_[1-9]; the submission is job 123.
             base = job.split("_")[0].split("+")[0]
             if base.isdigit():

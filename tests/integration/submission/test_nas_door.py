@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.slurmctl import key_of
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -269,6 +270,6 @@ def test_a_hundred_files_at_once_are_each_accounted_for_once(
     keys = {str(_receipt(jobs_dir, name)["submission_key"]) for name in good}
     listing = _slurm("squeue", "--all", "--noheader", "--format=%i|%k", "-u", "alice")
     comments = [line.split("|", 1)[1].strip() for line in listing.splitlines() if "|" in line]
-    ours = [c for c in comments if c.removeprefix("slurmk8s-key=") in keys]
+    ours = [key for key in map(key_of, comments) if key in keys]
     assert len(ours) == len(set(ours)) == len(good)
     _tidy(jobs_dir, run_id)

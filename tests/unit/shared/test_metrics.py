@@ -3,8 +3,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry import metrics
+from opentelemetry.metrics import _internal as global_metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.util._once import Once
 
 from shared.messages import Envelope, JobEnded, JobRejected, JobStarted, PodLaunched
 from shared.messages.jobs import Problem
@@ -60,9 +62,21 @@ def test_the_page_is_prometheus_text_with_counters_and_histograms() -> None:
     assert render_prometheus(None) == "\n"
 
 
+def _fresh_global_meter_provider(reader: InMemoryMetricReader) -> None:
+    """Give shared.metrics' instruments a provider with ``reader``.
+
+    The SDK lets the global provider be set once per process, and a test that configures a
+    service's telemetry (test_broker does) may have set it already when the whole suite runs;
+    the instruments are proxies that rebind to whichever provider is set last.
+    """
+    global_metrics._METER_PROVIDER_SET_ONCE = Once()
+    global_metrics._METER_PROVIDER = None
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+
 def test_a_handled_message_feeds_the_instruments() -> None:
     reader = InMemoryMetricReader()
-    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    _fresh_global_meter_provider(reader)
     started = Envelope.wrap(JobStarted(**ON_NODE), occurred_at=T0)
     launched = Envelope.wrap(PodLaunched(**RUN, namespace="ns", pod_name="p", node="n1"))
     record(started, [launched], T0 + timedelta(seconds=1.5))

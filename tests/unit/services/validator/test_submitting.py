@@ -13,6 +13,7 @@ from shared.slurmctl import (
     Submitter,
     error_lines,
     is_transient,
+    key_of,
     match_key,
 )
 
@@ -66,6 +67,20 @@ def test_keys_are_found_in_queue_and_accounting_listings() -> None:
     assert match_key(listing, "ddd") == 16
     assert match_key(listing, "eee") is None
     assert match_key(listing, "zzz") is None
+
+
+@pytest.mark.parametrize(
+    ("comment", "key"),
+    [
+        ("slurmk8s-key=abc", "abc"),
+        ("slurmk8s-key=abc; traceparent=00-" + "1" * 32 + "-" + "2" * 16 + "-01", "abc"),
+        (" slurmk8s-key=abc; reason=OOMKilled", "abc"),
+        ("x slurmk8s-key=abc", None),
+        ("", None),
+    ],
+)
+def test_the_key_is_the_comments_first_part(comment: str, key: str | None) -> None:
+    assert key_of(comment) == key
 
 
 class FakeRun:
