@@ -230,7 +230,7 @@ class Chaos:
         """The run's jobs slurmctld still has pending or running (a failed query counts)."""
         done = subprocess.run(
             ["squeue", "-h", "-u", ",".join(USERS), "-o", "%i|%j|%T"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True, text=True, errors="replace", timeout=60, check=False,
         )  # fmt: skip
         if done.returncode != 0:
             return [f"squeue: {done.stderr.strip()}"]

@@ -225,6 +225,8 @@ def _run_as(user: str, argv: Sequence[str], **kw: Any) -> subprocess.CompletedPr
     """
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
+    if kw["text"]:  # job names and outputs may hold any bytes (the corpus)
+        kw.setdefault("errors", "replace")
     kw.setdefault("timeout", 60)
     kw.setdefault("check", False)
     kw.setdefault("cwd", "/tmp")

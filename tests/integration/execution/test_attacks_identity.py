@@ -133,7 +133,9 @@ def _hold_then(jobs: Any, user: str, body: str, out: Path, *extra: str) -> int:
 
 
 def _admin_comment(job_id: int) -> str:
-    out = subprocess.run(["squeue", "--json"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["squeue", "--json"], capture_output=True, text=True, errors="replace", check=True
+    ).stdout
     job = next(j for j in json.loads(out)["jobs"] if j["job_id"] == job_id)
     return str(job["admin_comment"])
 
