@@ -30,7 +30,7 @@ from shared.broker import VALIDATOR, Publisher
 from shared.config import BrokerSettings, NasSettings
 from shared.messages import Envelope, FileDetected
 from shared.replay import run as replay
-from shared.slurmctl import COMMENT_PREFIX
+from shared.slurmctl import key_of
 from tests.integration.conftest import lab_unavailable, wait_for
 
 pytestmark = pytest.mark.integration
@@ -96,20 +96,13 @@ def jobs_with_key(key: str) -> list[int]:
         {
             int(line.split("|")[0].split("_")[0])
             for line in listing.splitlines()
-            # The key comes first; a traceparent (and a failure reason) may follow it.
-            if line.partition("|")[2].split(";")[0].strip() == COMMENT_PREFIX + key
+            if key_of(line.partition("|")[2]) == key
         }
     )
 
 
-def test_killed_between_sbatch_and_ack_makes_no_second_job(
-    lab_env: dict[str, str],
-    vhost_url: str,
-    tree: NasSettings,
-    tmp_path: Path,
-    cancel_later: Callable[[int], None],
-) -> None:
-    # Given alice's hello.sh in the submit folder and its event on the broker
+def _drop_alices_hello(tree: NasSettings) -> tuple[Path, FileDetected]:
+    """alice's hello.sh in the submit folder, and the event the watcher would publish for it."""
     hello = (REPO / "examples" / "hello.sh").read_bytes()
     path = tree.submit_dir / "hello.sh"
     path.write_bytes(hello)
@@ -123,6 +116,18 @@ def test_killed_between_sbatch_and_ack_makes_no_second_job(
         sha256=hashlib.sha256(hello).hexdigest(),
         owner_uid=alice.pw_uid,
     )
+    return path, detected
+
+
+def test_killed_between_sbatch_and_ack_makes_no_second_job(
+    lab_env: dict[str, str],
+    vhost_url: str,
+    tree: NasSettings,
+    tmp_path: Path,
+    cancel_later: Callable[[int], None],
+) -> None:
+    # Given alice's hello.sh in the submit folder and its event on the broker
+    path, detected = _drop_alices_hello(tree)
     key = submission_key(detected)
     publisher = Publisher(BrokerSettings(AMQP_URL=vhost_url))
     try:
@@ -168,19 +173,7 @@ def test_a_file_that_ran_out_of_retries_is_answered_and_submitted_once_replayed(
 ) -> None:
     # Given alice's hello.sh and a validator whose sbatch can never finish in time (a stand-in
     # for slurmctld down longer than the retry budget), with a budget of one retry
-    hello = (REPO / "examples" / "hello.sh").read_bytes()
-    path = tree.submit_dir / "hello.sh"
-    path.write_bytes(hello)
-    alice = pwd.getpwnam("alice")
-    os.chown(path, alice.pw_uid, alice.pw_gid)
-    st = path.stat()
-    detected = FileDetected(
-        path=str(path),
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        sha256=hashlib.sha256(hello).hexdigest(),
-        owner_uid=alice.pw_uid,
-    )
+    path, detected = _drop_alices_hello(tree)
     settings = BrokerSettings(AMQP_URL=vhost_url)
     publisher = Publisher(settings)
     try:
@@ -202,8 +195,8 @@ def test_a_file_that_ran_out_of_retries_is_answered_and_submitted_once_replayed(
     text = notice.read_text()
     assert "could not submit hello.sh" in text
     assert "operators have been told" in text
-    assert notice.stat().st_uid == alice.pw_uid
-    assert parked.read_bytes() == hello
+    assert notice.stat().st_uid == detected.owner_uid
+    assert parked.read_bytes() == (REPO / "examples" / "hello.sh").read_bytes()
     assert not path.exists()
     assert '"message dead-lettered"' in log.read_text()
     listing = io.StringIO()
