@@ -5,10 +5,10 @@ server restart, kubelet hiccup, idle proxies) while the container keeps running;
 follower reconnects with ``sinceSeconds`` reaching a little before the last line it wrote
 (this client has no ``sinceTime``; a few seconds of overlap absorb clock differences) and
 drops what it already wrote: every line carries the kubelet's nanosecond timestamp, lines
-older than the last one written are skipped, and of the lines sharing the last timestamp
-exactly as many as were written are skipped. Byte counting (``limitBytes``) cannot resume
-from an offset, and ``tailLines`` cannot be combined with a stream selection, so timestamps
-are the one reliable key.
+older than the newest one written are skipped, and of the lines sharing that timestamp
+exactly as many as were written are skipped; the first newer line ends the replay. Byte
+counting (``limitBytes``) cannot resume from an offset, and ``tailLines`` cannot be combined
+with a stream selection, so timestamps are the one reliable key.
 
 When the container ends the kubelet closes the stream after the last line; one last
 non-following read then fills any gap a drop at that very moment left.
@@ -48,29 +48,40 @@ def parse_timestamp(raw: bytes) -> Timestamp | None:
 
 
 class Dedup:
-    """Remembers the last line written, to drop what a reconnect sends again."""
+    """Remembers how far the output got, to drop what a reconnect sends again.
+
+    Only a replay is filtered. Within one connection every line is new even when its
+    timestamp is older than the one before: the runtime stamps stdout and stderr lines in
+    two readers and writes them in whichever order it gets to, so a stderr line can reach the
+    log after a later-stamped stdout line (a job's first stderr line was lost that way).
+    """
 
     def __init__(self) -> None:
         self.last: Timestamp | None = None
         self._at_last = 0
         self._skip_at_last = 0
+        self._replaying = False
 
     def reconnected(self) -> None:
-        """A new connection starts: lines up to the last one written come again."""
+        """A new connection starts: lines up to the newest one written come again."""
+        self._replaying = self.last is not None
         self._skip_at_last = self._at_last
 
     def accept(self, ts: Timestamp | None) -> bool:
         """Whether a line with this timestamp is new (lines without one are always new)."""
-        if ts is None or self.last is None or ts > self.last:
-            if ts is not None:
-                self.last, self._at_last, self._skip_at_last = ts, 1, 0
+        if ts is None:
             return True
-        if ts < self.last:
-            return False
-        if self._skip_at_last > 0:
-            self._skip_at_last -= 1
-            return False
-        self._at_last += 1
+        if self._replaying and self.last is not None:
+            if ts < self.last:
+                return False
+            if ts == self.last and self._skip_at_last > 0:
+                self._skip_at_last -= 1
+                return False
+            self._replaying = False
+        if self.last is None or ts > self.last:
+            self.last, self._at_last = ts, 1
+        elif ts == self.last:
+            self._at_last += 1
         return True
 
 

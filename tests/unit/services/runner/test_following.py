@@ -63,3 +63,27 @@ def test_runner_lines_never_glue_onto_a_partial_log_line() -> None:
     out.write(b"no newline")
     out.line("[slurm-k8s] outcome: Succeeded exit=0")
     assert buf.getvalue() == b"no newline\n[slurm-k8s] outcome: Succeeded exit=0\n"
+
+
+def test_lines_stamped_out_of_order_within_one_connection_are_all_kept() -> None:
+    # The runtime stamps stdout and stderr in two readers: a stderr line written first can
+    # carry a later stamp than the stdout line after it, or the other way round.
+    d = Dedup()
+    assert [d.accept((2, 0)), d.accept((1, 0)), d.accept((3, 0))] == [True, True, True]
+    d.reconnected()
+    assert [d.accept((1, 0)), d.accept((2, 0)), d.accept((3, 0))] == [False, False, False]
+    assert d.accept((4, 0)) is True
+    assert d.accept((3, 5)) is True  # out of order again, after the replay ended
+
+
+def test_follower_keeps_a_stderr_line_that_reaches_the_log_after_a_later_stdout_line() -> None:
+    ended = threading.Event()
+    buf = io.BytesIO()
+
+    def open_log(follow: bool, since: int | None) -> Iterable[bytes]:
+        ended.set()
+        return [line(2, "Hello 1"), line(1, "slurm-k8s: /bin/bash is not in the image")]
+
+    Follower(open_log, Output(buf), ended, clock=lambda: 10.0, retry_s=0).run()
+    assert buf.getvalue().count(b"not in the image") == 1
+    assert b"Hello 1" in buf.getvalue()
