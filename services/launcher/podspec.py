@@ -126,13 +126,17 @@ if [ ${#cmd[@]} -eq 0 ]; then
 fi
 child= term=
 trap 'term=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM
-"${cmd[@]}" &
+# While the program runs the shim's own stderr is /dev/null: bash notes a child killed by a
+# signal ("Killed") at whichever command comes after it reaped it, not only in `wait`.
+exec 3>&2 2>/dev/null
+"${cmd[@]}" 2>&3 3>&- &
 child=$!
-[ -z "$term" ] || kill -TERM "$child" 2>/dev/null
+[ -z "$term" ] || kill -TERM "$child"
 while :; do
-  wait "$child" 2>/dev/null; rc=$?  # no "Killed" notice of bash's own in the job's stderr
-  kill -0 "$child" 2>/dev/null || break
+  wait "$child"; rc=$?
+  kill -0 "$child" || break
 done
+exec 2>&3 3>&-
 trap - TERM
 if [ -n "$("$T/busybox" ls -A "$results" 2>/dev/null)" ]; then
   if [ -d "$dest" ] && [ ! -L "$dest" ] && [ -O "$dest" ]; then
