@@ -51,8 +51,11 @@ ensure_daemon() {
     stat=${stat##*) }
     [ "${stat%% *}" != Z ] && [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" != "$exe" ]
   }
+  # Pending first: asked the other way round, the exec could complete between the two
+  # checks (not alive yet, then not pending) and a healthy start counted as dead (seen once).
   up_or_dead() {
-    if alive "$name" "$exe"; then "$health"; else ! exec_pending; fi
+    if exec_pending; then return 1; fi
+    if alive "$name" "$exe"; then "$health"; fi
   }
   if ! wait_for "$timeout" "$name" up_or_dead || ! "$health"; then
     tail -n 30 "$LAB_LOG/$name.log" >&2 || true
