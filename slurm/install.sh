@@ -19,11 +19,14 @@
 #   --no-venv      files only (a node whose package is installed otherwise)
 #   --check        install nothing; check what is installed (exit 1 on any problem)
 # Environment: SLURM_ETC (default /etc/slurm), SLURMK8S_ETC (/etc/slurm-k8s),
-#   SLURMK8S_PREFIX (/opt/slurm-k8s), PYTHON (python3, >= 3.11 with venv).
+#   SLURMK8S_PREFIX (/opt/slurm-k8s), PYTHON (/usr/bin/python3, else python3; >= 3.11 with
+#   venv, and runnable by every user: the runner runs as the job's user).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 : "${SLURM_ETC:=/etc/slurm}" "${SLURMK8S_ETC:=/etc/slurm-k8s}" "${SLURMK8S_PREFIX:=/opt/slurm-k8s}"
-: "${PYTHON:=python3}"
+# The system's python3 first: the venv's interpreter runs every job's batch step as the job's
+# user, and one found first on root's PATH may live under a private home (a pyenv in /root).
+: "${PYTHON:=$(command -v /usr/bin/python3 || command -v python3 || echo python3)}"
 umask 022
 
 envfile= policy= with_venv=1 check_only=
@@ -97,12 +100,25 @@ install_files() {
   fi
 }
 
+# Whether an unprivileged user (nobody, no groups) can run the interpreter. Through sh, as the
+# batch script does: setpriv's own exec of a python under /root (0700) succeeded here anyway.
+runnable_by_users() {
+  setpriv --reuid=65534 --regid=65534 --clear-groups -- /bin/sh -c 'exec "$0" -c ""' "$1" \
+    2>/dev/null
+}
+
 install_venv() {
   local hash
   hash=$(package_hash)
+  if [ -x "$venv/bin/python" ] && ! runnable_by_users "$venv/bin/python"; then
+    say "$venv's python cannot be run by the jobs' users: making the venv again with $PYTHON"
+    rm -rf "$venv"
+  fi
   if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then return 0; fi
   say "installing the slurm-k8s package into $venv"
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv" || die "$PYTHON -m venv failed (python3-venv?)"
+  runnable_by_users "$venv/bin/python" ||
+    die "$PYTHON cannot be run by the jobs' users (under a private home?): set PYTHON=/usr/bin/python3"
   # Non-editable: the hooks run as root and must not depend on the checkout (it may live
   # where the job's users cannot read). Built from a copy: the checkout gets no build litter.
   local tmp pip=("$venv/bin/pip" -q --disable-pip-version-check)
@@ -168,6 +184,8 @@ check() {
       bad "$venv is missing"
     elif ! "$venv/bin/python" -I -c 'import services.hooks.__main__, services.runner.__main__' 2>/dev/null; then
       bad "$venv cannot import services.hooks and services.runner"
+    elif ! runnable_by_users "$venv/bin/python"; then
+      bad "$venv's python cannot be run by an unprivileged user (the runner runs as the job's)"
     elif [ "$(cat "$stamp" 2>/dev/null)" != "$(package_hash)" ]; then
       bad "$venv holds another version of the package than this checkout (run install.sh)"
     else
