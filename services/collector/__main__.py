@@ -1,10 +1,11 @@
 """``python -m services.collector``: consume job.ended/pod.finished, observe Pods, reconcile.
 
-Two threads beside the consumer, each with its own Slurm and API calls (the consumer's idle
-callback runs on the thread that keeps the broker's heartbeats flowing, so neither sweep runs
-there): the Pod observer every ``COLLECTOR_OBSERVE_INTERVAL`` (AdminComment, a Pod's end),
-and the reconcile at start and every ``COLLECTOR_RECONCILE_INTERVAL``, which publishes its
-repairs on a connection of its own.
+Three threads beside the consumer, each with its own Slurm and API calls (the consumer's idle
+callback runs on the thread that keeps the broker's heartbeats flowing, so no sweep runs
+there): the Pod watch that keeps each Pod's last state (``KubeCluster.follow_pods``: a Pod
+the runner deleted still has its summary), the Pod observer every
+``COLLECTOR_OBSERVE_INTERVAL`` (AdminComment, a Pod's end), and the reconcile at start and
+every ``COLLECTOR_RECONCILE_INTERVAL``, which publishes its repairs on a connection of its own.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _log = get_logger("services.collector")
 
 def build(
     settings: CollectorSettings, nas: NasSettings, publisher: Publisher
-) -> tuple[Collector, PodObserver, Reconciler]:
+) -> tuple[Collector, PodObserver, Reconciler, KubeCluster]:
     """Wire the real boundaries into the handler, the observer and the reconciler."""
     cluster = KubeCluster(
         api_client(settings.kubeconfig),
@@ -57,7 +58,7 @@ def build(
         publisher.publish,
         Bounds(settings.relaunch_after_s, settings.stale_file_after_s),
     )
-    return collector, observer, reconciler
+    return collector, observer, reconciler, cluster
 
 
 def finished_receipt(book: ReceiptBook) -> Callable[[RunKey, Outcome, str | None], None]:
@@ -101,11 +102,12 @@ def main() -> int:
     settings = CollectorSettings()
     publisher = Publisher(BrokerSettings())
     try:
-        collector, observer, reconciler = build(settings, NasSettings(), publisher)
+        collector, observer, reconciler, cluster = build(settings, NasSettings(), publisher)
     except Exception as exc:  # the Kubernetes client raises its own ConfigException
         _log.error("cannot start: no usable Kubernetes credentials or policy", error=str(exc))
         return 2
     threads = [
+        threading.Thread(target=cluster.follow_pods, args=(stop,), name="pods", daemon=True),
         threading.Thread(
             target=every,
             args=(settings.observe_interval_s, "pod observation", observer.sweep, stop),

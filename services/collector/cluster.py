@@ -8,6 +8,12 @@ run, at once (grace 0) once it has exited (nothing to stop; the kubelet's round 
 graceful delete is the wait the user would see). The deletes go out together. 404 means
 already done.
 
+A run's Pod may be gone before its job has ended: the runner deletes it as soon as its
+container has (the kubelet frees a deleted Pod's resources at once, a terminal one only about
+a second later). ``follow_pods`` keeps the last state of every labelled Pod from a watch, so
+``pod`` still answers with the container's exit, reason and image digest for the summary;
+a collector that was not watching then (restarted) writes the summary from Slurm alone.
+
 The reconcile lists every kind the launcher creates (an object whose owner is gone, or one
 made after a crash between two creates, is still found by its labels) and deletes each kind
 of a finished run explicitly. Every call carries a request timeout: a wedged API server must
@@ -27,26 +33,35 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, watch
 
 from services.collector.handlers import Claim, RunKey
 from services.collector.observing import PodSeen
 from shared.errors import ServiceError
 from shared.jobpods import JOB_NAMESPACE, LABEL_JOB_ID, LABEL_MANAGED, LABEL_RESTART, MANAGED_BY
 from shared.kube import KubeConflict, KubeNotFound, RateLimiter, api_call
+from shared.logs import get_logger
 from shared.podfacts import PodFacts, facts_of
 
 SELECTOR = f"{LABEL_MANAGED}={MANAGED_BY}"
 REQUEST_TIMEOUT = (5.0, 30.0)
 """(connect, read) seconds for every call."""
+_log = get_logger(__name__)
 RUN_KINDS = ("Pod", "ServiceAccount", "ConfigMap", "Role", "RoleBinding")
 """Every kind of object the launcher makes for a run (see ``services.launcher.podspec``)."""
+WATCH_S = 240
+"""One watch request's length; the next starts from a fresh list (which also recovers a
+resourceVersion the API server no longer has)."""
+LAST_SEEN_KEPT = 4096
+"""Pods whose last state is kept: far more than the runs that end while a job.ended waits."""
 CLAIM_ANNOTATION = "slurm-k8s.io/finishing"
 CLAIM_LEASE_S = 300.0
 """How long a claim stands without its ServiceAccount being deleted: far above one finish
@@ -82,6 +97,7 @@ class KubeCluster:
         # for its own before they expire (they may be half done, but never by it).
         self._holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._claims: dict[str, str] = {}
+        self._last_seen = LastSeen(LAST_SEEN_KEPT)
 
     def claim_run(self, name: str) -> Claim:
         """Annotate the run's ServiceAccount as finished by this collector, if no one else is."""
@@ -153,7 +169,7 @@ class KubeCluster:
             )
 
     def pod(self, name: str) -> PodFacts | None:
-        """The run's Pod, or None if it is gone."""
+        """The run's Pod; if it is gone, its last state seen (``follow_pods``), else None."""
         self._limiter.acquire()
         try:
             with api_call():
@@ -163,7 +179,41 @@ class KubeCluster:
                     )
                 )
         except KubeNotFound:
-            return None
+            return self._last_seen.get(name)
+
+    def follow_pods(self, stop: threading.Event) -> None:
+        """Keep every labelled Pod's last state (a thread's loop): list, then watch, again."""
+        while not stop.is_set():
+            try:
+                self._follow_once(stop)
+            except ServiceError as exc:
+                _log.warning("pod watch interrupted", error=str(exc))
+                stop.wait(2.0)
+
+    def _follow_once(self, stop: threading.Event) -> None:
+        self._limiter.acquire()
+        with api_call():
+            listing: Any = self._core.list_namespaced_pod(
+                self._namespace, label_selector=SELECTOR, _request_timeout=REQUEST_TIMEOUT
+            )
+        for item in listing.items:
+            self._last_seen.put(item.metadata.name, facts_of(item))
+        # The client's watch module has no type hints; its events are plain dicts.
+        stream: Any = watch.Watch()  # type: ignore[no-untyped-call]
+        with api_call():
+            for event in stream.stream(
+                self._core.list_namespaced_pod,
+                self._namespace,
+                label_selector=SELECTOR,
+                resource_version=listing.metadata.resource_version,
+                timeout_seconds=WATCH_S,
+                _request_timeout=(REQUEST_TIMEOUT[0], WATCH_S + REQUEST_TIMEOUT[1]),
+            ):
+                item = event["object"]
+                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    self._last_seen.put(item.metadata.name, facts_of(item))
+                if stop.is_set():
+                    stream.stop()
 
     def delete_run(self, name: str, *, every_kind: bool = False, ended: bool = False) -> None:
         """Delete the Pod and the ServiceAccount (cascades), concurrently; gone is fine.
@@ -291,3 +341,25 @@ def run_of(labels: dict[str, str]) -> RunKey | None:
         return RunKey(int(labels[LABEL_JOB_ID]), int(labels[LABEL_RESTART]))
     except (KeyError, ValueError):
         return None
+
+
+class LastSeen:
+    """The latest state of each Pod by name, the oldest forgotten beyond ``kept`` (thread-safe)."""
+
+    def __init__(self, kept: int) -> None:
+        self._kept = kept
+        self._facts: OrderedDict[str, PodFacts] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, name: str, facts: PodFacts) -> None:
+        """Remember ``facts`` as the Pod's latest state."""
+        with self._lock:
+            self._facts[name] = facts
+            self._facts.move_to_end(name)
+            while len(self._facts) > self._kept:
+                self._facts.popitem(last=False)
+
+    def get(self, name: str) -> PodFacts | None:
+        """The Pod's latest state seen, or None."""
+        with self._lock:
+            return self._facts.get(name)

@@ -65,8 +65,11 @@ class ClusterPort(Protocol):
     def ensure(self, manifest: Manifest) -> str:
         """Create the object unless it exists; return its uid."""
 
-    def ensure_pod(self, manifest: Manifest) -> Created:
-        """Create the Pod unless it exists; return its uid and phase."""
+    def ensure_pod(self, manifest: Manifest, *, create: bool = True) -> Created | None:
+        """Create the Pod unless it exists; its uid and phase (None: gone, not created)."""
+
+    def handed_over(self, spec: RunSpec) -> bool:
+        """Whether the run's handoff was written, i.e. its Pod was created before."""
 
     def handoff(self, spec: RunSpec, pod_uid: str, lifetime_s: int) -> None:
         """Write the run's Pod-bound kubeconfig for the batch step (owner uid, mode 0400)."""
@@ -330,7 +333,7 @@ class Launcher:
                 raise
             return None
 
-    def _launch(self, event: JobStarted, job: JobInfo, original: bytes) -> PodLaunched:
+    def _launch(self, event: JobStarted, job: JobInfo, original: bytes) -> PodLaunched | None:
         spec = run_spec(
             event,
             job,
@@ -356,7 +359,18 @@ class Launcher:
             podspec.role_binding(spec, owner),
         ):
             self._cluster.ensure(manifest)
-        created = self._cluster.ensure_pod(podspec.pod(spec, owner))
+        # A run handed over before whose Pod is gone was deleted by its runner once the
+        # container ended (or by someone else): made again, it would run the job twice.
+        created = self._cluster.ensure_pod(
+            podspec.pod(spec, owner), create=not self._cluster.handed_over(spec)
+        )
+        if created is None:
+            _log.info(
+                "the run's Pod ran and is gone: not made again",
+                job_id=event.job_id,
+                restart_count=event.restart_count,
+            )
+            return None
         self._cluster.handoff(spec, created.uid, token_lifetime(job, self._defaults.token_max_s))
         self._note(job, f"pod={JOB_NAMESPACE}/{spec.name} phase={created.phase or 'Pending'}")
         _log.info(

@@ -30,7 +30,7 @@ from services.launcher.podspec import Manifest, RunSpec
 from shared.errors import PermanentError, TransientError
 from shared.fileio import write_all
 from shared.jobpods import JOB_NAMESPACE, handoff_dir, handoff_path, refusal_path
-from shared.kube import KubeConflict, RateLimiter, api_call
+from shared.kube import KubeConflict, KubeNotFound, RateLimiter, api_call
 from shared.messages import JobStarted
 
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -158,16 +158,32 @@ class KubeRuns:
         obj = self._create_or_read(manifest, create, read)
         return str(obj.metadata.uid)
 
-    def ensure_pod(self, manifest: Manifest) -> Created:
-        """Create the Pod unless it exists; return its uid and phase."""
+    def ensure_pod(self, manifest: Manifest, *, create: bool = True) -> Created | None:
+        """Create the Pod unless it exists; its uid and phase.
+
+        ``create`` False: only an existing Pod is answered (checked as ours), None if none.
+        """
         name, ns = manifest["metadata"]["name"], self._namespace
-        obj = self._create_or_read(
-            manifest,
-            lambda: self._core.create_namespaced_pod(
-                ns, client.V1Pod.model_validate(manifest), _request_timeout=REQUEST_TIMEOUT
-            ),
-            lambda: self._core.read_namespaced_pod(name, ns, _request_timeout=REQUEST_TIMEOUT),
-        )
+
+        def read() -> Any:
+            return self._core.read_namespaced_pod(name, ns, _request_timeout=REQUEST_TIMEOUT)
+
+        if create:
+            obj = self._create_or_read(
+                manifest,
+                lambda: self._core.create_namespaced_pod(
+                    ns, client.V1Pod.model_validate(manifest), _request_timeout=REQUEST_TIMEOUT
+                ),
+                read,
+            )
+        else:
+            self._limiter.acquire()
+            try:
+                with api_call():
+                    obj = read()
+            except KubeNotFound:
+                return None
+            check_adoptable(manifest, obj)
         phase = obj.status.phase if obj.status is not None else ""
         return Created(uid=str(obj.metadata.uid), phase=phase or "Pending")
 
@@ -214,6 +230,10 @@ class KubeRuns:
             spec.uid,
             spec.gid,
         )
+
+    def handed_over(self, spec: RunSpec) -> bool:
+        """Whether the run's handoff file exists (written once its Pod was created)."""
+        return handoff_path(self._state_dir, spec.job_id, spec.restart_count).exists()
 
     def refuse(self, event: JobStarted, reason: str) -> None:
         """Leave the reason where the run's batch step (``event.uid``) looks for its handoff."""

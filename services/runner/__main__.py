@@ -43,9 +43,7 @@ REFUSED_GRACE_S = 60.0
 concludes the Pod is gone: a restarted API server authorizes within seconds."""
 ENDING_POLL_S = 0.1
 """Pod reads around the container's end: after a log stream ended while the status still says
-running (the kubelet reports the exit within about a second, its next relist), and while the
-Pod's phase settles after the exit (another second: only a terminal phase frees the Pod's
-CPUs, memory and GPUs in the kubelet's admission, so the job ends then and not before)."""
+running (the kubelet reports the exit within about a second, its next relist)."""
 ENDING_WINDOW_S = 3.0
 """How long after a stream's end the runner reads that often (a dropped connection ends a
 stream too, and must not turn the running poll into ten reads a second)."""
@@ -194,7 +192,9 @@ class Runner:
                 self._start_following(pod, facts)
             if verdict.step is Step.FINISHED:
                 self._ended.set()
+                pod.cut_streams()
                 self._drain()
+                self._release(pod)
                 return self._finish(verdict)
             if verdict.step in (Step.FAIL, Step.REQUEUE):
                 self._ended.set()
@@ -205,6 +205,23 @@ class Runner:
                 return self._finish(verdict)
             running = verdict.step is Step.RUNNING and facts is not None
             self._pause(self._next_look(running, ended=facts is not None and facts.terminated))
+
+    def _release(self, pod: RunPod) -> None:
+        """Delete the ended container's Pod (no grace: nothing runs), its log copied.
+
+        The kubelet counts a Pod's CPUs, memory and GPUs for admission until its phase turns
+        terminal, about a second after the container's exit; a deleted Pod it forgets at once,
+        so the next job Slurm puts on these resources is admitted. The collector still has
+        the Pod's last state for the summary (its watch), and deletes whatever is left.
+        """
+        try:
+            pod.delete(0)
+        except PermanentError:
+            pass  # the Pod-bound token stops working once the Pod is gone
+        except ServiceError as exc:
+            print(
+                f"{TAG} could not delete the ended Pod (the collector will): {exc}", file=sys.stderr
+            )
 
     def _next_look(self, running: bool, *, ended: bool = False) -> float:
         """Seconds until the next Pod read: rarely while it runs, often around its end."""

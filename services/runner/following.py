@@ -189,10 +189,12 @@ class Follower:
                 try:
                     self._copy(self._open(not final, self._since()))
                 except (ServiceError, OSError) as exc:
-                    self.errors.append(str(exc))
                     if final:
+                        self.errors.append(str(exc))
                         return
-                    time.sleep(self._retry_s)
+                    if not self._ended.is_set():  # else the stream was cut on purpose
+                        self.errors.append(str(exc))
+                    self._ended.wait(self._retry_s)
                     continue
                 if final:
                     return

@@ -60,7 +60,7 @@ class Step(Enum):
     RUNNING = "running"
     """The container runs: follow its log."""
     FINISHED = "finished"
-    """The container ended and the Pod is terminal: print the footer, exit with its code."""
+    """The container ended: copy the rest of its log, delete the Pod, exit with its code."""
     FAIL = "fail"
     """It will never run: delete the Pod, exit with ``exit_code``."""
     REQUEUE = "requeue"
@@ -100,19 +100,17 @@ class PodJudge:
         pull_grace_s: how long an image pull may keep failing before the job fails.
         start_timeout_s: how long the kubelet may take to acknowledge the Pod at all
             (a NotReady node never does).
-        settle_s: after the container ended, how long to wait for the Pod phase to turn
-            terminal (the kubelet frees the Pod's GPUs from its accounting then).
+
+    A container that ended is final at once (the runner then deletes its Pod): waiting for
+    the Pod's phase to turn terminal would cost a second of the kubelet's, with nothing left
+    to run.
     """
 
-    def __init__(
-        self, pull_grace_s: float = 20.0, start_timeout_s: float = 180.0, settle_s: float = 15.0
-    ) -> None:
+    def __init__(self, pull_grace_s: float = 20.0, start_timeout_s: float = 180.0) -> None:
         self._pull_grace_s = pull_grace_s
         self._start_timeout_s = start_timeout_s
-        self._settle_s = settle_s
         self._first_seen: float | None = None
         self._failing_since: float | None = None
-        self._ended_at: float | None = None
         self.seen = False
 
     def observe(self, facts: PodFacts | None, now: float) -> Verdict:
@@ -128,7 +126,7 @@ class PodJudge:
             )
         self.seen = True
         if facts.terminated:
-            return self._ended(facts, now)
+            return self._ended(facts)
         if facts.phase == "Succeeded":
             return Verdict(Step.FINISHED, 0, facts.reason or "Completed")
         if facts.phase == "Failed":
@@ -141,11 +139,7 @@ class PodJudge:
             return Verdict(Step.RUNNING)
         return self._waiting(facts, now)
 
-    def _ended(self, facts: PodFacts, now: float) -> Verdict:
-        if self._ended_at is None:
-            self._ended_at = now
-        if facts.phase not in ("Succeeded", "Failed") and now - self._ended_at < self._settle_s:
-            return Verdict(Step.RUNNING)
+    def _ended(self, facts: PodFacts) -> Verdict:
         reason = facts.reason or ("Completed" if facts.exit_code == 0 else "Error")
         message = facts.message if reason == "OOMKilled" else ""
         return Verdict(Step.FINISHED, facts.exit_code, reason, message)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import ssl
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,7 @@ class RunPod:
         )
         self._conn = self._endpoint.connection(READ_TIMEOUT)
         self._lock = threading.Lock()
+        self._streams: set[http.client.HTTPSConnection] = set()
 
     def read(self) -> PodFacts | None:
         """The Pod's facts, or None if it is gone."""
@@ -138,17 +140,38 @@ class RunPod:
         if stream is not None:
             query["stream"] = stream
         connection = self._endpoint.connection(LOG_TIMEOUT)
+        with self._lock:
+            self._streams.add(connection)
         try:
             response = self._send(connection, "GET", f"{self._path}/log?{urlencode(query)}")
             if not 200 <= response.status < 300:
                 raise _status_error(response, response.read(4096))
         except _NETWORK as exc:
-            connection.close()
+            self._closed(connection)
             raise _unreachable(exc) from exc
         except BaseException:
-            connection.close()
+            self._closed(connection)
             raise
-        return _chunks(connection, response)
+        return _chunks(response, lambda: self._closed(connection))
+
+    def cut_streams(self) -> None:
+        """End every open log stream now (its reader sees the connection end).
+
+        Once the container has ended, its log file is complete and one plain read gets the
+        rest; a follow stream would end by itself only at the kubelet's next check, up to a
+        second later.
+        """
+        with self._lock:
+            streams = list(self._streams)
+        for connection in streams:
+            if connection.sock is not None:
+                with suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+
+    def _closed(self, connection: http.client.HTTPSConnection) -> None:
+        with self._lock:
+            self._streams.discard(connection)
+        connection.close()
 
     def close(self) -> None:
         """Close the kept-alive connection (log streams close their own)."""
@@ -219,9 +242,7 @@ def _status_error(response: http.client.HTTPResponse, body: bytes) -> Exception:
     )
 
 
-def _chunks(
-    connection: http.client.HTTPSConnection, response: http.client.HTTPResponse
-) -> Iterator[bytes]:
+def _chunks(response: http.client.HTTPResponse, closed: Callable[[], None]) -> Iterator[bytes]:
     """The body as it arrives (``read1``: what a chunk brought, without waiting for more)."""
     try:
         while chunk := response.read1(_CHUNK):
@@ -229,4 +250,4 @@ def _chunks(
     except _NETWORK as exc:
         raise _unreachable(exc) from exc
     finally:
-        connection.close()
+        closed()

@@ -43,6 +43,7 @@ MAY = [
     ("launcher", "get", "pods/log", J),
     ("collector", "get", "pods", J),
     ("collector", "list", "pods", J),
+    ("collector", "watch", "pods", J),
     ("collector", "delete", "pods", J),
     ("collector", "get", "serviceaccounts", J),
     ("collector", "patch", "serviceaccounts", J),

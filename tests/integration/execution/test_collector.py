@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,19 @@ def collector(
 ) -> Collector:
     cluster = KubeCluster(core.api_client, grace_s=5, limiter=RateLimiter(20, 20))
     return Collector(SlurmAdapter(SlurmCtl()), cluster, NasFiles(tmp_path / "state"))
+
+
+@pytest.fixture
+def watching(
+    core: client.CoreV1Api, tmp_path: Path, slurm_ready: str, collector_stopped: None
+) -> Iterator[tuple[Collector, KubeCluster]]:
+    """A collector whose cluster follows the Pods, as the service's does."""
+    cluster = KubeCluster(core.api_client, grace_s=5, limiter=RateLimiter(20, 20))
+    stop = threading.Event()
+    thread = threading.Thread(target=cluster.follow_pods, args=(stop,), daemon=True)
+    thread.start()
+    yield Collector(SlurmAdapter(SlurmCtl()), cluster, NasFiles(tmp_path / "state")), cluster
+    stop.set()
 
 
 @pytest.fixture
@@ -220,6 +234,47 @@ def test_job_ended_writes_summary_and_footer_and_cleans_up(
     before = (summary_file.read_bytes(), output.read_bytes())
     collector.handle(event)
     assert (summary_file.read_bytes(), output.read_bytes()) == before
+    output.unlink()
+    summary_file.unlink()
+
+
+def test_a_pod_deleted_once_its_container_ended_still_gets_its_summary(
+    core: client.CoreV1Api,
+    watching: tuple[Collector, KubeCluster],
+    created: list[str],
+    run_as: Callable[..., Any],
+    results: Path,
+    slurm_ready: str,
+) -> None:
+    # The runner deletes its Pod as soon as the container has ended, before the job ends
+    # and the collector is told: the collector's watch kept the Pod's last state.
+    collector, cluster = watching
+    job_id, output = sbatch(run_as, results, "--wrap", "echo '[slurm-k8s] job header'; echo hi")
+    wait_for_state(job_id, {"COMPLETED"})
+    name = make_run(core, created, slurm_ready, job_id, "echo from the pod; exit 3")
+    wait_for(
+        "the container's exit",
+        lambda: any(s.state.terminated for s in core.read_namespaced_pod(
+            name, JOB_NAMESPACE).status.container_statuses or []),
+    )  # fmt: skip
+    core.delete_namespaced_pod(name, JOB_NAMESPACE, grace_period_seconds=0)
+    assert gone(core, name)
+    wait_for("the watch to see the deletion", lambda: (p := cluster.pod(name)) and p.exit_code)
+    event = Envelope.wrap(
+        JobEnded(job_id=job_id, restart_count=0, node=slurm_ready, user="alice",
+                 uid=ALICE_UID, gid=ALICE_GID, gpus="")
+    )  # fmt: skip
+
+    assert collector.handle(event) == ()
+
+    summary_file = output.with_name(output.name + ".summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["exit_code"] == 3, "the container's exit code, not Slurm's 0"
+    assert summary["pod"] == f"{JOB_NAMESPACE}/{name}"
+    assert summary["image_digest"].startswith("sha256:")
+    assert "exit_code=3" in output.read_text().splitlines()[-1]
+    with pytest.raises(client.ApiException):
+        core.read_namespaced_service_account(name, JOB_NAMESPACE)
     output.unlink()
     summary_file.unlink()
 

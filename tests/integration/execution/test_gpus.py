@@ -2,9 +2,10 @@
 
 Two jobs each take all 4 GPUs, back to back: Slurm starts the second only when the first's
 batch step (the runner) has ended, and the runner ends only once the first Pod's container
-has stopped and the Pod is terminal. The Pods' own start/finish times show no overlap. And
-when something outside Slurm holds the node's GPUs, kubelet admission refuses the job's Pod:
-the runner exits with RequeueExit, so Slurm requeues the job instead of leaving it hanging.
+has stopped and the Pod is deleted (which takes it out of the kubelet's admission at once).
+The Pods' own start/finish times show no overlap. And when something outside Slurm holds the
+node's GPUs, kubelet admission refuses the job's Pod: the runner exits with RequeueExit, so
+Slurm requeues the job instead of leaving it hanging.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from shared.jobpods import JOB_NAMESPACE
+
 pytestmark = pytest.mark.integration
 
 RESULTS = Path("/mnt/test-k8s/results")
@@ -24,7 +27,11 @@ ALPINE = "nas-hub.local:5407/alpine:latest"
 
 
 class PodClock:
-    """Records each watched Pod's container start/finish while the Pods exist."""
+    """Records each watched Pod's container start/finish from a watch of the jobs namespace.
+
+    A watch, not polling: the runner deletes its Pod moments after the container's exit, and
+    every change (the deletion's last state too) comes as an event.
+    """
 
     def __init__(self, jobs: Any, core: Any, names: list[str]) -> None:
         self.jobs, self.core, self.names = jobs, core, names
@@ -34,19 +41,36 @@ class PodClock:
         self.thread.start()
 
     def _run(self) -> None:
+        from kubernetes import watch
+
+        version = None
         while not self.stop.is_set():
-            for name in self.names:
-                try:
-                    pod = self.jobs.pod(self.core, name)
-                except Exception:  # the API restarting must not end the watch
-                    continue
-                statuses = (pod.status.container_statuses or []) if pod is not None else []
-                state = statuses[0].state if statuses else None
-                if state is not None and state.terminated is not None:
-                    self.seen[name] = (state.terminated.started_at, state.terminated.finished_at)
-                elif state is not None and state.running is not None:
-                    self.seen.setdefault(name, (state.running.started_at, None))
-            self.stop.wait(0.3)
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    self.core.list_namespaced_pod,
+                    JOB_NAMESPACE,
+                    resource_version=version,
+                    timeout_seconds=5,
+                ):
+                    self._record(event["object"])
+                    if self.stop.is_set():
+                        stream.stop()
+                version = stream.resource_version
+            except Exception:  # the API restarting must not end the watch: list again
+                version = None
+                self.stop.wait(0.3)
+
+    def _record(self, pod: Any) -> None:
+        name = pod.metadata.name
+        if name not in self.names:
+            return
+        statuses = (pod.status.container_statuses or []) if pod.status is not None else []
+        state = statuses[0].state if statuses else None
+        if state is not None and state.terminated is not None:
+            self.seen[name] = (state.terminated.started_at, state.terminated.finished_at)
+        elif state is not None and state.running is not None:
+            self.seen.setdefault(name, (state.running.started_at, None))
 
 
 def test_back_to_back_jobs_with_all_gpus_never_overlap(jobs: Any, kube_core: Any) -> None:
@@ -80,8 +104,6 @@ def test_back_to_back_jobs_with_all_gpus_never_overlap(jobs: Any, kube_core: Any
 
 def test_gpus_held_outside_slurm_requeue_the_job(jobs: Any, kube_core: Any) -> None:
     from kubernetes import client
-
-    from shared.jobpods import JOB_NAMESPACE
 
     blocker = f"gpu-squatter-{int(time.time())}"
     pod = {

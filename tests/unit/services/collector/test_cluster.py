@@ -1,3 +1,4 @@
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,12 +11,14 @@ from services.collector.cluster import (
     CLAIM_LEASE_S,
     SELECTOR,
     KubeCluster,
+    LastSeen,
     leftover,
     run_of,
 )
 from services.collector.handlers import Claim, RunKey
 from shared.jobpods import run_labels
 from shared.kube import RateLimiter
+from shared.podfacts import PodFacts
 
 pytestmark = pytest.mark.unit
 
@@ -159,3 +162,31 @@ def test_a_run_being_deleted_is_held_and_one_without_an_account_is_unclaimable()
     gone = AccountCore()
     gone.exists = False
     assert _claiming(gone).claim_run("job-42-r0") is Claim.NO_ACCOUNT
+
+
+def test_last_seen_keeps_the_latest_state_of_the_newest_pods() -> None:
+    seen = LastSeen(kept=2)
+    running = PodFacts("slurm-jobs", "job-1-r0", "Running")
+    seen.put("job-1-r0", running)
+    seen.put("job-2-r0", replace(running, name="job-2-r0"))
+    seen.put("job-1-r0", replace(running, exit_code=3))  # updated: now the newest
+    seen.put("job-3-r0", replace(running, name="job-3-r0"))
+    assert seen.get("job-2-r0") is None, "the oldest is forgotten beyond the bound"
+    last = seen.get("job-1-r0")
+    assert last is not None
+    assert last.exit_code == 3
+
+
+class GoneCore:
+    def read_namespaced_pod(self, name: str, ns: str, **kw: Any) -> None:
+        raise ApiException(status=404, reason="Not Found")
+
+
+def test_a_deleted_pod_is_answered_with_its_last_state_seen() -> None:
+    # The runner deletes its Pod once the container ended; the summary still needs its exit.
+    cluster = KubeCluster(client.ApiClient(), 10, RateLimiter(100, 10))
+    cluster._core = GoneCore()  # type: ignore[assignment]
+    assert cluster.pod("job-42-r0") is None
+    ended = PodFacts("slurm-jobs", "job-42-r0", "Running", exit_code=3, reason="Error")
+    cluster._last_seen.put("job-42-r0", ended)
+    assert cluster.pod("job-42-r0") == ended

@@ -86,9 +86,14 @@ class FakeCluster:
             self.created.append(manifest["kind"])
         return f"uid-{key[0]}"
 
-    def ensure_pod(self, manifest: dict[str, Any]) -> Created:
+    def ensure_pod(self, manifest: dict[str, Any], *, create: bool = True) -> Created | None:
+        if not create and ("Pod", manifest["metadata"]["name"]) not in self.objects:
+            return None
         self.ensure(manifest)
         return Created("uid-pod", "Pending")
+
+    def handed_over(self, spec: RunSpec) -> bool:
+        return any(name == spec.name for name, _, _ in self.handoffs)
 
     def handoff(self, spec: RunSpec, pod_uid: str, lifetime_s: int) -> None:
         self.handoffs.append((spec.name, pod_uid, lifetime_s))
@@ -199,6 +204,18 @@ def test_redelivery_creates_nothing_new() -> None:
     second = handler.handle(Envelope.wrap(EVENT))
     assert len(cluster.created) == count
     assert first[0].message_id == second[0].message_id
+
+
+def test_a_late_redelivery_after_the_runner_deleted_its_pod_makes_no_second_pod() -> None:
+    # The runner deletes its Pod once the container ended, moments before Slurm hears the
+    # job ended: a job.started redelivered then must not run the job a second time.
+    slurm, cluster = FakeSlurm(JOB, wrap_script(SCRIPT)), FakeCluster()
+    handler = launcher(slurm, cluster)
+    handler.handle(Envelope.wrap(EVENT))
+    del cluster.objects[("Pod", "job-9-r0")]
+    assert handler.handle(Envelope.wrap(EVENT)) == ()
+    assert ("Pod", "job-9-r0") not in cluster.objects
+    assert len(cluster.handoffs) == 1
 
 
 def test_requeued_run_gets_fresh_objects() -> None:

@@ -18,13 +18,12 @@ CREATING = replace(NEW, reason="ContainerCreating")
 RUNNING = replace(NEW, phase="Running", started_at="2026-01-01T00:00:00+00:00")
 
 
-def test_success_waits_for_the_terminal_phase() -> None:
-    judge = PodJudge(settle_s=15)
+def test_a_container_that_ended_is_final_before_the_phase_turns_terminal() -> None:
+    judge = PodJudge()
     assert judge.observe(CREATING, 0).step is Step.WAIT
     assert judge.observe(RUNNING, 1).step is Step.RUNNING
-    ended = replace(RUNNING, exit_code=0, reason="Completed")
-    assert judge.observe(ended, 2).step is Step.RUNNING  # phase still Running
-    verdict = judge.observe(replace(ended, phase="Succeeded"), 3)
+    ended = replace(RUNNING, exit_code=0, reason="Completed")  # phase still Running
+    verdict = judge.observe(ended, 2)
     assert (verdict.step, verdict.exit_code) == (Step.FINISHED, 0)
     assert verdict.footer == "[slurm-k8s] outcome: Succeeded exit=0"
 

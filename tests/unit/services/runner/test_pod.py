@@ -44,6 +44,8 @@ class FakeApi(ThreadingHTTPServer):
         self.close_after_each = False
         self.seen: list[tuple[str, str, dict[str, list[str]], str]] = []
         self.log_lines = [b"2026-01-01T00:00:01.1Z one\n", b"2026-01-01T00:00:02.2Z two\n"]
+        self.log_open = threading.Event()
+        """Set: a followed log stays open after its lines, as for a running container."""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -78,6 +80,8 @@ class Handler(BaseHTTPRequestHandler):
             for line in self.server.log_lines:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
+            while self.server.log_open.is_set() and query.get("follow") == ["true"]:
+                self.server.log_open.wait(0.05)  # the client ends it
             self.wfile.write(b"0\r\n\r\n")
             self.close_connection = True
             return
@@ -212,6 +216,36 @@ def test_the_log_streams_with_the_query_the_follower_asks_for(
         "sinceSeconds": ["7"],
         "stream": ["Stderr"],
     }
+
+
+def test_cut_streams_ends_a_follow_that_the_server_keeps_open(
+    api: FakeApi, tmp_path: Path, opened: list[RunPod]
+) -> None:
+    api.log_open.set()
+    pod = run_pod(api, tmp_path, opened)
+    got_all = threading.Event()
+    ended: list[BaseException | None] = []
+
+    def follow() -> None:
+        got = b""
+        try:
+            for chunk in pod.open_log(True, None, None):
+                got += chunk
+                if got == b"".join(api.log_lines):
+                    got_all.set()
+            ended.append(None)
+        except TransientError as exc:
+            ended.append(exc)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    assert got_all.wait(10)
+    assert reader.is_alive()  # the server keeps the stream open
+    pod.cut_streams()
+    reader.join(10)
+    api.log_open.clear()
+    assert not reader.is_alive()
+    assert len(ended) == 1
 
 
 def test_a_refused_log_read_raises_at_once(

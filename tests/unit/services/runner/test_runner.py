@@ -42,6 +42,9 @@ class FakePod:
     def delete(self, grace_s: int) -> None:
         self.deleted.append(grace_s)
 
+    def cut_streams(self) -> None:
+        pass
+
     def open_log(self, follow: bool, since_s: int | None, stream: str | None) -> Iterable[bytes]:
         return [b"2026-01-01T00:00:01.1Z Hello from Slurm-K8s!\n"]
 
@@ -61,6 +64,18 @@ def test_follows_to_the_end_with_header_log_and_footer(tmp_path: Path) -> None:
     assert "image digest sha256:abc" in text
     assert "Hello from Slurm-K8s!\n" in text
     assert text.endswith("[slurm-k8s] outcome: Succeeded exit=0\n")
+
+
+def test_the_pod_is_deleted_once_its_container_ended_without_waiting_for_its_phase(
+    tmp_path: Path,
+) -> None:
+    runner, buf = make(tmp_path)
+    ended = replace(RUNNING, exit_code=3, reason="Error")  # the phase still says Running
+    pod = FakePod([RUNNING, ended])
+    assert runner._follow(pod) == 3  # type: ignore[arg-type]
+    assert pod.deleted == [0]  # nothing runs any more: no grace period
+    text = buf.getvalue().decode()
+    assert text.index("Hello from Slurm-K8s!") < text.index("outcome: Failed exit=3")
 
 
 def test_sigterm_deletes_the_pod_and_exits_143(tmp_path: Path) -> None:
@@ -104,7 +119,7 @@ def test_after_a_log_stream_ends_the_pod_is_read_again_soon_not_at_the_running_p
     running_poll = runner._s.running_poll_s
     assert runner._next_look(running=True) == running_poll
     assert runner._next_look(running=False) == 0.01
-    # The container ended; its Pod's phase is settling: the job ends as soon as it has.
+    # The kubelet has said the container ended: look again soon.
     assert runner._next_look(running=True, ended=True) == ENDING_POLL_S
     runner._on_stream_end()
     assert runner._wake.is_set()
