@@ -289,8 +289,6 @@ class ValidatorHandler:
                 return self._reject(event, key, job, problems)
             deps.fault("after-sbatch")
         submitted_at = record.get("submitted_at") or deps.now().isoformat()
-        deps.journal.update(key, job_id=job_id, submitted_at=submitted_at, user=user)
-        deps.fault("after-journal")
         name = _job_name(job.data, event.path)
         home = str(self._home(user))
         output = (
@@ -299,8 +297,14 @@ class ValidatorHandler:
             or expand_output(job.data, job_id=job_id, user=user, home=home, path=event.path)
         )
         destination = unique_destination(deps.nas.submitted_dir, Path(event.path).name, _COMPANIONS)
+        # The job id and the outcome in one write (each is an fsync on the NAS, on the way to
+        # the receipt): a crash or a Slurm error before it leaves "sbatch may have run", and
+        # the key is looked up in Slurm, as after a crash right after sbatch.
         record = deps.journal.update(
             key,
+            job_id=job_id,
+            submitted_at=submitted_at,
+            user=user,
             outcome="submitted",
             destination=str(destination),
             uid=job.uid,
@@ -309,6 +313,7 @@ class ValidatorHandler:
             output_path=shown(output),
             k8s_script=shown(_k8s_script(job.data)),
         )
+        deps.fault("after-journal")
         return self._finish(event, key, record)
 
     def _older_than_journal(self, job: JobFile) -> bool:
