@@ -79,6 +79,25 @@ def with_job_volumes(pod: dict[str, Any], config_map: str) -> dict[str, Any]:
     return pod
 
 
+def seed_pod(name: str, command: str = "sleep 2") -> dict[str, Any]:
+    """The seed's Pod: the jobs' image with the NAS mounted (its prolog applied a Pod with the
+    NAS's PersistentVolume), in the jobs' namespace, so under its "restricted" profile."""
+    pod = manifest(name, command)
+    pod["spec"]["volumes"] = [{"name": "nas", "persistentVolumeClaim": {"claimName": "nas"}}]
+    pod["spec"]["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = pod["spec"]["containers"][0]
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    container["volumeMounts"] = [{"name": "nas", "mountPath": "/mnt/test-k8s"}]
+    return pod
+
+
 def _running(pod: Any) -> bool:
     return any(s.state and s.state.running for s in (pod.status.container_statuses or []))
 
