@@ -250,6 +250,7 @@ class KubeCluster:
             for done in [pool.submit(self._delete, delete) for delete in deletes]:
                 done.result()
         self._claims.pop(name, None)  # ended with its ServiceAccount
+        self._last_seen.forget(name)
 
     def _delete(self, delete: Callable[[], Any]) -> None:
         self._limiter.acquire()
@@ -344,22 +345,40 @@ def run_of(labels: dict[str, str]) -> RunKey | None:
 
 
 class LastSeen:
-    """The latest state of each Pod by name, the oldest forgotten beyond ``kept`` (thread-safe)."""
+    """The latest state of each Pod by name, thread-safe and bounded.
 
-    def __init__(self, kept: int) -> None:
+    The oldest beyond ``kept`` are forgotten, and so is a state older than ``max_age_s``: a
+    run's name comes back if slurmctld ever hands out its job ids again (its state lost), and
+    another job's Pod must not speak for it. A job.ended reaches the collector within seconds;
+    one whose collector was not running then finds an empty memory anyway.
+    """
+
+    def __init__(
+        self, kept: int, max_age_s: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._kept = kept
-        self._facts: OrderedDict[str, PodFacts] = OrderedDict()
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._facts: OrderedDict[str, tuple[float, PodFacts]] = OrderedDict()
         self._lock = threading.Lock()
 
     def put(self, name: str, facts: PodFacts) -> None:
         """Remember ``facts`` as the Pod's latest state."""
         with self._lock:
-            self._facts[name] = facts
+            self._facts[name] = (self._clock(), facts)
             self._facts.move_to_end(name)
             while len(self._facts) > self._kept:
                 self._facts.popitem(last=False)
 
     def get(self, name: str) -> PodFacts | None:
-        """The Pod's latest state seen, or None."""
+        """The Pod's latest state seen (recently enough), or None."""
         with self._lock:
-            return self._facts.get(name)
+            seen = self._facts.get(name)
+        if seen is None or self._clock() - seen[0] > self._max_age_s:
+            return None
+        return seen[1]
+
+    def forget(self, name: str) -> None:
+        """The run is finished: its Pod's state speaks for nothing any more."""
+        with self._lock:
+            self._facts.pop(name, None)

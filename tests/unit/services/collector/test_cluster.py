@@ -164,6 +164,20 @@ def test_a_run_being_deleted_is_held_and_one_without_an_account_is_unclaimable()
     assert _claiming(gone).claim_run("job-42-r0") is Claim.NO_ACCOUNT
 
 
+def test_last_seen_forgets_a_state_too_old_to_be_this_runs_or_a_finished_runs() -> None:
+    now = [0.0]
+    seen = LastSeen(kept=10, max_age_s=3600, clock=lambda: now[0])
+    ended = PodFacts("slurm-jobs", "job-1-r0", "Running", exit_code=0)
+    seen.put("job-1-r0", ended)
+    seen.put("job-2-r0", replace(ended, name="job-2-r0"))
+    now[0] = 3000.0
+    assert seen.get("job-1-r0") == ended
+    seen.forget("job-1-r0")
+    assert seen.get("job-1-r0") is None
+    now[0] = 3601.0  # slurmctld may hand job 2's id out again: its old Pod must not answer
+    assert seen.get("job-2-r0") is None
+
+
 def test_last_seen_keeps_the_latest_state_of_the_newest_pods() -> None:
     seen = LastSeen(kept=2)
     running = PodFacts("slurm-jobs", "job-1-r0", "Running")
