@@ -106,8 +106,10 @@ def main() -> int:
     except Exception as exc:  # the Kubernetes client raises its own ConfigException
         _log.error("cannot start: no usable Kubernetes credentials or policy", error=str(exc))
         return 2
+    # Not joined at the end: a watch waits for its next event (up to WATCH_S) before it sees
+    # the stop, and it holds nothing to finish; the process ends it.
+    threading.Thread(target=cluster.follow_pods, args=(stop,), name="pods", daemon=True).start()
     threads = [
-        threading.Thread(target=cluster.follow_pods, args=(stop,), name="pods", daemon=True),
         threading.Thread(
             target=every,
             args=(settings.observe_interval_s, "pod observation", observer.sweep, stop),
