@@ -119,6 +119,15 @@ def _drop_alices_hello(tree: NasSettings) -> tuple[Path, FileDetected]:
     return path, detected
 
 
+def _publish(settings: BrokerSettings, detected: FileDetected) -> None:
+    """The file event, as the watcher publishes it."""
+    publisher = Publisher(settings)
+    try:
+        publisher.publish(Envelope.wrap(detected))
+    finally:
+        publisher.close()
+
+
 def test_killed_between_sbatch_and_ack_makes_no_second_job(
     lab_env: dict[str, str],
     vhost_url: str,
@@ -129,11 +138,7 @@ def test_killed_between_sbatch_and_ack_makes_no_second_job(
     # Given alice's hello.sh in the submit folder and its event on the broker
     path, detected = _drop_alices_hello(tree)
     key = submission_key(detected)
-    publisher = Publisher(BrokerSettings(AMQP_URL=vhost_url))
-    try:
-        publisher.publish(Envelope.wrap(detected))
-    finally:
-        publisher.close()
+    _publish(BrokerSettings(AMQP_URL=vhost_url), detected)
 
     # When the validator dies right after sbatch returned
     log = tmp_path / "validator.log"
@@ -175,11 +180,7 @@ def test_a_file_that_ran_out_of_retries_is_answered_and_submitted_once_replayed(
     # for slurmctld down longer than the retry budget), with a budget of one retry
     path, detected = _drop_alices_hello(tree)
     settings = BrokerSettings(AMQP_URL=vhost_url)
-    publisher = Publisher(settings)
-    try:
-        publisher.publish(Envelope.wrap(detected))
-    finally:
-        publisher.close()
+    _publish(settings, detected)
     log = tmp_path / "validator.log"
     parked = tree.failed_dir / "hello.sh"
     notice = tree.failed_dir / "hello.sh.error"
