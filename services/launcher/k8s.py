@@ -103,11 +103,15 @@ class KubeRuns:
             with api_call():
                 return create()
         except KubeConflict:
-            self._limiter.acquire()
-            with api_call():
-                existing = read()
-            check_adoptable(manifest, existing)
-            return existing
+            return self._read_adoptable(manifest, read)
+
+    def _read_adoptable(self, manifest: Manifest, read: Callable[[], Any]) -> Any:
+        """The existing object, checked to be the one ``manifest`` describes (ours)."""
+        self._limiter.acquire()
+        with api_call():
+            existing = read()
+        check_adoptable(manifest, existing)
+        return existing
 
     def ensure(self, manifest: Manifest) -> str:
         """Create the object unless it exists; return its uid.
@@ -177,13 +181,10 @@ class KubeRuns:
                 read,
             )
         else:
-            self._limiter.acquire()
             try:
-                with api_call():
-                    obj = read()
+                obj = self._read_adoptable(manifest, read)
             except KubeNotFound:
                 return None
-            check_adoptable(manifest, obj)
         phase = obj.status.phase if obj.status is not None else ""
         return Created(uid=str(obj.metadata.uid), phase=phase or "Pending")
 
