@@ -10,6 +10,7 @@ ignored: a Pod for it would hold the node's resources for nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -303,23 +304,27 @@ class Launcher:
             TransientError: Slurm or Kubernetes is unreachable; the event is retried.
         """
         job: JobInfo | None = None
-        try:
-            job = self._slurm.job_info(event.job_id)
-            reason = skip_reason(event, job)
-            if reason is not None or job is None:
-                _log.info("no Pod for this event", job_id=event.job_id, reason=reason)
+        # Two independent round trips to slurmctld, asked at once: the script is read while
+        # the job's record is listed (it is only used once the record says to).
+        with ThreadPoolExecutor(1, thread_name_prefix="batch-script") as pool:
+            script = pool.submit(self._slurm.batch_script, event.job_id)
+            try:
+                job = self._slurm.job_info(event.job_id)
+                reason = skip_reason(event, job)
+                if reason is not None or job is None:
+                    _log.info("no Pod for this event", job_id=event.job_id, reason=reason)
+                    return None
+                original = self._original(job, script)
+                if original is None and not job.admin_comment.startswith(ACCEPTED_MARK):
+                    # A plain Slurm job (no #K8S_IMAGE): Slurm runs it itself.
+                    return None
+                return self._launch(event, job, verify(event, job, original, self._policy()))
+            except PermanentError as exc:
+                # Even an unreadable record is answered: the batch step learns why at once.
+                self._refuse(event, job, str(exc))
                 return None
-            original = self._original(job)
-            if original is None and not job.admin_comment.startswith(ACCEPTED_MARK):
-                # A plain Slurm job (no #K8S_IMAGE): Slurm runs it itself.
-                return None
-            return self._launch(event, job, verify(event, job, original, self._policy()))
-        except PermanentError as exc:
-            # Even an unreadable record is answered: the batch step learns why at once.
-            self._refuse(event, job, str(exc))
-            return None
 
-    def _original(self, job: JobInfo) -> bytes | None:
+    def _original(self, job: JobInfo, script: Future[str]) -> bytes | None:
         """The script inside our wrapper; None for any other script.
 
         A job without the acceptance mark is a plain Slurm job unless its script imitates
@@ -327,7 +332,7 @@ class Launcher:
         interactive allocation has none) it is left to Slurm: no Pod either way.
         """
         try:
-            return extract_original_script(self._slurm.batch_script(job.job_id))
+            return extract_original_script(script.result())
         except ServiceError:
             if job.admin_comment.startswith(ACCEPTED_MARK):
                 raise
@@ -353,12 +358,15 @@ class Launcher:
         self._host.results_dir(spec.job_id, spec.uid, spec.gid)
         sa_uid = self._cluster.ensure(podspec.service_account(spec))
         owner = podspec.owner_reference(spec.name, sa_uid)
-        for manifest in (
+        manifests = (
             podspec.config_map(spec, owner),
             podspec.role(spec, owner),
             podspec.role_binding(spec, owner),
-        ):
-            self._cluster.ensure(manifest)
+        )
+        # Independent of each other, so made at once: one API round trip instead of three
+        # before the Pod (which needs its ConfigMap; the first error is raised here).
+        with ThreadPoolExecutor(len(manifests), thread_name_prefix="ensure") as pool:
+            list(pool.map(self._cluster.ensure, manifests))
         # A run handed over before whose Pod is gone was deleted by its runner once the
         # container ended (or by someone else): made again, it would run the job twice.
         created = self._cluster.ensure_pod(
