@@ -70,6 +70,7 @@ class SlurmJob:
     gid: int | None = None
     comment: str = ""
     admin_comment: str = ""
+    """Read only while the job can still take a note: "" once it is completing or over."""
     gpus: int = 0
 
     @property

@@ -3,8 +3,8 @@
 Commands and their errors are ``shared.slurmctl``'s; this adapter only decides which source
 wins for each field: slurmctld while it knows the job (it has the restart count and the
 comments, the output path), accounting for the final state once slurmctld has forgotten it.
-Everything comes from ``squeue --json`` or accounting, never from ``scontrol show job`` text,
-where a job name can forge any field.
+Everything comes from squeue (one job's own query, checked field by field, or ``--json``) or
+accounting, never from ``scontrol show job`` text, where a job name can forge any field.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from services.collector.handlers import SlurmJob
-from shared.slurmctl import SlurmCtl, gpu_count
+from shared.slurmctl import TERMINAL_STATES, SlurmCtl, gpu_count
 
 
 class SlurmAdapter:
@@ -29,14 +29,18 @@ class SlurmAdapter:
         """Both views merged; None when neither slurmctld nor accounting know the job.
 
         The two commands are asked at once (slurmctld and slurmdbd answer independently).
+        slurmctld is asked about this job alone; the AdminComment, which only the listing of
+        every job prints, is read only while the job can still take a note (not once it is
+        completing or over: slurmctld refuses updates then), so the usual finish, after the
+        epilog, never lists the whole queue.
         """
         with ThreadPoolExecutor(1, thread_name_prefix="sacct") as pool:
             accounting = pool.submit(self._ctl.accounting, job_id)
-            info = self._ctl.job_info(job_id)
+            status = self._ctl.job_status(job_id)
             acct = accounting.result()
-        if info is None and acct is None:
+        if status is None and acct is None:
             return None
-        if info is None:
+        if status is None:
             assert acct is not None
             return SlurmJob(
                 job_id=job_id,
@@ -48,23 +52,27 @@ class SlurmAdapter:
                 user=acct.user,
                 gpus=gpu_count(acct.alloc_tres),
             )
+        admin_comment = ""
+        if status.state not in TERMINAL_STATES and status.state != "COMPLETING":
+            info = self._ctl.job_info(job_id)
+            admin_comment = info.admin_comment if info is not None else ""
         return SlurmJob(
             job_id=job_id,
-            ctld_state=info.state,
+            ctld_state=status.state,
             acct_state=acct.base_state if acct else "",
-            restarts=info.restarts,
+            restarts=status.restarts,
             exit_code=acct.exit_code if acct else "",
-            reason=info.reason,
-            node=info.node,
-            start=info.start,
-            end=info.end,
-            stdout=info.stdout,
-            user=info.user,
-            uid=info.uid,
-            gid=info.gid,
-            comment=info.comment,
-            admin_comment=info.admin_comment,
-            gpus=info.gpus or (gpu_count(acct.alloc_tres) if acct else 0),
+            reason=status.reason,
+            node=status.node,
+            start=acct.start if acct else "",
+            end=acct.end if acct else "",
+            stdout=status.stdout,
+            user=status.user,
+            uid=status.uid,
+            gid=status.gid,
+            comment=status.comment,
+            admin_comment=admin_comment,
+            gpus=status.gpus or (gpu_count(acct.alloc_tres) if acct else 0),
         )
 
     def update(self, job_id: int, **fields: str) -> None:

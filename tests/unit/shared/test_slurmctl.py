@@ -8,6 +8,7 @@ import pytest
 from shared.errors import PermanentError, TransientError
 from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.slurmctl import (
+    JobStatus,
     MalformedSlurmOutput,
     SlurmCtl,
     SlurmJobUnknown,
@@ -16,6 +17,7 @@ from shared.slurmctl import (
     expand_output_pattern,
     gpu_count,
     gres_gpu_count,
+    parse_job_status,
     parse_record,
     parse_sacct,
     parse_squeue_all,
@@ -142,6 +144,35 @@ def test_the_jobs_read_one_at_a_time_are_those_of_the_whole_document() -> None:
     assert parse_squeue_all('{"meta": {"x": [1, {"jobs": []}]}, "jobs": [ ]}') == {}
 
 
+# squeue's own layout (captured on the lab, other jobs cut out whole): job 9104 is alice's,
+# named to look like the end of its object and the start of a job 1 owned by root.
+PRETTY = (Path(__file__).parents[2] / "data" / "squeue-22.05-pretty.json").read_text()
+
+
+@pytest.mark.parametrize("size", [1, 5, 64, 100_000])
+def test_a_job_name_cannot_make_a_job_object_of_its_own(size: int) -> None:
+    chunks = [PRETTY[i : i + size] for i in range(0, len(PRETTY), size)]
+    forged = parse_squeue_json(iter(chunks), 9104)
+    assert forged is not None
+    assert (forged.uid, forged.gid, forged.user) == (2001, 2001, "alice")
+    assert forged.name.startswith('x",\n    },\n    {\n      "job_id": 1,')
+    assert parse_squeue_json(iter(chunks), 1) is None
+    assert sorted(parse_squeue_all(iter(chunks))) == [9104, 9105]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        PRETTY[: PRETTY.index('"jobs"') - 2],  # no job list
+        PRETTY[: PRETTY.index('      "user_name"')],  # cut inside the job list
+        PRETTY.replace('"user_id": 2001,', '"user_id": 2001,,', 1),  # the job is not JSON
+    ],
+)
+def test_squeues_own_layout_cut_short_or_broken_is_an_error(text: str) -> None:
+    with pytest.raises(MalformedSlurmOutput):
+        parse_squeue_json(text, 9104)
+
+
 @pytest.mark.parametrize("size", [1, 7, 4096])
 def test_squeue_read_in_chunks_of_any_size_reads_the_same(size: int) -> None:
     chunks = [SQUEUE[i : i + size] for i in range(0, len(SQUEUE), size)]
@@ -254,3 +285,71 @@ def test_command_errors_are_translated() -> None:
         run_command(["sh", "-c", "echo 'Unable to contact slurm controller' >&2; exit 1"], 5)
     with pytest.raises(TransientError):
         run_command(["sleep", "5"], 0.1)
+
+
+# `squeue --jobs=<id> --states=all --noheader --Format=<STATUS_FIELDS, each ending in U+001F>`,
+# captured on the lab (Slurm 22.05.8): a held job with an output pattern, a finished one.
+HELD = (
+    "10113\x1f10113\x1fN/A\x1fPENDING\x1fJobHeldUser\x1f0\x1falice\x1f2001\x1f2001\x1fn/a\x1f"
+    "\x1fcpu=1,mem=512M,node=1,billing=1\x1fplain\x1f(null)\x1f/tmp/%x-%j-%u-%A-%a.out\x1f\n"
+)
+DONE = (
+    "10118\x1f10118\x1fN/A\x1fCOMPLETED\x1fNone\x1f0\x1falice\x1f2001\x1f2001\x1fvm\x1fvm\x1f"
+    "cpu=1,mem=512M,node=1,billing=1,gres/gpu=1\x1frun\x1f(null)\x1f"
+    "/mnt/test-k8s/home/alice/slurm-10118.out\x1f\n"
+)
+
+
+def test_one_jobs_own_query_is_read_field_by_field() -> None:
+    held = parse_job_status(HELD, 10113)
+    assert held is not None
+    assert (held.state, held.reason, held.restarts, held.node) == ("PENDING", "JobHeldUser", 0, "")
+    assert (held.user, held.uid, held.gid, held.comment) == ("alice", 2001, 2001, "")
+    assert held.stdout == "/tmp/plain-10113-alice-10113-4294967294.out"
+    done = parse_job_status(DONE, 10118)
+    assert done is not None
+    assert (done.state, done.reason, done.node, done.gpus) == ("COMPLETED", "", "vm", 1)
+    assert done.stdout == "/mnt/test-k8s/home/alice/slurm-10118.out"
+
+
+@pytest.mark.parametrize("field", ["plain", "(null)", "/tmp/%x-%j-%u-%A-%a.out"])
+def test_a_separator_in_a_field_users_write_is_never_read_as_a_field(field: str) -> None:
+    # The user's own string carries separators and a forged owner: the count gives it away.
+    forged = HELD.replace(f"\x1f{field}\x1f", f"\x1f{field}\x1f0\x1f0\x1froot\x1f", 1)
+    assert forged != HELD
+    assert parse_job_status(forged, 10113) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        HELD + HELD,
+        HELD.replace("10113", "10114", 1),
+        HELD[:-1],
+        HELD.replace("\x1f0\x1f", "\x1fx\x1f"),
+    ],
+)
+def test_anything_but_exactly_this_jobs_record_is_not_read(text: str) -> None:
+    assert parse_job_status(text, 10113) is None
+
+
+def test_a_record_not_read_exactly_is_answered_by_the_structured_listing() -> None:
+    forged = HELD.replace("\x1fplain\x1f", "\x1fx\x1f0\x1f0\x1f", 1)
+    calls: list[list[str]] = []
+
+    def runner(argv: Sequence[str], timeout_s: float) -> str:
+        calls.append(list(argv))
+        return forged if "--noheader" in argv else SQUEUE
+
+    status = SlurmCtl(runner).job_status(3)
+    assert status == JobStatus.of(parse_squeue_json(SQUEUE, 3))  # type: ignore[arg-type]
+    assert [c[1] for c in calls] == ["--jobs=3", "--json"]
+    assert SlurmCtl(lambda argv, t: DONE).job_status(10118) == parse_job_status(DONE, 10118)
+
+
+def test_a_job_slurmctld_forgot_has_no_status() -> None:
+    def runner(argv: Sequence[str], timeout_s: float) -> str:
+        raise SlurmJobUnknown("squeue: slurm_load_jobs error: Invalid job id specified")
+
+    assert SlurmCtl(runner).job_status(7) is None

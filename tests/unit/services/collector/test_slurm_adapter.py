@@ -46,3 +46,44 @@ def test_forgotten_job_falls_back_to_accounting_without_restart_count() -> None:
 
 def test_nobody_knows_the_job() -> None:
     assert adapter(squeue_with(job_id=4), "").job(3) is None
+
+
+def status_line(state: str) -> str:
+    """One job's own squeue record (``STATUS_FIELDS``), as the lab prints it."""
+    return (
+        f"3\x1f3\x1fN/A\x1f{state}\x1fNone\x1f0\x1falice\x1f2001\x1f2001\x1fvm\x1fvm\x1f"
+        "cpu=1,gres/gpu=1\x1fcap\x1f(null)\x1f/mnt/test-k8s/home/alice/cap-%j.out\x1f\n"
+    )
+
+
+def recording(state: str) -> tuple[SlurmAdapter, list[list[str]]]:
+    calls: list[list[str]] = []
+
+    def runner(argv: Sequence[str], timeout_s: float) -> str:
+        calls.append(list(argv))
+        if argv[0] == "sacct":
+            return "3|COMPLETED|0:0|s|e|vm|cpu=1|alice\n"
+        return SQUEUE_TEXT if "--json" in argv else status_line(state)
+
+    return SlurmAdapter(SlurmCtl(runner)), calls
+
+
+SQUEUE_TEXT = squeue_with(admin_comment="slurmk8s-accepted; pod=x")
+
+
+@pytest.mark.parametrize("state", ["COMPLETING", "COMPLETED", "FAILED"])
+def test_a_finish_after_the_job_ended_asks_slurmctld_about_this_job_alone(state: str) -> None:
+    slurm, calls = recording(state)
+    job = slurm.job(3)
+    assert job is not None
+    assert (job.ctld_state, job.restarts, job.uid, job.gid, job.gpus) == (state, 0, 2001, 2001, 1)
+    assert job.stdout == "/mnt/test-k8s/home/alice/cap-3.out"
+    assert not any("--json" in call for call in calls)  # no listing of the whole queue
+
+
+def test_a_job_that_still_runs_gets_its_admin_comment_for_the_note() -> None:
+    slurm, calls = recording("RUNNING")
+    job = slurm.job(3)
+    assert job is not None
+    assert job.admin_comment == "slurmk8s-accepted; pod=x"
+    assert any("--json" in call for call in calls)

@@ -1,0 +1,64 @@
+"""One job's own squeue record reads as the structured listing does, whatever its owner wrote.
+
+``SlurmCtl.job_status`` asks squeue about one job (O(1) where 22.05's ``squeue --json`` lists
+every job) and reads fields that end in U+001F. The owner writes the job name, the comment and
+the output path, so each case here puts separators and a forged owner into one of them; the
+answer must still be the listing's, and alice's (lab, Slurm 22.05).
+"""
+
+from __future__ import annotations
+
+import pwd
+import subprocess
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from shared.slurmctl import JobStatus, SlurmCtl, run_command
+from tests.integration.conftest import RunAs
+
+pytestmark = pytest.mark.integration
+
+FORGED = "\x1f0\x1fPENDING\x1f0\x1froot\x1f0\x1f0\x1f"
+CASES = {
+    "plain": [],
+    "separator-in-name": [f"--job-name=x{FORGED}"],
+    "separator-in-comment": [f"--comment=c{FORGED}"],
+    "separator-in-output": [f"--output=/tmp/o{FORGED}%j"],
+    "newline-in-name": ["--job-name=a\n10 alice"],
+    "patterns": ["--job-name=n-%j", "--output=/tmp/%x-%u-%A-%a-%j.out"],
+    "array": ["--array=1-2"],
+}
+
+
+@pytest.fixture
+def held() -> Iterator[list[str]]:
+    ids: list[str] = []
+    yield ids
+    if ids:
+        subprocess.run(["scancel", *ids], check=False, timeout=60)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_one_jobs_record_is_the_listings_whatever_its_owner_wrote(
+    case: str, slurm_ready: str, run_as: RunAs, held: list[str]
+) -> None:
+    argv = ["sbatch", "--parsable", "--hold", *CASES[case], "--wrap", "true"]
+    done = run_as("alice", argv)
+    assert done.returncode == 0, done.stderr
+    job_id = int(done.stdout.strip().split(";")[0])
+    held.append(str(job_id))
+    info = SlurmCtl(timeout_s=30).job_info(job_id)
+    assert info is not None
+    asked: list[list[str]] = []
+
+    def recording(argv: Sequence[str], timeout_s: float) -> str:
+        asked.append(list(argv))
+        return run_command(argv, timeout_s)
+
+    status = SlurmCtl(recording, timeout_s=30).job_status(job_id)
+    assert status == JobStatus.of(info)
+    # Only a forged separator costs the listing of every job.
+    assert any("--json" in argv for argv in asked) == ("separator" in case)
+    alice = pwd.getpwnam("alice")
+    assert (status.user, status.uid, status.gid) == ("alice", alice.pw_uid, alice.pw_gid)
