@@ -78,6 +78,8 @@ GOALS: dict[str, tuple[str, float | None]] = {
     "end_to_cleaned_ratio_vs_kubectl_delete": ("<=", 1.5),
     "end_to_cleaned_ratio_vs_seed_end": ("<=", 1.0),
     "e2e_jobs_per_min_ratio_vs_plain_slurm": ("report", None),
+    "start_to_running_busy_vs_short_queue_ratio": ("report", None),
+    "end_to_cleaned_busy_vs_short_queue_ratio": ("report", None),
     "runner_rss_mb": ("<=", 30.0),
     "max_service_rss_mb": ("<=", 100.0),
 }
@@ -195,6 +197,18 @@ def squeue_ids(name: str) -> list[int]:
         check=False,
     ).stdout
     return [int(x) for x in out.split() if x.isdigit()]
+
+
+def jobs_in_slurmctld() -> int:
+    """How many jobs slurmctld holds, finished ones kept for MinJobAge included."""
+    out = subprocess.run(
+        ["squeue", "-h", "--states=all", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
+    return len(out.split())
 
 
 def squeue_state(job_id: int) -> str:
@@ -593,8 +607,9 @@ class Bench:
         raw_small = self.raw_sbatch(small, held_script(self.tag))
         scancel_name(self.tag)
         per_file = burst_small["seconds"] / max(1, burst_small["files"])
-        # What is left after this burst: the history jobs and a second set of drops.
-        reserve = 90.0 if not self.quick else 60.0
+        # What is left after this burst: the history jobs, a second set of drops, and the
+        # busy-queue phase's jobs.
+        reserve = 135.0 if not self.quick else 80.0
         allowance = max(60.0, self.left() - reserve)
         large = ISSUE_SIZES["burst_large"]
         fits = int(allowance / (per_file * 1.4) // 100 * 100)
@@ -690,7 +705,14 @@ class Bench:
 
     def phase_execution(self) -> None:
         count = 4 if self.quick else 8
+        # A run started within MinJobAge of another finds that run's jobs still held.
+        self.figures["jobs_in_slurmctld"] = held = jobs_in_slurmctld()
         say(f"Slurm start -> container running and exit -> cleaned, {count} jobs one by one")
+        if held > 1000:
+            self.notes.append(
+                f"the execution phase found {held} jobs in slurmctld (an earlier run's, kept for "
+                "MinJobAge): its start and end figures are a busy queue's, not a short one's"
+            )
         self.sampler.watch_runners.set()
         ours = [self.one_job(f"{self.tag}-exec") for _ in range(count)]
         self.sampler.watch_runners.clear()
@@ -746,6 +768,23 @@ class Bench:
             "seed_end_s": seed_end,
         }
 
+    def phase_busy(self) -> None:
+        """The execution figures again with the queue the submission phase leaves behind.
+
+        Its thousands of cancelled jobs stay in slurmctld's memory for MinJobAge, as a busy
+        cluster's pending jobs would: what a job start and end pay per job slurmctld holds
+        (Slurm 22.05's ``squeue --json`` lists them all).
+        """
+        count = 2 if self.quick else 4
+        held = jobs_in_slurmctld()
+        say(f"Slurm start -> running and exit -> cleaned with {held} jobs in slurmctld ({count})")
+        runs = [self.one_job(f"{self.tag}-busy") for _ in range(count)]
+        self.figures["busy"] = {
+            "jobs_in_slurmctld": held,
+            "start_to_running_s": [r["start_to_running"] for r in runs],
+            "end_to_cleaned_s": [r["end_to_cleaned"] for r in runs],
+        }
+
     def _wait_succeeded(self, name: str) -> None:
         end = time.monotonic() + 60
         while time.monotonic() < end:
@@ -788,7 +827,7 @@ class Bench:
     def keys(self) -> dict[str, Any]:
         f = self._filled()
         small, large = f["burst_small"], f["burst_large"]
-        e2e = f.get("e2e", {})
+        e2e, busy = f.get("e2e", {}), f["busy"]
         h0, h1 = f["history_before"], f["history_after"]
         d0, d1 = p50(f["drop_ours_s"]), p50(f["drop_ours_history_s"])
         # Measured, not extrapolated: a line through two noisy points near each other gave
@@ -818,6 +857,12 @@ class Bench:
                 p50(f["end_to_cleaned_s"]), p50(f["seed_end_s"])
             ),
             "e2e_jobs_per_min_ratio_vs_plain_slurm": ratio(per_min[0], per_min[1]),
+            "start_to_running_busy_vs_short_queue_ratio": ratio(
+                p50(busy["start_to_running_s"]), p50(f["start_to_running_s"])
+            ),
+            "end_to_cleaned_busy_vs_short_queue_ratio": ratio(
+                p50(busy["end_to_cleaned_s"]), p50(f["end_to_cleaned_s"])
+            ),
             "runner_rss_mb": self.sampler.runner_max or None,
             "max_service_rss_mb": max(self.sampler.max_rss.values(), default=None),
         }
@@ -830,6 +875,7 @@ class Bench:
             "burst_large": burst,
             "history_before": 0,
             "history_after": 0,
+            "busy": {"jobs_in_slurmctld": 0, "start_to_running_s": [], "end_to_cleaned_s": []},
         }
         for key in (
             "drop_ours_s",
@@ -857,6 +903,7 @@ class Bench:
             return f"p50 {p50(values):.3f} s  p95 {p95(values):.3f} s"
 
         small, large, e2e = f["burst_small"], f["burst_large"], f.get("e2e", {})
+        busy = f["busy"]
         floor = f.get("slurmctld_floor", {})
 
         def fmt(v: float | None) -> str:
@@ -882,6 +929,11 @@ class Bench:
             ("container exit -> job done, summary, Pod gone", pp(f["end_to_cleaned_s"]),
              pp(f["kubectl_delete_s"]), "kubectl delete --wait (Pod already ended)"),
             ("", "", pp(f["seed_end_s"]), "seed: kubectl wait terminal + delete --wait"),
+            (f"  the same, {busy['jobs_in_slurmctld']} jobs in slurmctld: start",
+             pp(busy["start_to_running_s"]), pp(f["start_to_running_s"]),
+             f"ours above, {f.get('jobs_in_slurmctld')} jobs in slurmctld"),
+            ("  ... and end", pp(busy["end_to_cleaned_s"]), pp(f["end_to_cleaned_s"]),
+             "ours above"),
             (f"{e2e.get('jobs')} one-second jobs, drop -> all done", fmt(e2e.get("ours_s")),
              fmt(e2e.get("plain_s")), "plain Slurm jobs (sbatch loop)"),
             ("runner RSS (batch step)", f"{self.sampler.runner_max:.1f} MB",
@@ -989,7 +1041,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument(
         "--phases",
-        default="execution,e2e,submission",
+        default="execution,e2e,submission,busy",
         help="comma-separated subset to run (e.g. 'execution' for the runner and services RSS)",
     )
     args = parser.parse_args()
@@ -1006,7 +1058,12 @@ def main() -> int:
         # Execution first: the submission phases leave thousands of cancelled jobs in
         # slurmctld's memory for MinJobAge (300 s), and every squeue --json lists them.
         chosen = args.phases.split(",")
-        for phase in (bench.phase_execution, bench.phase_e2e, bench.phase_submission):
+        for phase in (
+            bench.phase_execution,
+            bench.phase_e2e,
+            bench.phase_submission,
+            bench.phase_busy,
+        ):
             if phase.__name__.removeprefix("phase_") not in chosen:
                 bench.notes.append(f"{phase.__name__} not run (--phases {args.phases})")
                 continue
