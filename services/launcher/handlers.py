@@ -358,15 +358,15 @@ class Launcher:
         self._host.results_dir(spec.job_id, spec.uid, spec.gid)
         sa_uid = self._cluster.ensure(podspec.service_account(spec))
         owner = podspec.owner_reference(spec.name, sa_uid)
-        manifests = (
-            podspec.config_map(spec, owner),
-            podspec.role(spec, owner),
-            podspec.role_binding(spec, owner),
-        )
-        # Independent of each other, so made at once: one API round trip instead of three
-        # before the Pod (which needs its ConfigMap; the first error is raised here).
-        with ThreadPoolExecutor(len(manifests), thread_name_prefix="ensure") as pool:
-            list(pool.map(self._cluster.ensure, manifests))
+        # The ConfigMap is made while the Role and its RoleBinding are: one API round trip
+        # fewer before the Pod (which needs its ConfigMap). The RoleBinding waits for its
+        # Role: the API server lets a launcher without the Role's rights bind it only once
+        # it exists (a least-privilege launcher in the cluster was refused otherwise).
+        with ThreadPoolExecutor(1, thread_name_prefix="config-map") as pool:
+            config_map = pool.submit(self._cluster.ensure, podspec.config_map(spec, owner))
+            self._cluster.ensure(podspec.role(spec, owner))
+            self._cluster.ensure(podspec.role_binding(spec, owner))
+            config_map.result()
         # A run handed over before whose Pod is gone was deleted by its runner once the
         # container ended (or by someone else): made again, it would run the job twice.
         created = self._cluster.ensure_pod(

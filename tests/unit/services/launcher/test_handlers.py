@@ -81,6 +81,10 @@ class FakeCluster:
         key = (manifest["kind"], manifest["metadata"]["name"])
         if manifest["kind"] in self.foreign:
             raise PermanentError(f"a {key[0]} named {key[1]} already exists for another job")
+        if manifest["kind"] == "RoleBinding" and ("Role", key[1]) not in self.objects:
+            # The API server's escalation check: a launcher without the Role's rights may
+            # bind it only once it exists.
+            raise PermanentError(f"rolebindings {key[1]!r}: forbidden, no such Role yet")
         if key not in self.objects:
             self.objects[key] = manifest
             self.created.append(manifest["kind"])
@@ -166,13 +170,14 @@ def refused(slurm: FakeSlurm, cluster: FakeCluster, event: JobStarted = EVENT) -
 def test_creates_every_object_in_order_and_reports_the_pod() -> None:
     slurm, cluster = FakeSlurm(JOB, wrap_script(SCRIPT)), FakeCluster()
     out = launcher(slurm, cluster).handle(Envelope.wrap(EVENT))
-    # The owner first, the Pod last; what lies between is made at once.
+    # The owner first, the Pod last; the ConfigMap beside the Role, then its RoleBinding.
     first, *between, last = cluster.created
     assert (first, sorted(between), last) == (
         "ServiceAccount",
         ["ConfigMap", "Role", "RoleBinding"],
         "Pod",
     )
+    assert between.index("Role") < between.index("RoleBinding")
     pod = cluster.objects[("Pod", "job-9-r0")]
     assert pod["spec"]["nodeName"] == "k-vm"
     assert pod["spec"]["containers"][0]["image"] == f"nas-hub.local:5407/alpine@{DIGEST}"
