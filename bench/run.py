@@ -177,14 +177,7 @@ def job_headroom() -> int:
     for line in config.splitlines():
         if line.startswith("MaxJobCount"):
             limit = int(line.split("=")[1].strip())
-    held = subprocess.run(
-        ["squeue", "--states=all", "-h", "-o", "%i"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    ).stdout
-    return limit - len(held.splitlines())
+    return limit - jobs_in_slurmctld()
 
 
 def squeue_ids(name: str) -> list[int]:
