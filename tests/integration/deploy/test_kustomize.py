@@ -50,9 +50,15 @@ def test_renders_what_the_issue_asks(kubectl: Kubectl, path: Any) -> None:
         assert context["readOnlyRootFilesystem"] is True
         assert context["capabilities"]["drop"] == ["ALL"]
         assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        if path == K8S:  # the lab's Pods share the host's network (its overlay says why)
+            assert {"name": "metrics", "containerPort": 9464} in container["ports"]
         sources = {next(iter(s)): next(iter(s.values()))["name"] for s in container["envFrom"]}
         assert sources["secretRef"] == "slurm-k8s-broker"
         assert sources["configMapRef"].startswith("slurm-k8s-config")
+
+    (config,) = [d for d in _of(docs, "ConfigMap") if d["metadata"]["name"].startswith("slurm")]
+    metrics = (config["data"]["METRICS_PORT"], config["data"]["METRICS_HOST"])
+    assert metrics == (("9464", "0.0.0.0") if path == K8S else ("0", "127.0.0.1"))
 
     accounts = {d["metadata"]["name"] for d in _of(docs, "ServiceAccount")}
     assert accounts == {"launcher", "collector"}

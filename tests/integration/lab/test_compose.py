@@ -81,6 +81,8 @@ def test_every_service_is_checked_waits_for_the_broker_and_drops_capabilities(
         assert svc["environment"]["AMQP_URL"] == (
             "amqp://slurmk8s:0123abcd@rabbitmq:5672/slurm-k8s"
         )
+        assert svc["environment"]["METRICS_PORT"] == "9464"  # a scraper on the network
+        assert svc["environment"]["METRICS_HOST"] == "0.0.0.0"
     assert "guest" not in json.dumps(services)
     assert "SETUID" in services["validator"]["cap_add"]
     assert "SETUID" not in services["watcher"].get("cap_add", [])
@@ -94,3 +96,11 @@ def test_the_lab_override_runs_local_images_on_the_hosts_network(env_file: Path)
         assert "build" not in svc, name
     assert services["rabbitmq"]["image"] == "slurm-k8s-rabbitmq:dev"
     assert "ports" not in services["rabbitmq"]
+    # One network for all four: each metrics page on its own loopback port.
+    pages = {
+        (services[n]["environment"]["METRICS_HOST"], services[n]["environment"]["METRICS_PORT"])
+        for n in SERVICES
+    }
+    assert len(pages) == len(SERVICES)
+    assert {host for host, _ in pages} == {"127.0.0.1"}
+    assert services["watcher"]["environment"]["AMQP_URL"].startswith("amqp://slurmk8s:")
