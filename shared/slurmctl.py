@@ -49,6 +49,15 @@ TERMINAL_STATES = frozenset(
 )
 """States after which a job (its last run) will never run again by itself."""
 
+
+def takes_updates(state: str) -> bool:
+    """Whether slurmctld still accepts ``scontrol update`` of a job in ``state``.
+
+    It refuses any update once the job is completing or over ("Job has already finished").
+    """
+    return state not in TERMINAL_STATES and state != "COMPLETING"
+
+
 _UNKNOWN_JOB = ("invalid job id", "job not found", "no such job")
 # The clients' wording when slurmctld (or slurmdbd for sacct) is down, busy or unreachable.
 _TRANSIENT = re.compile(

@@ -25,7 +25,7 @@ from shared.jobpods import run_name
 from shared.logs import get_logger
 from shared.messages import Envelope, JobEnded, PodFinished
 from shared.podfacts import PodFacts
-from shared.slurmctl import TERMINAL_STATES, admin_note
+from shared.slurmctl import TERMINAL_STATES, admin_note, takes_updates
 
 _log = get_logger(__name__)
 
@@ -493,9 +493,9 @@ class Collector:
         # Only the current run may speak for the job, and only while slurmctld knows it.
         if job is None or job.restarts is None or job.restarts != run.restart_count:
             return []
-        if job.ctld_state in TERMINAL_STATES or job.ctld_state == "COMPLETING":
-            # slurmctld refuses updates of finished jobs ("Job has already finished"); the
-            # reason was recorded while it ran (pod.finished, the runner), or is in the summary.
+        if not takes_updates(job.ctld_state):
+            # The reason was recorded while the job ran (pod.finished, the runner), or is in
+            # the summary.
             return ["job finished: Slurm takes no more comments"]
         fields: dict[str, str] = {}
         comment = comment_with_reason(job.comment, outcome)

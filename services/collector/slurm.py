@@ -12,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from services.collector.handlers import SlurmJob
-from shared.slurmctl import TERMINAL_STATES, SlurmCtl, gpu_count
+from shared.slurmctl import SlurmCtl, gpu_count, takes_updates
 
 
 class SlurmAdapter:
@@ -53,7 +53,7 @@ class SlurmAdapter:
                 gpus=gpu_count(acct.alloc_tres),
             )
         admin_comment = ""
-        if status.state not in TERMINAL_STATES and status.state != "COMPLETING":
+        if takes_updates(status.state):
             info = self._ctl.job_info(job_id)
             admin_comment = info.admin_comment if info is not None else ""
         return SlurmJob(
