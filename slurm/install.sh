@@ -9,6 +9,8 @@
 #   /etc/slurm/slurm-k8s.conf      the slurm.conf settings, pulled in by one Include line
 #   /etc/slurm-k8s/policy.conf     the submit policy; a site's edited copy is kept
 #   /etc/slurm-k8s/services.env    what the hooks need (AMQP_URL, NAS_ROOT), root-only
+#   slurm-k8s-hook-relay.service   the node's hook relay, where systemd runs (started, and
+#                                  restarted when the package changed)
 # then prints the slurm.conf lines still missing and checks everything it installed.
 #
 # Usage: slurm/install.sh [--env FILE] [--policy FILE] [--no-venv] [--check]
@@ -51,8 +53,8 @@ stamp=$SLURMK8S_PREFIX/.installed-hash
 files=(
   "slurm/slurm-k8s.conf $SLURM_ETC/slurm-k8s.conf 644"
   "slurm/job_submit.lua $SLURM_ETC/job_submit.lua 644"
-  "slurm/prolog $SLURM_ETC/slurm-k8s/prolog 755"
-  "slurm/epilog $SLURM_ETC/slurm-k8s/epilog 755"
+  "slurm/hook $SLURM_ETC/slurm-k8s/prolog 755"
+  "slurm/hook $SLURM_ETC/slurm-k8s/epilog 755"
 )
 
 # Content hash of what ends up in the package: a few hundred small files, ~10 ms.
@@ -216,13 +218,41 @@ check() {
       bad "slurmctld does not use the prolog, epilog and job_submit/lua yet (scontrol reconfigure)"
     fi
   fi
+  # Not a problem: without the relay the hooks publish themselves, only slower.
+  if [ -n "$with_venv" ]; then
+    if relay_running; then ok "the hook relay watches the outbox"
+    else printf '  note  %s\n' "no hook relay watches the outbox: each hook starts Python (~0.2 s)"; fi
+  fi
   [ "$problems" -eq 0 ] && echo "all ok" || echo "$problems problem(s)"
   [ "$problems" -eq 0 ]
 }
 
+# The node's hook relay (services/hooks/relay.py) runs the installed package. Under systemd it
+# is installed and kept running here; elsewhere the site's supervisor runs it (the lab:
+# lab/slurm/relay.sh). Without it the hooks still work, each starting Python (~0.2 s).
+relay_unit=/etc/systemd/system/slurm-k8s-hook-relay.service
+relay_running() { ! flock -n /var/spool/slurm-k8s/outbox/.relay.lock true 2>/dev/null; }
+install_relay() {
+  if [ ! -d /run/systemd/system ]; then
+    relay_running || say "no systemd here: run '$venv/bin/python -I -m services.hooks relay' under the node's supervisor"
+    return 0
+  fi
+  local unit_changed=
+  if ! cmp -s "$src/deploy/systemd/slurm-k8s-hook-relay.service" "$relay_unit"; then
+    install -m 644 -o root -g root "$src/deploy/systemd/slurm-k8s-hook-relay.service" "$relay_unit"
+    systemctl daemon-reload
+    say "installed $relay_unit"
+    unit_changed=1
+  fi
+  systemctl enable --quiet slurm-k8s-hook-relay
+  if [ -n "$unit_changed$package_changed" ]; then systemctl restart slurm-k8s-hook-relay
+  else systemctl start slurm-k8s-hook-relay; fi
+}
+
+package_changed=
 if [ -z "$check_only" ]; then
   install_files
-  [ -z "$with_venv" ] || install_venv
+  [ -z "$with_venv" ] || { install_venv; install_relay; }
   if [ -n "$changed" ] && [ -f "$SLURM_ETC/slurm.conf" ] \
      && timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP'; then
     say "scontrol reconfigure (slurmctld reads job_submit.lua and slurm-k8s.conf anew)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Times the installed prolog and epilog the way slurmd runs them (root, a job's environment)
-# and prints the median and worst of N runs each. No assertions: it is a measuring stick.
+# and prints the median and worst of N runs each, without the node's relay (the Python hook
+# publishes) and with one (slurm/hook hands the environment over). No assertions: it is a
+# measuring stick.
 #   usage: slurm/measure-hooks.sh [N]    (default 20)
 # AMQP_URL from the environment is used if set (e.g. `source <(bash lab/env.sh)`); otherwise
 # the site's /etc/slurm-k8s/services.env. AMQP_URL=amqp://u:p@127.0.0.1:1/ measures the
@@ -32,10 +34,20 @@ measure() {  # $1 = prolog|epilog; prints one duration in ms per run
   done
 }
 
-for hook in prolog epilog; do
-  measure "$hook" | sort -n | awk -v h="$hook" -v hooks="$hooks" '
+report() {  # $1 = hook, $2 = path; reads durations
+  sort -n | awk -v h="$1" -v hooks="$hooks" -v path="$2" '
     { v[NR] = $1 }
-    END { printf "%s (%s): median %d ms, max %d ms over %d runs\n", h, hooks, v[int((NR + 1) / 2)], v[NR], NR }'
-done
+    END { printf "%s (%s, %s): median %d ms, max %d ms over %d runs\n", h, hooks, path, v[int((NR + 1) / 2)], v[NR], NR }'
+}
+
+# Without a relay on the outbox: the Python hook builds, spools and publishes the event.
+for hook in prolog epilog; do measure "$hook" | report "$hook" "no relay: Python publishes"; done
 left=$(find "$work/outbox" -name '*.json' 2>/dev/null | wc -l)
 echo "events left in the spool (undelivered): $left"
+# With one: a stand-in holds the relay's lock, so the hook hands slurmd's environment over.
+mkdir -p "$work/outbox"
+flock "$work/outbox/.relay.lock" sleep 600 &
+holder=$!
+trap 'kill $holder 2>/dev/null; rm -rf "$work"' EXIT
+while flock -n "$work/outbox/.relay.lock" true; do sleep 0.01; done
+for hook in prolog epilog; do measure "$hook" | report "$hook" "relay: hand-over"; done

@@ -24,3 +24,6 @@ trap 'rm -f "$tmp"' EXIT
 out=$(bash "$REPO_ROOT/slurm/install.sh" --env "$tmp" --policy "$REPO_ROOT/slurm/policy.conf" \
         "${args[@]}") || { echo "$out" >&2; die "hooks: slurm/install.sh failed its check"; }
 log "hooks: slurm/install.sh: $(tail -1 <<<"$out")"
+# The relay runs the installed package: a reinstalled one is picked up by a restart. Events
+# spooled meanwhile are published by their hooks (no relay holds the outbox then).
+[ "${1:-}" = --no-venv ] || bash "$here/relay.sh" restart

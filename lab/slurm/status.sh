@@ -23,4 +23,5 @@ if slurmd_up; then
   v="$(slurm_version) (node $LAB_NODE ${state:-unknown})"
 fi
 line slurmd "$v"
+bash "$here/relay.sh" status
 exit 0

@@ -1,4 +1,7 @@
-"""``python -m services.hooks prolog|epilog|flush [--loop]``: what slurm/prolog and epilog run.
+"""``python -m services.hooks prolog|epilog|flush [--loop]|relay``: the Slurm side's entry point.
+
+``prolog`` and ``epilog`` are what slurm/prolog and slurm/epilog run; ``relay`` is the node's
+resident publisher (``services.hooks.relay``), ``flush`` delivers the outbox by hand.
 
 Exit status: 0, or ``EXIT_UNSPOOLED`` (3) when the event could not be written to the spool
 (disk full, read-only): the event was then published directly if the broker answered, and the
@@ -10,30 +13,29 @@ failure here is logged and exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
 from services.hooks.events import HookEvent, build_event, trace_headers
-from services.hooks.flushing import (
-    flush_once,
-    flush_until_empty,
-    flusher_running,
-    spawn_flusher,
-)
 from services.hooks.hooklog import HookLog
-from services.hooks.publishing import AmqpSender
 from services.hooks.settings import HookSettings, load_settings
-from services.hooks.spool import Spool
+from services.hooks.spool import RELAY_LOCK, Spool
 from shared.errors import ServiceError
 
-_USAGE = "usage: python -m services.hooks prolog|epilog|flush [--loop]"
+# The modules that import pika (flushing, publishing, relay) are imported where a broker is
+# talked to: a hook that hands its event to the node's relay never loads them (about 0.1 s).
+
+_USAGE = "usage: python -m services.hooks prolog|epilog|flush [--loop]|relay"
 EXIT_UNSPOOLED = 3
 
 
 def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
-    """Spool this run's event, publish what the spool holds, start a flusher if needed."""
+    """Spool this run's event; publish the spool unless the node's relay will."""
     log = HookLog(settings.log_file, kind)
     started = time.monotonic()
     try:
@@ -46,21 +48,29 @@ def run_hook(kind: str, env: Mapping[str, str], settings: HookSettings) -> int:
         spool.put(event, trace_headers(env))
     except OSError as exc:
         return _publish_unspooled(event, trace_headers(env), settings, log, exc)
-    result = flush_once(spool, AmqpSender(settings.amqp_url, settings.publish_timeout_s), log)
-    fields = {
-        "key": event.key,
-        "message_id": event.message_id,
-        "sent": result.sent,
-        "remaining": result.remaining,
-    }
+    fields: dict[str, object] = {"key": event.key, "message_id": event.message_id}
+    if spool.locked(RELAY_LOCK):
+        # The relay's watch was live before it took the lock: it sees this file.
+        log.write("hook.done", elapsed_ms=_ms_since(started), relay=True, **fields)
+        return 0
+    from services.hooks.flushing import flush_once, flusher_running, spawn_flusher
+    from services.hooks.publishing import AmqpSender
+
+    with contextlib.closing(AmqpSender(settings.amqp_url, settings.publish_timeout_s)) as sender:
+        result = flush_once(spool, sender, log)
+    fields |= {"sent": result.sent, "remaining": result.remaining}
     if result.remaining:
         fields["error"] = result.error
         if flusher_running(spool):
             fields["flusher"] = "already running"
         else:
             fields["flusher_pid"] = spawn_flusher(env)
-    log.write("hook.done", elapsed_ms=round((time.monotonic() - started) * 1000, 1), **fields)
+    log.write("hook.done", elapsed_ms=_ms_since(started), **fields)
     return 0
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
 
 
 def _publish_unspooled(
@@ -71,6 +81,8 @@ def _publish_unspooled(
     error: OSError,
 ) -> int:
     """The spool refused the event: publish it now, without a safety net, and say so."""
+    from services.hooks.publishing import AmqpSender
+
     sender = AmqpSender(settings.amqp_url, settings.publish_timeout_s)
     try:
         sender.send(event.type, event.message_id, event.data, headers)
@@ -98,10 +110,14 @@ def _publish_unspooled(
 
 def run_flush(loop: bool, settings: HookSettings) -> int:
     """Deliver the spool once, or (``--loop``) until it is empty."""
+    from services.hooks.flushing import flush_once, flush_until_empty
+    from services.hooks.publishing import AmqpSender
+
     log = HookLog(settings.log_file, "flush")
     spool = Spool(settings.spool_dir)
     if not loop:
-        result = flush_once(spool, AmqpSender(settings.amqp_url, settings.flush_timeout_s), log)
+        with contextlib.closing(AmqpSender(settings.amqp_url, settings.flush_timeout_s)) as sender:
+            result = flush_once(spool, sender, log)
         return 0 if result.remaining == 0 else 1
     flush_until_empty(
         spool,
@@ -112,11 +128,32 @@ def run_flush(loop: bool, settings: HookSettings) -> int:
     return 0
 
 
+def run_relay(settings: HookSettings) -> int:
+    """Publish the outbox as hooks fill it, until SIGTERM or SIGINT."""
+    from services.hooks.publishing import AmqpSender
+    from services.hooks.relay import relay
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    sender = AmqpSender(settings.amqp_url, settings.flush_timeout_s, name="slurm-k8s-hook-relay")
+    relay(
+        Spool(settings.spool_dir),
+        sender,
+        HookLog(settings.log_file, "relay"),
+        max_backoff_s=settings.flush_max_backoff_s,
+        stop=stop,
+    )
+    return 0
+
+
 def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     """Dispatch; prolog/epilog swallow every error after logging it."""
     settings = load_settings(env)
     if argv[:1] == ["flush"]:
         return run_flush("--loop" in argv[1:], settings)
+    if argv[:1] == ["relay"]:
+        return run_relay(settings)
     if argv[:1] not in (["prolog"], ["epilog"]):
         print(_USAGE, file=sys.stderr)
         return 2

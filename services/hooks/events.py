@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from shared.errors import PermanentError
+from shared.errors import DecodeError, PermanentError
 from shared.jobtrace import TRACEPARENT_HEADER, traceparent_in
 
 HookKind = Literal["prolog", "epilog"]
@@ -43,8 +43,13 @@ class IncompleteEnvironment(PermanentError):
     """The environment lacks what an event needs (not run by slurmd, or a root job)."""
 
 
-def build_event(kind: HookKind, env: Mapping[str, str]) -> HookEvent:
+def build_event(
+    kind: HookKind, env: Mapping[str, str], occurred_at: datetime | None = None
+) -> HookEvent:
     """Build the event of one run of a job from the prolog's/epilog's environment.
+
+    ``occurred_at`` is when the hook ran (default: now; the relay passes the time the hook
+    handed its environment over).
 
     Raises:
         IncompleteEnvironment: a required variable is missing or invalid.
@@ -80,10 +85,30 @@ def build_event(kind: HookKind, env: Mapping[str, str]) -> HookEvent:
     envelope = {
         "schema_version": SCHEMA_VERSION,
         "message_id": message_id,
-        "occurred_at": datetime.now(UTC).isoformat(),
+        "occurred_at": (occurred_at or datetime.now(UTC)).isoformat(),
         "body": body,
     }
     return HookEvent(kind_type, key, message_id, json.dumps(envelope).encode())
+
+
+def parse_environment(data: bytes) -> dict[str, str]:
+    """The environment slurm/hook wrote with ``env -0`` (NUL-separated ``KEY=value`` pairs).
+
+    Values are the job's as slurmd set them (some are the owner's to write, like the comment):
+    they are only ever read as values here. Undecodable bytes are replaced.
+
+    Raises:
+        DecodeError: the data is not such a list.
+    """
+    env: dict[str, str] = {}
+    for pair in data.split(b"\0"):
+        if not pair:
+            continue
+        key, sep, value = pair.decode(errors="replace").partition("=")
+        if not sep or not key:
+            raise DecodeError(f"not an environment: an entry without a name ({key[:40]!r})")
+        env[key] = value
+    return env
 
 
 def trace_headers(env: Mapping[str, str]) -> dict[str, str]:

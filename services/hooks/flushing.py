@@ -1,29 +1,34 @@
-"""Delivering the outbox: one pass after each hook, and a detached flusher while the broker is away.
+"""Delivering the outbox: passes over it, and a detached flusher while the broker is away.
 
-The inline pass publishes every spooled event no other sender has claimed (the oldest first)
-and stops at the first failure; whatever remains is the job of a flusher that the hook starts
-in its own session (so slurmd's end of the prolog never kills it) and that retries with backoff
-until the spool is empty. A lock file lets only one flusher run per node; every hook still tries
-inline first, so a recovered broker gets new events at once.
+A pass publishes every spooled event no other sender has claimed (the oldest first) and stops
+at the first failure. The node's relay (``services.hooks.relay``) makes one pass whenever an
+event lands. Without a relay, each hook makes the pass inline, and whatever remains is the job
+of a flusher that the hook starts in its own session (so slurmd's end of the prolog never
+kills it) and that retries with backoff until the spool is empty. A lock file lets only one
+flusher run per node; every hook still tries inline first, so a recovered broker gets new
+events at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from services.hooks.events import (
+    IncompleteEnvironment,
+    build_event,
+    parse_environment,
+    trace_headers,
+)
 from services.hooks.hooklog import HookLog
 from services.hooks.publishing import Sender, routing_of
-from services.hooks.spool import Spool, unpack
+from services.hooks.spool import ENV_SUFFIX, FLUSH_LOCK, MAX_ENV_BYTES, Spool, unpack
 from shared.errors import DecodeError, ServiceError
-
-LOCK_NAME = ".flush.lock"
 
 
 @dataclass(frozen=True)
@@ -35,58 +40,79 @@ class FlushResult:
     error: str = ""
 
 
+def adopt_environments(spool: Spool, log: HookLog) -> None:
+    """Make each hook environment slurm/hook handed over into its spooled event (oldest first).
+
+    The environment file is claimed first, like an event, so that of a relay and a hook
+    passing at once only one spools the event; it is removed once the event is on disk. The
+    event is what the Python hook would have built, with the time the hook ran.
+    """
+    for listed in spool.pending(ENV_SUFFIX):
+        claimed = spool.claim(listed)
+        if claimed is None:
+            continue
+        data, written = spool.read(claimed), spool.modified_at(claimed)
+        if data is None or written is None:
+            continue
+        kind = listed.file_name.partition(".")[0]
+        try:
+            if kind not in ("prolog", "epilog") or len(data) > MAX_ENV_BYTES:
+                raise DecodeError(f"not a hook environment ({kind!r}, {len(data)} bytes)")
+            env = parse_environment(data)
+            event = build_event(
+                "prolog" if kind == "prolog" else "epilog",
+                env,
+                occurred_at=datetime.fromtimestamp(written, UTC),
+            )
+        except IncompleteEnvironment as exc:
+            # What the Python hook does with it too: not a job of ours (root's, or no job).
+            log.write("event.skipped", file=listed.file_name, error=str(exc))
+            spool.remove(claimed)
+            continue
+        except DecodeError as exc:
+            log.write("spool.quarantined", file=listed.file_name, error=str(exc))
+            spool.quarantine(claimed)
+            continue
+        spool.put(event, trace_headers(env), written_at=written)
+        spool.remove(claimed)
+
+
 def flush_once(spool: Spool, sender: Sender, log: HookLog) -> FlushResult:
     """Publish spooled events oldest first; stop at the first broker failure.
 
     Each file is claimed before it is read (``Spool.claim``): of hooks and a flusher passing
     over the same outbox at once, one sends a given event, the others skip it. A file is
     removed only after its confirm, and given back to the outbox when its send fails. A file
-    that is not an envelope is set aside, never retried forever.
+    that is not an envelope is set aside, never retried forever. The sender is left open
+    (the relay keeps its connection between passes); its owner closes it. Environments
+    handed over by slurm/hook are made events first.
     """
+    adopt_environments(spool, log)
     pending = spool.pending()
     sent = 0
-    try:
-        for index, listed in enumerate(pending):
-            event = spool.claim(listed)
-            if event is None:
-                continue  # another sender has it
-            data = spool.read(event)
-            if data is None:
-                continue
-            try:
-                body, headers = unpack(data)
-                routing_key, message_id = routing_of(body)
-            except DecodeError as exc:
-                log.write("spool.quarantined", file=event.file_name, error=str(exc))
-                spool.quarantine(event)
-                continue
-            try:
-                sender.send(routing_key, message_id, body, headers)
-            except ServiceError as exc:
-                spool.release(event)
-                return FlushResult(sent, len(pending) - index, f"{type(exc).__name__}: {exc}")
-            spool.remove(event)
-            sent += 1
-            log.write("event.published", file=event.file_name, message_id=message_id)
-    finally:
-        sender.close()
-    return FlushResult(sent, 0)
-
-
-@contextlib.contextmanager
-def flusher_lock(spool: Spool) -> Iterator[bool]:
-    """Hold the node's flusher lock, or yield False if another flusher holds it."""
-    spool.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(spool.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
+    for index, listed in enumerate(pending):
+        event = spool.claim(listed)
+        if event is None:
+            continue  # another sender has it
+        data = spool.read(event)
+        if data is None:
+            continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # closing releases the lock
+            body, headers = unpack(data)
+            routing_key, message_id = routing_of(body)
+        except DecodeError as exc:
+            log.write("spool.quarantined", file=event.file_name, error=str(exc))
+            spool.quarantine(event)
+            continue
+        try:
+            sender.send(routing_key, message_id, body, headers)
+        except ServiceError as exc:
+            spool.release(event)
+            return FlushResult(sent, len(pending) - index, f"{type(exc).__name__}: {exc}")
+        spool.remove(event)
+        sent += 1
+        log.write("event.published", file=event.file_name, message_id=message_id)
+    return FlushResult(sent, 0)
 
 
 def flusher_running(spool: Spool) -> bool:
@@ -95,8 +121,7 @@ def flusher_running(spool: Spool) -> bool:
     A flusher that is just finishing may miss an event spooled this instant; that event is
     not lost, it goes out with the node's next hook run.
     """
-    with flusher_lock(spool) as held:
-        return not held
+    return spool.locked(FLUSH_LOCK)
 
 
 def flush_until_empty(
@@ -109,12 +134,13 @@ def flush_until_empty(
 ) -> bool:
     """Retry with backoff until the spool is empty (True) or another flusher runs (False)."""
     stop = stop or threading.Event()
-    with flusher_lock(spool) as held:
+    with spool.lock(FLUSH_LOCK) as held:
         if not held:
             return False
         delay = 1.0
         while not stop.is_set():
-            result = flush_once(spool, make_sender(), log)
+            with contextlib.closing(make_sender()) as sender:
+                result = flush_once(spool, sender, log)
             if result.remaining == 0:
                 log.write("flusher.done", sent=result.sent)
                 return True

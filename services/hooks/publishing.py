@@ -96,14 +96,20 @@ class AmqpSender:
         confirm_timeout_s: budget of a whole send, connection and confirm included (default
             three times ``timeout_s``: 3 s for the prolog, within its ``timeout 5``). Past it
             the event stays spooled for the flusher.
+        name: the connection's name in the RabbitMQ UI.
     """
 
     def __init__(
-        self, amqp_url: str, timeout_s: float, confirm_timeout_s: float | None = None
+        self,
+        amqp_url: str,
+        timeout_s: float,
+        confirm_timeout_s: float | None = None,
+        name: str = "slurm-k8s-hook",
     ) -> None:
         self._url = amqp_url
         self._timeout_s = timeout_s
         self._confirm_timeout_s = confirm_timeout_s or timeout_s * 3
+        self._name = name
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
 
@@ -157,12 +163,29 @@ class AmqpSender:
             # Heartbeats let the broker drop a hook's connection that died half-open; the
             # send itself is bounded by ``deadline``, not by them.
             params.heartbeat = 30
-            params.client_properties = {"connection_name": "slurm-k8s-hook"}
+            params.client_properties = {"connection_name": self._name}
             self._connection = pika.BlockingConnection(params)
             channel = self._connection.channel()
             channel.confirm_delivery()
             self._channel = channel
         return self._channel
+
+    def idle(self) -> None:
+        """Between sends of a long-lived sender: answer the broker's heartbeats.
+
+        A blocking connection that nobody services is dropped by the broker after two missed
+        heartbeats; the next event would then pay a failed send and a retry. A connection
+        that broke here is closed; the next send opens a new one.
+        """
+        if self._connection is None or not self._connection.is_open:
+            return
+        try:
+            with deadline(self._confirm_timeout_s):
+                self._connection.process_data_events(time_limit=0)
+        except DeadlineExpired:
+            self._drop()
+        except (pika.exceptions.AMQPError, OSError):
+            self.close()
 
     def _drop(self) -> None:
         """Forget a connection interrupted mid-frame: a polite close could block again.

@@ -19,10 +19,11 @@ are idempotent), never because two hooks ran together.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,21 @@ from services.hooks.events import HookEvent
 from shared.errors import DecodeError
 
 _SUFFIX = ".json"
+ENV_SUFFIX = ".env"
+"""A hook environment handed over by slurm/hook's fast path, for the relay to make an event of:
+``<prolog|epilog>.<job id>.<pid>.env``, NUL-separated ``KEY=value`` pairs (``env -0``)."""
+MAX_ENV_BYTES = 1 << 20
+"""A larger environment file is not a hook's: it is set aside unread."""
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_S = 3600.0
 _CLAIM_PREFIX = ".sending-"
 _STALE_CLAIM_S = 600.0
 """A claim this old is released even if its pid is alive again (a reused pid): a send is
 bounded to seconds (``publishing.AmqpSender``)."""
+FLUSH_LOCK = ".flush.lock"
+"""Held by the detached flusher that retries while the broker is away (one per node)."""
+RELAY_LOCK = ".relay.lock"
+"""Held by the node's resident relay while it watches the outbox (``services.hooks.relay``)."""
 BAD_KEEP = 100
 """Quarantined files kept in ``bad/`` for an operator; older ones go as new ones arrive."""
 
@@ -90,8 +100,17 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def put(self, event: HookEvent, headers: Mapping[str, str] | None = None) -> Path:
-        """Write an event (and its headers) durably; the same run's event replaces the earlier."""
+    def put(
+        self,
+        event: HookEvent,
+        headers: Mapping[str, str] | None = None,
+        written_at: float | None = None,
+    ) -> Path:
+        """Write an event (and its headers) durably; the same run's event replaces the earlier.
+
+        ``written_at`` dates the file when its hook ran earlier than now (a handed-over
+        environment made an event later): the outbox is sent in the order its hooks ran.
+        """
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         final = self.directory / file_name(event)
         tmp = self.directory / f"{_TMP_PREFIX}{final.name}.{os.getpid()}"
@@ -101,6 +120,8 @@ class Spool:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, data)
+            if written_at is not None:
+                os.utime(fd, (written_at, written_at))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -108,8 +129,10 @@ class Spool:
         self._sync_directory()
         return final
 
-    def pending(self) -> list[SpooledEvent]:
-        """Events oldest first (a run's start before its end), dropping abandoned temp files.
+    def pending(self, suffix: str = _SUFFIX) -> list[SpooledEvent]:
+        """Events (or, with ``ENV_SUFFIX``, hook environments) oldest first.
+
+        Oldest first puts a run's start before its end. Abandoned temp files are dropped.
 
         Files claimed by a live sender are not listed; those of a dead one are released first.
         """
@@ -137,7 +160,7 @@ class Spool:
                 if not name:
                     continue
             if (
-                name.endswith(_SUFFIX)
+                name.endswith(suffix)
                 and not name.startswith(".")
                 and entry.is_file(follow_symlinks=False)
             ):
@@ -162,7 +185,7 @@ class Spool:
     def _release_abandoned(self, claimed: str, age_s: float) -> str:
         """Release a dead sender's claim; the event's name if it is pending again, else ""."""
         pid_text, _, name = claimed[len(_CLAIM_PREFIX) :].partition(".")
-        if not pid_text.isdigit() or not name.endswith(_SUFFIX):
+        if not pid_text.isdigit() or not name.endswith((_SUFFIX, ENV_SUFFIX)):
             return ""
         if _alive(int(pid_text)) and age_s < _STALE_CLAIM_S:
             return ""
@@ -172,10 +195,18 @@ class Spool:
             return ""  # its sender finished meanwhile, or another reader released it
         return name
 
-    def read(self, event: SpooledEvent) -> bytes | None:
-        """The event's bytes, or None if it was delivered (and removed) meanwhile."""
+    def read(self, event: SpooledEvent, limit: int = MAX_ENV_BYTES) -> bytes | None:
+        """The file's bytes (at most ``limit`` + 1); None if it was sent and removed meanwhile."""
         try:
-            return event.path.read_bytes()
+            with event.path.open("rb") as file:
+                return file.read(limit + 1)
+        except FileNotFoundError:
+            return None
+
+    def modified_at(self, event: SpooledEvent) -> float | None:
+        """When the file was written (its hook's time), or None if it is gone."""
+        try:
+            return event.path.stat().st_mtime
         except FileNotFoundError:
             return None
 
@@ -191,6 +222,29 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             event.path.rename(bad / event.file_name)
         _keep_newest(bad, BAD_KEEP)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[bool]:
+        """Hold the node-wide lock ``name`` (a file in the outbox), or yield False if taken.
+
+        An flock dies with its holder, so a crashed flusher or relay never leaves it held.
+        """
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def locked(self, name: str) -> bool:
+        """Whether another process holds the lock ``name`` now."""
+        with self.lock(name) as held:
+            return not held
 
     def _sync_directory(self) -> None:
         # The rename is durable only once the directory entry is on disk.

@@ -23,7 +23,7 @@ import pika
 import pytest
 
 from shared.broker.connection import declare_topology
-from tests.integration.conftest import lab_unavailable
+from tests.integration.conftest import lab_unavailable, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -212,3 +212,81 @@ def test_slurmd_runs_the_hooks_for_a_real_job(
     assert (body["user"], body["uid"], body["node"]) == ("alice", 2001, slurm_ready)
     assert body["gpus"] != "", "SLURM_JOB_GPUS reaches the prolog"
     assert got[0]["message_id"] != got[1]["message_id"]
+
+
+@contextlib.contextmanager
+def relay_on(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """The node's relay (installed package) on this test's outbox, holding it."""
+    relay = subprocess.Popen(
+        [PYTHON, "-I", "-m", "services.hooks", "relay"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            "the relay to hold the outbox",
+            lambda: any(line["event"] == "relay.started" for line in log_lines_if_any(env)),
+            timeout=30,
+            interval=0.05,
+        )
+        yield relay
+    finally:
+        relay.terminate()
+        relay.wait(30)
+
+
+def log_lines_if_any(env: dict[str, str]) -> list[dict]:
+    return log_lines(env) if Path(env["HOOKS_LOG_FILE"]).exists() else []
+
+
+def test_with_the_relay_the_hooks_hand_over_and_the_relay_publishes(
+    installed: None, events: Events, job_env: dict[str, str]
+) -> None:
+    with relay_on(job_env):
+        prolog_s = run_hook("prolog", job_env)
+        epilog_s = run_hook("epilog", job_env)
+        got = receive(events, 2, job_env["SLURM_JOB_ID"])
+    print(f"hand-over: prolog {prolog_s * 1000:.0f} ms, epilog {epilog_s * 1000:.0f} ms")
+    assert [d["body"]["type"] for d in got] == ["job.started", "job.ended"]
+    body = got[0]["body"]
+    assert body["job_id"] == int(job_env["SLURM_JOB_ID"])
+    assert (body["user"], body["uid"], body["gid"], body["gpus"]) == ("alice", 2001, 2000, "1")
+    lines = log_lines(job_env)
+    assert not [line for line in lines if line["event"] == "hook.done"], "no Python hook ran"
+    assert [line["file"] for line in lines if line["event"] == "event.published"] == [
+        f"job.started.{job_env['SLURM_JOB_ID']}-r0.json",
+        f"job.ended.{job_env['SLURM_JOB_ID']}-r0.json",
+    ]
+    assert list(Path(job_env["HOOKS_SPOOL_DIR"]).glob("*.env")) == []
+
+
+def test_what_a_stopped_relay_left_is_published_by_the_next_hook(
+    installed: None, events: Events, job_env: dict[str, str]
+) -> None:
+    outbox = Path(job_env["HOOKS_SPOOL_DIR"])
+    outbox.mkdir(mode=0o700)
+    # A relay that held the outbox and stopped before its pass: the prolog's environment
+    # was handed over and nobody published it.
+    holder = subprocess.Popen(
+        ["flock", str(outbox / ".relay.lock"), "sleep", "600"], start_new_session=True
+    )
+    try:
+        wait_for(
+            "the stand-in to hold the lock",
+            lambda: subprocess.run(["flock", "-n", str(outbox / ".relay.lock"), "true"]).returncode,
+            timeout=10,
+            interval=0.05,
+        )
+        run_hook("prolog", job_env)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and the sleep that holds the lock
+        holder.wait()
+    assert [p.name.split(".")[0] for p in outbox.glob("*.env")] == ["prolog"]
+    # No relay now: the epilog's Python hook sends the leftover and its own event.
+    run_hook("epilog", job_env)
+    got = receive(events, 2, job_env["SLURM_JOB_ID"])
+    assert [d["body"]["type"] for d in got] == ["job.started", "job.ended"]
+    assert list(outbox.glob("*.env")) == []
+    assert spooled(job_env) == []

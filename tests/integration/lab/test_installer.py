@@ -75,7 +75,7 @@ def test_the_check_names_a_changed_file_and_a_missing_setting(
 
     check = _install(tmp_path, "--check")
     assert check.returncode == 1
-    assert f"FAIL  {prolog} differs from slurm/prolog" in check.stdout
+    assert f"FAIL  {prolog} differs from slurm/hook" in check.stdout
     assert f"FAIL  {env_file} does not set AMQP_URL" in check.stdout
     assert "2 problem(s)" in check.stdout
 
