@@ -358,20 +358,21 @@ class Launcher:
         self._host.results_dir(spec.job_id, spec.uid, spec.gid)
         sa_uid = self._cluster.ensure(podspec.service_account(spec))
         owner = podspec.owner_reference(spec.name, sa_uid)
-        # The ConfigMap is made while the Role and its RoleBinding are: one API round trip
-        # fewer before the Pod (which needs its ConfigMap). The RoleBinding waits for its
-        # Role: the API server lets a launcher without the Role's rights bind it only once
-        # it exists (a least-privilege launcher in the cluster was refused otherwise).
-        with ThreadPoolExecutor(1, thread_name_prefix="config-map") as pool:
-            config_map = pool.submit(self._cluster.ensure, podspec.config_map(spec, owner))
-            self._cluster.ensure(podspec.role(spec, owner))
-            self._cluster.ensure(podspec.role_binding(spec, owner))
-            config_map.result()
-        # A run handed over before whose Pod is gone was deleted by its runner once the
-        # container ended (or by someone else): made again, it would run the job twice.
-        created = self._cluster.ensure_pod(
-            podspec.pod(spec, owner), create=not self._cluster.handed_over(spec)
-        )
+        # The Pod needs its ConfigMap (the kubelet would back off on a missing one) but not
+        # the Role and RoleBinding, which only the runner's token (the handoff) uses: they
+        # are made meanwhile, two round trips off the way to a running container. The
+        # RoleBinding waits for its Role: the API server lets a launcher without the Role's
+        # rights bind it only once it exists (a least-privilege launcher in the cluster was
+        # refused otherwise).
+        with ThreadPoolExecutor(1, thread_name_prefix="rbac") as pool:
+            rbac = pool.submit(self._ensure_rbac, spec, owner)
+            self._cluster.ensure(podspec.config_map(spec, owner))
+            # A run handed over before whose Pod is gone was deleted by its runner once the
+            # container ended (or by someone else): made again, it would run the job twice.
+            created = self._cluster.ensure_pod(
+                podspec.pod(spec, owner), create=not self._cluster.handed_over(spec)
+            )
+            rbac.result()
         if created is None:
             _log.info(
                 "the run's Pod ran and is gone: not made again",
@@ -396,6 +397,10 @@ class Launcher:
             pod_name=spec.name,
             node=spec.k8s_node,
         )
+
+    def _ensure_rbac(self, spec: RunSpec, owner: Manifest) -> None:
+        self._cluster.ensure(podspec.role(spec, owner))
+        self._cluster.ensure(podspec.role_binding(spec, owner))
 
     def _refuse(self, event: JobStarted, job: JobInfo | None, reason: str) -> None:
         _log.warning(

@@ -73,6 +73,8 @@ class FakeCluster:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.created: list[str] = []
+        self.steps: list[str] = []
+        """What was created and handed over, in order."""
         self.handoffs: list[tuple[str, str, int]] = []
         self.refusals: list[tuple[int, int, str]] = []
         self.foreign: set[str] = set()
@@ -88,6 +90,7 @@ class FakeCluster:
         if key not in self.objects:
             self.objects[key] = manifest
             self.created.append(manifest["kind"])
+            self.steps.append(manifest["kind"])
         return f"uid-{key[0]}"
 
     def ensure_pod(self, manifest: dict[str, Any], *, create: bool = True) -> Created | None:
@@ -101,6 +104,7 @@ class FakeCluster:
 
     def handoff(self, spec: RunSpec, pod_uid: str, lifetime_s: int) -> None:
         self.handoffs.append((spec.name, pod_uid, lifetime_s))
+        self.steps.append("handoff")
 
     def refuse(self, event: JobStarted, reason: str) -> None:
         self.refusals.append((event.uid, event.gid, reason))
@@ -170,13 +174,15 @@ def refused(slurm: FakeSlurm, cluster: FakeCluster, event: JobStarted = EVENT) -
 def test_creates_every_object_in_order_and_reports_the_pod() -> None:
     slurm, cluster = FakeSlurm(JOB, wrap_script(SCRIPT)), FakeCluster()
     out = launcher(slurm, cluster).handle(Envelope.wrap(EVENT))
-    # The owner first, the Pod last; the ConfigMap beside the Role, then its RoleBinding.
-    first, *between, last = cluster.created
+    # The owner first; the ConfigMap before the Pod, the Role before its RoleBinding (made
+    # beside them); the runner's token once all exist.
+    first, *between, last = cluster.steps
     assert (first, sorted(between), last) == (
         "ServiceAccount",
-        ["ConfigMap", "Role", "RoleBinding"],
-        "Pod",
+        ["ConfigMap", "Pod", "Role", "RoleBinding"],
+        "handoff",
     )
+    assert between.index("ConfigMap") < between.index("Pod")
     assert between.index("Role") < between.index("RoleBinding")
     pod = cluster.objects[("Pod", "job-9-r0")]
     assert pod["spec"]["nodeName"] == "k-vm"
