@@ -16,17 +16,10 @@ from services.hooks.relay import is_new_event, relay, watch_outbox
 from services.hooks.spool import FLUSH_LOCK, RELAY_LOCK, Spool
 from shared.errors import BrokerUnavailable
 from tests.integration.conftest import wait_for
+from tests.unit.services.hooks.test_spool_and_flush import ENV
 
 pytestmark = pytest.mark.unit
 
-ENV = {
-    "SLURM_JOB_ID": "42",
-    "SLURM_JOB_UID": "2001",
-    "SLURM_JOB_GID": "2000",
-    "SLURM_JOB_USER": "alice",
-    "SLURMD_NODENAME": "node1",
-    "SLURM_JOB_RESTART_COUNT": "0",
-}
 Batches = Iterator[set[tuple[watchfiles.Change, str]]]
 ADDED = {(watchfiles.Change.added, "/outbox/job.started.42-r0.json")}
 
