@@ -1,14 +1,15 @@
 """``python -m services.hooks prolog|epilog|flush [--loop]|relay``: the Slurm side's entry point.
 
-``prolog`` and ``epilog`` are what slurm/prolog and slurm/epilog run; ``relay`` is the node's
-resident publisher (``services.hooks.relay``), ``flush`` delivers the outbox by hand.
+``prolog`` and ``epilog`` are what slurm/hook runs when no relay watches the outbox; ``relay``
+is the node's resident publisher (``services.hooks.relay``), ``flush`` delivers the outbox by
+hand.
 
 Exit status: 0, or ``EXIT_UNSPOOLED`` (3) when the event could not be written to the spool
 (disk full, read-only): the event was then published directly if the broker answered, and the
-failure is logged and printed on stderr. The ``slurm/prolog`` and ``slurm/epilog`` wrappers
-turn a non-zero status into a syslog line and still exit 0 themselves: Slurm drains a node
-whose prolog or epilog fails (and holds the job), which is worse than the event. Any other
-failure here is logged and exits 0.
+failure is logged and printed on stderr. The ``slurm/hook`` wrapper (installed as the prolog
+and the epilog) turns a non-zero status into a syslog line and still exits 0 itself: Slurm
+drains a node whose prolog or epilog fails (and holds the job), which is worse than the
+event. Any other failure here is logged and exits 0.
 """
 
 from __future__ import annotations
