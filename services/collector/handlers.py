@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -296,6 +297,8 @@ class Collector:
         self._on_finished = on_finished
         # The queue handler and the reconcile thread may reach the same run at once.
         self._lock = threading.Lock()
+        # Kubernetes calls made while Slurm is asked (``finish_run``).
+        self._ahead = ThreadPoolExecutor(2, thread_name_prefix="collector-ahead")
 
     def handle(self, envelope: Envelope) -> Sequence[Envelope]:
         """Queue handler: finish runs on ``job.ended``; note Pod outcomes on ``pod.finished``."""
@@ -356,13 +359,14 @@ class Collector:
             TransientError: Slurm has not recorded the end yet, or a dependency is down.
         """
         with self._lock:
-            job = self._slurm.job(run.job_id)
+            job, claiming, reading = self._look_up(run, ahead=from_epilog)
             status = classify(job, run.restart_count)
             if status is RunStatus.ACTIVE and from_epilog and _epilog_running(job):
                 # slurmctld says COMPLETING while the epilog that sent this event still runs,
                 # but accounting already has the final state: the batch step is over.
                 status = RunStatus.FINISHED
             if status is RunStatus.ACTIVE:
+                self._unclaim(run, claiming)
                 if from_epilog:
                     raise TransientError(
                         f"job {run.job_id} is still {job.ctld_state if job else '?'} in Slurm",
@@ -371,7 +375,7 @@ class Collector:
                 return Finished(run, status, done=False)
             if not from_epilog and status is not RunStatus.FINISHED:
                 return Finished(run, status, done=False)
-            claim = self._cluster.claim_run(run.name)
+            claim = claiming.result() if claiming else self._cluster.claim_run(run.name)
             if claim is Claim.HELD:
                 # A job.ended delivered twice, or a sweep meeting the epilog's finish: the
                 # other collector writes the summary; if it dies, its claim expires and a
@@ -394,17 +398,48 @@ class Collector:
                 if job is not None and job.stdout and self._files.summary_exists(Path(job.stdout)):
                     return Finished(run, status, done=False, notes=("already finished",))
             try:
-                return self._finish_claimed(run, job, status, from_epilog, uid, gid, gpu_ids)
+                pod = reading.result() if reading else self._cluster.pod(run.name)
+                return self._finish_claimed(run, job, pod, status, from_epilog, uid, gid, gpu_ids)
             except Exception:
                 if claim is Claim.CLAIMED:
                     # Whoever retries (this or another collector) need not wait for expiry.
                     self._cluster.release_run(run.name)
                 raise
 
+    def _look_up(
+        self, run: RunKey, *, ahead: bool
+    ) -> tuple[SlurmJob | None, Future[Claim] | None, Future[PodFacts | None] | None]:
+        """Slurm's view of the job; ``ahead``: the run's claim and its Pod asked at once.
+
+        The epilog's event almost always finds the run over, so its claim and Pod are not
+        left waiting for Slurm's answer (a claim then not needed is given back).
+        """
+        if not ahead:
+            return self._slurm.job(run.job_id), None, None
+        claiming = self._ahead.submit(self._cluster.claim_run, run.name)
+        reading = self._ahead.submit(self._cluster.pod, run.name)
+        try:
+            return self._slurm.job(run.job_id), claiming, reading
+        except BaseException:
+            self._unclaim(run, claiming)
+            raise
+
+    def _unclaim(self, run: RunKey, claiming: Future[Claim] | None) -> None:
+        """Give back a claim made ahead for a run that is not finished now."""
+        if claiming is None:
+            return
+        try:
+            claimed = claiming.result() is Claim.CLAIMED
+        except ServiceError:
+            return  # nothing was claimed; the reason, if it lasts, shows on the retry
+        if claimed:
+            self._cluster.release_run(run.name)
+
     def _finish_claimed(
         self,
         run: RunKey,
         job: SlurmJob | None,
+        pod: PodFacts | None,
         status: RunStatus,
         from_epilog: bool,
         uid: int | None,
@@ -412,7 +447,6 @@ class Collector:
         gpu_ids: str,
     ) -> Finished:
         """Files, job record, deletes and receipt of a run this collector may finish."""
-        pod = self._cluster.pod(run.name)
         outcome = outcome_of(run, job, pod)
         notes = list(self._write_files(run, job, pod, outcome, uid, gid, gpu_ids))
         notes += self._record_on_job(run, job, pod, outcome)

@@ -58,8 +58,11 @@ class FakeSlurm:
     def __init__(self, jobs: dict[int, SlurmJob | None]) -> None:
         self.jobs = jobs
         self.updates: list[tuple[int, dict[str, str]]] = []
+        self.fail: Exception | None = None
 
     def job(self, job_id: int) -> SlurmJob | None:
+        if self.fail is not None:
+            raise self.fail
         return self.jobs.get(job_id)
 
     def update(self, job_id: int, **fields: str) -> None:
@@ -253,6 +256,17 @@ def test_slurm_not_yet_recording_the_end_is_retried_not_guessed() -> None:
     with pytest.raises(TransientError):
         collector.handle(ended())
     assert cluster.deleted == []
+    # The claim taken while Slurm was asked is given back: the retry, or another collector,
+    # finds the run free.
+    assert (cluster.claimed, cluster.released) == (set(), ["job-42-r0"])
+
+
+def test_a_slurm_lookup_that_fails_gives_back_the_claim_taken_meanwhile() -> None:
+    collector, slurm, cluster, _ = make()
+    slurm.fail = TransientError("slurmctld busy")
+    with pytest.raises(TransientError):
+        collector.handle(ended())
+    assert (cluster.claimed, cluster.deleted) == (set(), [])
 
 
 def test_completing_with_final_accounting_is_finished_for_the_epilogs_event() -> None:
