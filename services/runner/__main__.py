@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -41,9 +42,12 @@ TAG = "[slurm-k8s]"
 REFUSED_GRACE_S = 60.0
 """How long a 403 for the run's own Pod is retried (``AccessRefused``) before the runner
 concludes the Pod is gone: a restarted API server authorizes within seconds."""
+WATCH_S = 60
+"""How long one watch of the run's Pod lasts before the next (the API server's timeout)."""
 ENDING_POLL_S = 0.1
-"""Pod reads around the container's end: after a log stream ended while the status still says
-running (the kubelet reports the exit within about a second, its next relist)."""
+"""Where the run's Role allows no watch: Pod reads around the container's end, after a log
+stream ended while the status still says running (the kubelet reports the exit within about
+a second, its next relist)."""
 ENDING_WINDOW_S = 3.0
 """How long after a stream's end the runner reads that often (a dropped connection ends a
 stream too, and must not turn the running poll into ten reads a second)."""
@@ -96,6 +100,7 @@ class Runner:
         self._described = False
         self._wake = threading.Event()
         self._stream_ended = float("-inf")
+        self._watcher: threading.Thread | None = None
 
     def _say(self, text: str) -> None:
         self._out.line(f"{TAG} {text}")
@@ -183,6 +188,7 @@ class Runner:
             patience = _Patience()
             if facts is not None:
                 self._describe(facts)
+                self._start_watching(pod)
             verdict = judge.observe(facts, time.monotonic())
             if verdict.step is Step.WAIT and verdict.reason and verdict.reason != waiting_said:
                 waiting_said = verdict.reason
@@ -204,7 +210,11 @@ class Runner:
                 self._drain()
                 return self._finish(verdict)
             running = verdict.step is Step.RUNNING and facts is not None
-            self._pause(self._next_look(running, ended=facts is not None and facts.terminated))
+            self._pause(
+                self._next_look(
+                    running, ended=facts is not None and facts.terminated, watched=pod.watchable
+                )
+            )
 
     def _release(self, pod: RunPod) -> None:
         """Delete the ended container's Pod (no grace: nothing runs), its log copied.
@@ -223,11 +233,35 @@ class Runner:
                 f"{TAG} could not delete the ended Pod (the collector will): {exc}", file=sys.stderr
             )
 
-    def _next_look(self, running: bool, *, ended: bool = False) -> float:
-        """Seconds until the next Pod read: rarely while it runs, often around its end."""
-        if running and (ended or time.monotonic() - self._stream_ended < ENDING_WINDOW_S):
+    def _next_look(self, running: bool, *, ended: bool = False, watched: bool = False) -> float:
+        """Seconds until the next Pod read: rarely while it runs, often around its end.
+
+        A watched Pod wakes the runner when it changes, so its end needs no frequent reads.
+        """
+        ending = ended or time.monotonic() - self._stream_ended < ENDING_WINDOW_S
+        if running and ending and not watched:
             return ENDING_POLL_S
         return self._s.running_poll_s if running else self._s.poll_s
+
+    def _start_watching(self, pod: RunPod) -> None:
+        """Start ``_watch`` once the Pod was read (a watch starts from its version)."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch, args=(pod,), name="pod-watch", daemon=True
+            )
+            self._watcher.start()
+
+    def _watch(self, pod: RunPod) -> None:
+        """Wake the runner whenever its Pod changes (a thread, until the container ended)."""
+        while pod.watchable and not self._ended.is_set() and not self._stop.is_set():
+            try:
+                changed = pod.await_change(WATCH_S)
+            except ServiceError:
+                # Reads go on meanwhile; their trouble is the one reported.
+                self._ended.wait(2.0)
+                continue
+            if changed:
+                self._wake.set()
 
     def _on_stream_end(self) -> None:
         """A log stream ended: the container probably stopped; look now and soon again."""
@@ -373,4 +407,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The job's end waits for this process to be gone (slurmstepd, then the epilog), and the
+    # interpreter's teardown took about 20 ms of it on the lab: every line is written and
+    # flushed by now (Output flushes each write), and nothing else needs finalizing.
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError):  # a full NAS: the exit code already says so (74)
+            stream.flush()
+    os._exit(code)

@@ -1,12 +1,12 @@
 """The runner's Kubernetes boundary: its own Pod only, through the launcher's handoff.
 
 The credential is a token bound to the Pod, allowed (by the run's Role) to get, watch and
-delete this one Pod and read its log; nothing else is reachable with it. Three calls (read
-the Pod, delete it, read its log) are made with the standard library's HTTP and TLS, not
-the kubernetes package: the runner exists once per running job, and the client with its
-models costs about 35 MB of memory in each. Every call has a timeout; HTTP statuses map to
-the project's errors through ``shared.errors.kube_status_error`` (the client's mapping too),
-and network failures are ``TransientError``.
+delete this one Pod and read its log; nothing else is reachable with it. Four calls (read
+the Pod, watch it for its next change, delete it, read its log) are made with the standard
+library's HTTP and TLS, not the kubernetes package: the runner exists once per running job,
+and the client with its models costs about 35 MB of memory in each. Every call has a
+timeout; HTTP statuses map to the project's errors through ``shared.errors.kube_status_error``
+(the client's mapping too), and network failures are ``TransientError``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ LOG_TIMEOUT = (10.0, 300.0)
 """A silent job must not look like a dead connection forever: after 5 quiet minutes the log
 read times out and the follower reconnects (deduplicated)."""
 _CHUNK = 64 * 1024
+_EVENT_LIMIT = 1024 * 1024
+"""Longest watch event line read (a Pod's JSON is a few kilobytes)."""
 _NETWORK = (OSError, http.client.HTTPException)
 """What a broken connection raises (socket.timeout and ssl.SSLError are OSErrors)."""
 
@@ -107,10 +109,13 @@ class RunPod:
         self._endpoint = Endpoint(kubeconfig)
         self.name = name
         self.namespace = namespace
-        self._path = (
-            f"{self._endpoint.prefix}/api/v1/namespaces/{quote(namespace, safe='')}"
-            f"/pods/{quote(name, safe='')}"
-        )
+        self._pods = f"{self._endpoint.prefix}/api/v1/namespaces/{quote(namespace, safe='')}/pods"
+        self._path = f"{self._pods}/{quote(name, safe='')}"
+        self._version = ""
+        """The resourceVersion of the last state read; a watch starts after it."""
+        self.watchable = True
+        """False once a watch was refused: the caller polls instead."""
+        self._watches: set[http.client.HTTPSConnection] = set()
         self._conn = self._endpoint.connection(READ_TIMEOUT)
         self._lock = threading.Lock()
         self._streams: set[http.client.HTTPSConnection] = set()
@@ -121,7 +126,51 @@ class RunPod:
             doc = self._call("GET", self._path)
         except KubeNotFound:
             return None
+        self._version = _version_of(doc)
         return facts_of(doc)
+
+    def await_change(self, within_s: int) -> bool:
+        """Whether the Pod changes (or goes) within ``within_s`` after the last state seen.
+
+        A watch of this one Pod from the last read's resourceVersion (then from the last
+        change it brought): the kubelet's report of the container's end reaches the runner
+        when it reaches the API server, not at its next poll. A Role without ``watch``
+        makes ``watchable`` False, and this returns False at once from then on.
+        """
+        if not self._version or not self.watchable:
+            return False
+        query = {
+            "watch": "true",
+            "fieldSelector": f"metadata.name={self.name}",
+            "resourceVersion": self._version,
+            "timeoutSeconds": str(within_s),
+        }
+        connection = self._endpoint.connection((READ_TIMEOUT[0], within_s + READ_TIMEOUT[1]))
+        with self._lock:
+            self._watches.add(connection)
+        try:
+            response = self._send(connection, "GET", f"{self._pods}?{urlencode(query)}")
+            if response.status == 403:
+                self.watchable = False
+                return False
+            if not 200 <= response.status < 300:
+                raise _status_error(response, response.read(4096))
+            while line := response.readline(_EVENT_LIMIT):
+                event = _event_of(line)
+                kind, doc = event.get("type"), event.get("object")
+                if kind in ("ADDED", "MODIFIED", "DELETED") and isinstance(doc, Mapping):
+                    self._version = _version_of(doc) or self._version
+                    return True
+                if kind == "ERROR":
+                    # 410: the version is too old to watch from; the caller reads the Pod.
+                    return True
+            return False
+        except _NETWORK as exc:
+            raise _unreachable(exc) from exc
+        finally:
+            with self._lock:
+                self._watches.discard(connection)
+            connection.close()
 
     def delete(self, grace_s: int) -> None:
         """Delete the Pod with a grace period; gone already is fine."""
@@ -174,9 +223,14 @@ class RunPod:
         connection.close()
 
     def close(self) -> None:
-        """Close the kept-alive connection (log streams close their own)."""
+        """Close the kept-alive connection and end a watch (log streams close their own)."""
         with self._lock:
             self._conn.close()
+            watches = list(self._watches)
+        for connection in watches:
+            if connection.sock is not None:
+                with suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
 
     def _call(self, method: str, path: str) -> Mapping[str, Any]:
         """One request on the kept-alive connection; the parsed JSON answer."""
@@ -216,6 +270,22 @@ class RunPod:
             },
         )
         return connection.getresponse()
+
+
+def _version_of(doc: Mapping[str, Any]) -> str:
+    meta = doc.get("metadata")
+    version = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+    return version if isinstance(version, str) else ""
+
+
+def _event_of(line: bytes) -> Mapping[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError as exc:
+        raise TransientError(
+            f"Kubernetes API sent a watch event that is not JSON: {line[:200]!r}"
+        ) from exc
+    return event if isinstance(event, Mapping) else {}
 
 
 def _unreachable(exc: BaseException) -> TransientError:

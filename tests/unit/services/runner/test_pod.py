@@ -16,9 +16,10 @@ from shared.errors import PermanentError, TransientError
 pytestmark = pytest.mark.unit
 
 TLS = Path(__file__).parents[3] / "data" / "tls"
-POD = "/api/v1/namespaces/slurm-jobs/pods/job-7-r0"
+PODS = "/api/v1/namespaces/slurm-jobs/pods"
+POD = f"{PODS}/job-7-r0"
 RUNNING = {
-    "metadata": {"name": "job-7-r0", "namespace": "slurm-jobs"},
+    "metadata": {"name": "job-7-r0", "namespace": "slurm-jobs", "resourceVersion": "41"},
     "spec": {"containers": [{"name": "job", "image": "alpine"}]},
     "status": {
         "phase": "Running",
@@ -46,6 +47,8 @@ class FakeApi(ThreadingHTTPServer):
         self.log_lines = [b"2026-01-01T00:00:01.1Z one\n", b"2026-01-01T00:00:02.2Z two\n"]
         self.log_open = threading.Event()
         """Set: a followed log stays open after its lines, as for a running container."""
+        self.events: list[dict[str, Any]] = []
+        """What a watch sends, one event per line, before it ends."""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -82,6 +85,16 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             while self.server.log_open.is_set() and query.get("follow") == ["true"]:
                 self.server.log_open.wait(0.05)  # the client ends it
+            self.wfile.write(b"0\r\n\r\n")
+            self.close_connection = True
+            return
+        if url.path == PODS and query.get("watch") == ["true"]:
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for event in self.server.events:
+                line = json.dumps(event).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             self.wfile.write(b"0\r\n\r\n")
             self.close_connection = True
             return
@@ -191,6 +204,69 @@ def test_a_connection_the_server_closed_is_reopened(
     pod = run_pod(api, tmp_path, opened)
     assert pod.read() is not None
     assert pod.read() is not None
+    assert len(api.seen) == 2
+
+
+ENDED = {
+    **RUNNING,
+    "metadata": {**RUNNING["metadata"], "resourceVersion": "42"},
+    "status": {
+        "phase": "Running",
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 3, "reason": "Error"}}}],
+    },
+}
+
+
+def test_await_change_watches_this_pod_from_the_last_state_seen(
+    api: FakeApi, tmp_path: Path, opened: list[RunPod]
+) -> None:
+    pod = run_pod(api, tmp_path, opened)
+    assert not pod.await_change(1), "nothing read yet: no version to watch from"
+    assert pod.read() is not None
+    api.events = [{"type": "MODIFIED", "object": ENDED}]
+    assert pod.await_change(1)
+    method, path, query, token = api.seen[-1]
+    assert (method, path, token) == ("GET", PODS, "Bearer t0ken")
+    assert query == {
+        "watch": ["true"],
+        "fieldSelector": ["metadata.name=job-7-r0"],
+        "resourceVersion": ["41"],
+        "timeoutSeconds": ["1"],
+    }
+    api.events = [{"type": "DELETED", "object": ENDED}]
+    assert pod.await_change(1)
+    assert api.seen[-1][2]["resourceVersion"] == ["42"]  # from the change the watch brought
+
+
+@pytest.mark.parametrize(
+    ("events", "changed"),
+    [
+        ([], False),  # the watch timed out without a change
+        ([{"type": "ERROR", "object": {"kind": "Status", "code": 410}}], True),  # read again
+    ],
+)
+def test_a_watch_without_a_change(
+    api: FakeApi,
+    tmp_path: Path,
+    opened: list[RunPod],
+    events: list[dict[str, Any]],
+    changed: bool,
+) -> None:
+    pod = run_pod(api, tmp_path, opened)
+    pod.read()
+    api.events = events
+    assert pod.await_change(1) is changed
+
+
+def test_a_refused_watch_is_not_tried_again(
+    api: FakeApi, tmp_path: Path, opened: list[RunPod]
+) -> None:
+    pod = run_pod(api, tmp_path, opened)
+    pod.read()
+    api.fail = [(403, {})]
+    assert not pod.await_change(1)
+    assert not pod.watchable
+    assert not pod.await_change(1)
     assert len(api.seen) == 2
 
 

@@ -30,6 +30,8 @@ DONE = replace(RUNNING, phase="Succeeded", exit_code=0, reason="Completed")
 
 
 class FakePod:
+    watchable = False  # as with a Role without watch: the runner polls
+
     def __init__(self, states: list[PodFacts | None]) -> None:
         self.states = states
         self.deleted: list[int] = []
@@ -124,6 +126,41 @@ def test_after_a_log_stream_ends_the_pod_is_read_again_soon_not_at_the_running_p
     runner._on_stream_end()
     assert runner._wake.is_set()
     assert runner._next_look(running=True) == ENDING_POLL_S < running_poll
+
+
+class WatchedPod(FakePod):
+    """A Pod whose watch reports one change (the container's end), then nothing more."""
+
+    watchable = True
+
+    def __init__(self, states: list[PodFacts | None]) -> None:
+        super().__init__(states)
+        self.watches = 0
+        self.quiet = threading.Event()
+
+    def await_change(self, within_s: int) -> bool:
+        self.watches += 1
+        if self.watches == 1:
+            return True
+        self.quiet.wait(within_s)
+        return False
+
+
+def test_a_change_the_watch_reports_is_read_at_once_not_at_the_running_poll(
+    tmp_path: Path,
+) -> None:
+    settings = RunnerSettings(job_id=7, nas_root=tmp_path, running_poll_s=3600)
+    runner = Runner(settings, Output(io.BytesIO()), Output(io.BytesIO()), threading.Event())
+    pod = WatchedPod([RUNNING, DONE])
+    try:
+        # Without the watch's wake-up this would wait an hour (and time out).
+        assert runner._follow(pod) == 0  # type: ignore[arg-type]
+    finally:
+        pod.quiet.set()
+    assert pod.deleted == [0]
+    # Watched, the end of a log stream no longer brings frequent reads.
+    runner._on_stream_end()
+    assert runner._next_look(running=True, watched=True) == 3600
 
 
 class FullDisk(io.BytesIO):
