@@ -905,16 +905,20 @@ class Bench:
         def fmt(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f} s"
 
+        def n(v: object) -> str:
+            """A count in a label; "-" where its phase did not run."""
+            return str(v) if v else "-"
+
         return [
             ("drop -> receipt (one file)", pp(f["drop_ours_s"]), pp(f["drop_naive_s"]),
              "naive inotifywait loop"),
-            (f"drop -> receipt, history {f['history_after']} jobs", pp(f["drop_ours_history_s"]),
-             pp(f["drop_ours_s"]), f"ours with history {f['history_before']}"),
-            (f"burst of {small['files']} -> all accepted", fmt(small["seconds"]),
+            (f"drop -> receipt, history {n(f['history_after'])} jobs", pp(f["drop_ours_history_s"]),
+             pp(f["drop_ours_s"]), f"ours with history {n(f['history_before'])}"),
+            (f"burst of {n(small['files'])} -> all accepted", fmt(small["seconds"]),
              fmt(small["raw_sbatch_s"]), "serial raw sbatch loop"),
-            (f"burst of {large['files']} -> all accepted", fmt(large["seconds"]),
+            (f"burst of {n(large['files'])} -> all accepted", fmt(large["seconds"]),
              fmt(large["raw_sbatch_s"]), "serial raw sbatch loop"),
-            (f"  {floor.get('jobs')} raw sbatch: 4 loops at once", fmt(
+            (f"  {n(floor.get('jobs'))} raw sbatch: 4 loops at once", fmt(
                 floor.get("raw_sbatch_4_loops_s")), fmt(floor.get("raw_sbatch_plain_s")),
              "one loop, no #K8S_IMAGE (lua's plain path)"),
             ("Slurm start -> container running", pp(f["start_to_running_s"]),
@@ -925,12 +929,12 @@ class Bench:
             ("container exit -> job done, summary, Pod gone", pp(f["end_to_cleaned_s"]),
              pp(f["kubectl_delete_s"]), "kubectl delete --wait (Pod already ended)"),
             ("", "", pp(f["seed_end_s"]), "seed: kubectl wait terminal + delete --wait"),
-            (f"  the same, {busy['jobs_in_slurmctld']} jobs in slurmctld: start",
+            (f"  the same, {n(busy['jobs_in_slurmctld'])} jobs in slurmctld: start",
              pp(busy["start_to_running_s"]), pp(f["start_to_running_s"]),
-             f"ours above, {f.get('jobs_in_slurmctld')} jobs in slurmctld"),
+             f"ours above, {n(f.get('jobs_in_slurmctld'))} jobs in slurmctld"),
             ("  ... and end", pp(busy["end_to_cleaned_s"]), pp(f["end_to_cleaned_s"]),
              "ours above"),
-            (f"{e2e.get('jobs')} one-second jobs, drop -> all done", fmt(e2e.get("ours_s")),
+            (f"{n(e2e.get('jobs'))} one-second jobs, drop -> all done", fmt(e2e.get("ours_s")),
              fmt(e2e.get("plain_s")), "plain Slurm jobs (sbatch loop)"),
             ("runner RSS (batch step)", f"{self.sampler.runner_max:.1f} MB",
              f"{self.sampler.stepd_max:.1f} MB", "its slurmstepd"),
@@ -976,11 +980,12 @@ class Bench:
             print(f"{key:<40} {shown:>9}  {op} {goal if goal is not None else ''} {verdict}")
         for key, size in self.scaled.items():
             print(f"scaled: {key} = {size} (issue: {ISSUE_SIZES[key]}) to fit the time budget")
-        print(
-            f"history: {self.figures.get('history_before')} -> "
-            f"{self.figures.get('history_after')} jobs "
-            "measured; history_growth_ratio is drop p50 with the second / with the first"
-        )
+        if self.figures.get("history_after") is not None:
+            print(
+                f"history: {self.figures.get('history_before')} -> "
+                f"{self.figures.get('history_after')} jobs "
+                "measured; history_growth_ratio is drop p50 with the second / with the first"
+            )
         for note in self.notes:
             print(f"note: {note}")
         chart(document, RESULTS / "latest.png")
