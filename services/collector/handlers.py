@@ -297,8 +297,10 @@ class Collector:
         self._on_finished = on_finished
         # The queue handler and the reconcile thread may reach the same run at once.
         self._lock = threading.Lock()
-        # Kubernetes calls made while Slurm is asked (``finish_run``).
-        self._ahead = ThreadPoolExecutor(2, thread_name_prefix="collector-ahead")
+        # The Kubernetes calls made while Slurm is asked (``finish_run``), one after the other:
+        # together they take about as long as Slurm's answer, and every thread that allocates
+        # costs the process memory (glibc gives it an arena of its own).
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="collector-ahead")
 
     def handle(self, envelope: Envelope) -> Sequence[Envelope]:
         """Queue handler: finish runs on ``job.ended``; note Pod outcomes on ``pod.finished``."""
