@@ -521,16 +521,18 @@ def admin_note(current: str, text: str) -> str:
 _FIELD_END = "\x1f"
 STATUS_FIELDS = (
     "JobID", "ArrayJobID", "ArrayTaskID", "State", "Reason", "RestartCnt", "UserName", "UserID",
-    "GroupID", "BatchHost", "NodeList", "tres-alloc", "Name", "Comment", "STDOUT",
+    "GroupID", "BatchHost", "NodeList", "tres-alloc", "Name", "Comment", "admin_comment",
+    "STDOUT",
 )  # fmt: skip
+"""``admin_comment`` is spelt so (``AdminComment`` is refused by 22.05's squeue)."""
 
 
 @dataclass(frozen=True)
 class JobStatus:
     """A job as its own ``squeue --jobs`` query reports it (``SlurmCtl.job_status``).
 
-    What finishing a run needs, without the AdminComment: Slurm 22.05 prints that only in
-    ``squeue --json`` (every job) or in ``scontrol show job`` text (where a name forges it).
+    What finishing a run needs, the AdminComment (job_submit.lua's acceptance mark and the
+    collector's notes, which users cannot write) included.
     """
 
     job_id: int
@@ -543,6 +545,7 @@ class JobStatus:
     node: str
     gpus: int
     comment: str
+    admin_comment: str
     stdout: str
     """The --output path, patterns expanded (Slurm's default when none was given)."""
 
@@ -560,6 +563,7 @@ class JobStatus:
             node=info.node,
             gpus=info.gpus,
             comment=info.comment,
+            admin_comment=info.admin_comment,
             stdout=info.stdout,
         )
 
@@ -591,6 +595,7 @@ def parse_job_status(text: str, job_id: int) -> JobStatus | None:
         node=node,
         gpus=gpu_count(values["tres-alloc"]),
         comment=_null(values["Comment"]),
+        admin_comment=_null(values["admin_comment"]),
         stdout=expand_output_pattern(
             values["STDOUT"],
             job_id=job_id,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from services.collector.handlers import SlurmJob
-from shared.slurmctl import SlurmCtl, gpu_count, takes_updates
+from shared.slurmctl import SlurmCtl, gpu_count
 
 
 class SlurmAdapter:
@@ -29,10 +29,8 @@ class SlurmAdapter:
         """Both views merged; None when neither slurmctld nor accounting know the job.
 
         The two commands are asked at once (slurmctld and slurmdbd answer independently).
-        slurmctld is asked about this job alone; the AdminComment, which only the listing of
-        every job prints, is read only while the job can still take a note (not once it is
-        completing or over: slurmctld refuses updates then), so the usual finish, after the
-        epilog, never lists the whole queue.
+        slurmctld is asked about this job alone, its AdminComment included, so neither a
+        finish nor a Pod's note lists the whole queue.
         """
         with ThreadPoolExecutor(1, thread_name_prefix="sacct") as pool:
             accounting = pool.submit(self._ctl.accounting, job_id)
@@ -52,10 +50,6 @@ class SlurmAdapter:
                 user=acct.user,
                 gpus=gpu_count(acct.alloc_tres),
             )
-        admin_comment = ""
-        if takes_updates(status.state):
-            info = self._ctl.job_info(job_id)
-            admin_comment = info.admin_comment if info is not None else ""
         return SlurmJob(
             job_id=job_id,
             ctld_state=status.state,
@@ -71,7 +65,7 @@ class SlurmAdapter:
             uid=status.uid,
             gid=status.gid,
             comment=status.comment,
-            admin_comment=admin_comment,
+            admin_comment=status.admin_comment,
             gpus=status.gpus or (gpu_count(acct.alloc_tres) if acct else 0),
         )
 

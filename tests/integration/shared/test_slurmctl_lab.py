@@ -3,7 +3,8 @@
 ``SlurmCtl.job_status`` asks squeue about one job (O(1) where 22.05's ``squeue --json`` lists
 every job) and reads fields that end in U+001F. The owner writes the job name, the comment and
 the output path, so each case here puts separators and a forged owner into one of them; the
-answer must still be the listing's, and alice's (lab, Slurm 22.05).
+answer must still be the listing's, and alice's (lab, Slurm 22.05). The AdminComment, which
+carries job_submit.lua's acceptance mark, is read the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ CASES = {
     "newline-in-name": ["--job-name=a\n10 alice"],
     "patterns": ["--job-name=n-%j", "--output=/tmp/%x-%u-%A-%a-%j.out"],
     "array": ["--array=1-2"],
+    "separator-in-admin-comment": [],
 }
+NOTE = "slurmk8s-accepted; pod=slurm-jobs/job-{job_id}-r0 phase=Pending"
+"""The AdminComment slurm-k8s keeps (job_submit.lua's mark, the collector's note): users
+cannot write it, but a note repeats a Pod's message, so one case puts separators in it too."""
 
 
 @pytest.fixture
@@ -48,6 +53,8 @@ def test_one_jobs_record_is_the_listings_whatever_its_owner_wrote(
     assert done.returncode == 0, done.stderr
     job_id = int(done.stdout.strip().split(";")[0])
     held.append(str(job_id))
+    note = NOTE.format(job_id=job_id) + (FORGED if case == "separator-in-admin-comment" else "")
+    SlurmCtl(timeout_s=30).update_job(job_id, AdminComment=note)
     info = SlurmCtl(timeout_s=30).job_info(job_id)
     assert info is not None
     asked: list[list[str]] = []
@@ -58,6 +65,7 @@ def test_one_jobs_record_is_the_listings_whatever_its_owner_wrote(
 
     status = SlurmCtl(recording, timeout_s=30).job_status(job_id)
     assert status == JobStatus.of(info)
+    assert status.admin_comment == note
     # Only a forged separator costs the listing of every job.
     assert any("--json" in argv for argv in asked) == ("separator" in case)
     alice = pwd.getpwnam("alice")

@@ -291,11 +291,13 @@ def test_command_errors_are_translated() -> None:
 # captured on the lab (Slurm 22.05.8): a held job with an output pattern, a finished one.
 HELD = (
     "10113\x1f10113\x1fN/A\x1fPENDING\x1fJobHeldUser\x1f0\x1falice\x1f2001\x1f2001\x1fn/a\x1f"
-    "\x1fcpu=1,mem=512M,node=1,billing=1\x1fplain\x1f(null)\x1f/tmp/%x-%j-%u-%A-%a.out\x1f\n"
+    "\x1fcpu=1,mem=512M,node=1,billing=1\x1fplain\x1f(null)\x1f(null)\x1f"
+    "/tmp/%x-%j-%u-%A-%a.out\x1f\n"
 )
 DONE = (
     "10118\x1f10118\x1fN/A\x1fCOMPLETED\x1fNone\x1f0\x1falice\x1f2001\x1f2001\x1fvm\x1fvm\x1f"
     "cpu=1,mem=512M,node=1,billing=1,gres/gpu=1\x1frun\x1f(null)\x1f"
+    "slurmk8s-accepted; pod=slurm-jobs/job-10118-r0 phase=Succeeded\x1f"
     "/mnt/test-k8s/home/alice/slurm-10118.out\x1f\n"
 )
 
@@ -305,11 +307,13 @@ def test_one_jobs_own_query_is_read_field_by_field() -> None:
     assert held is not None
     assert (held.state, held.reason, held.restarts, held.node) == ("PENDING", "JobHeldUser", 0, "")
     assert (held.user, held.uid, held.gid, held.comment) == ("alice", 2001, 2001, "")
+    assert held.admin_comment == ""
     assert held.stdout == "/tmp/plain-10113-alice-10113-4294967294.out"
     done = parse_job_status(DONE, 10118)
     assert done is not None
     assert (done.state, done.reason, done.node, done.gpus) == ("COMPLETED", "", "vm", 1)
     assert done.stdout == "/mnt/test-k8s/home/alice/slurm-10118.out"
+    assert done.admin_comment == "slurmk8s-accepted; pod=slurm-jobs/job-10118-r0 phase=Succeeded"
 
 
 @pytest.mark.parametrize("field", ["plain", "(null)", "/tmp/%x-%j-%u-%A-%a.out"])
