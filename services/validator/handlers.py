@@ -223,20 +223,23 @@ class ValidatorHandler:
                 )
             ]
         home = self._home(user)
-        problems = list(
-            check_script(
-                job.data, policy, user=user, home=str(home), syntax=self._deps.syntax
-            ).problems
-        )
+        problems = []
         if not home.is_dir():
-            problems.insert(
-                0,
+            problems.append(
                 Problem(
                     line=0,
                     message=f"your NAS home folder {home} does not exist; ask an administrator",
-                ),
+                )
             )
-        return user, problems
+        found = check_script(job.data, policy, user=user, home=str(home), syntax=None).problems
+        if (problems or found) and self._deps.syntax is not None:
+            # A file refused anyway lists its shell syntax errors too. An acceptable one's are
+            # job_submit.lua's to report (it runs bash -n for every door, this one included,
+            # and its "line N:" answer reaches the .error file), so bash runs once per job.
+            found = check_script(
+                job.data, policy, user=user, home=str(home), syntax=self._deps.syntax
+            ).problems
+        return user, problems + list(found)
 
     def _home(self, user: str) -> Path:
         """Where relative paths resolve and sbatch runs: the user's NAS home."""

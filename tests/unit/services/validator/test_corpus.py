@@ -20,8 +20,9 @@ from services.watcher.scanning import FileStat, by_identity
 from services.watcher.watching import rename_to_shown
 from shared.config import NasSettings
 from shared.jobscript.policy import REPO_PATH, load_policy
-from shared.jobscript.validation import bash_syntax
+from shared.jobscript.validation import bash_syntax, check_script
 from shared.messages import Envelope, FileDetected, shown
+from shared.slurmctl import SubmitRefused
 from tests.corpus import ACCOUNTS_BY_UID, CHANGES, Case, build, change, load
 from tests.unit.services.validator.test_handlers import FakeSlurm
 
@@ -64,12 +65,23 @@ def event_for(path: Path) -> Envelope:
     )
 
 
+class SyntaxCheckingSlurm(FakeSlurm):
+    """Checks a script as job_submit.lua does (bash -n included), refusing in its words."""
+
+    def submit(self, script: bytes, *, user: str, key: str, cwd: Path, job_name: str) -> int:
+        policy = load_policy(REPO_PATH)
+        verdict = check_script(script, policy, user=user, home=str(cwd), syntax=bash_syntax)
+        if verdict.problems:
+            raise SubmitRefused([f"line {p.line}: {p.message}" for p in verdict.problems])
+        return super().submit(script, user=user, key=key, cwd=cwd, job_name=job_name)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_the_validator_files_each_case_with_its_reason(nas: NasSettings, case: Case) -> None:
     assert case.nas is not None
     if case.xfail:
         pytest.xfail(case.xfail)
-    slurm = FakeSlurm()
+    slurm = SyntaxCheckingSlurm()
     handler = ValidatorHandler(
         ValidatorDeps(
             policy=load_policy(REPO_PATH),

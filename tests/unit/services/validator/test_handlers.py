@@ -17,6 +17,7 @@ from services.validator.handlers import ValidatorDeps, ValidatorHandler, submiss
 from shared.config import NasSettings
 from shared.errors import PermanentError, TransientError
 from shared.jobscript.policy import REPO_PATH, load_policy
+from shared.jobscript.validation import Problem
 from shared.messages import Envelope, FileDetected, JobRejected, JobStarted, JobSubmitted
 from shared.slurmctl import SubmitRefused
 
@@ -283,6 +284,25 @@ def test_job_submit_lua_refusal_keeps_its_line_numbers(nas: NasSettings) -> None
     assert (nas.failed_dir / "hello.sh.error").read_text().splitlines()[1:] == [
         "file: sbatch: Batch job submission failed",
         "line 2: asks for 9 CPUs; the limit is 2",
+    ]
+
+
+def test_bash_runs_only_for_a_file_refused_anyway(nas: NasSettings) -> None:
+    checked: list[bytes] = []
+
+    def syntax(data: bytes) -> list[Problem]:
+        checked.append(data)
+        return [Problem(line=5, message="shell syntax: unexpected end of file")]
+
+    deps = replace(make_deps(nas, FakeSlurm()), syntax=syntax)
+    ValidatorHandler(deps)(drop(nas, "hello.sh", HELLO))
+    assert checked == []  # job_submit.lua runs bash -n on what sbatch gives it
+    bad = b"#!/bin/bash\n#SBATCH -c 64\n#K8S_IMAGE=nas-hub.local:5407/alpine:latest\nif\n"
+    ValidatorHandler(deps)(drop(nas, "bad.sh", bad))
+    assert checked == [bad]
+    assert (nas.failed_dir / "bad.sh.error").read_text().splitlines()[1:] == [
+        "line 2: asks for 64 CPUs; the limit is 2",
+        "line 5: shell syntax: unexpected end of file",
     ]
 
 
