@@ -28,7 +28,7 @@ from shared.lifecycle import start_service
 from shared.logs import get_logger
 from shared.metrics import observe_consumer
 from shared.receipts import ReceiptBook
-from shared.slurmctl import Submitter
+from shared.slurmctl import Submitter, adopt_session_nofile
 from shared.telemetry import current_traceparent
 
 SERVICE = "validator"
@@ -95,6 +95,7 @@ def main() -> int:
         log.error("validator.config_error", error=str(exc))
         return 2
     log.info("validator.starting", policy=str(path), submit_dir=str(nas.submit_dir))
+    adopt_session_nofile()  # what each sbatch must have; inherited, not set per sbatch
     slurm = Submitter(
         timeout_s=settings.sbatch_timeout_s,
         query_timeout_s=settings.query_timeout_s,

@@ -1,5 +1,6 @@
 import os
 import pwd
+import resource
 import subprocess
 from pathlib import Path
 
@@ -108,10 +109,25 @@ def cli(monkeypatch: pytest.MonkeyPatch, answers: dict[str, object]) -> tuple[Su
     ), fake
 
 
+def test_a_process_with_the_session_limit_passes_it_on_without_prlimit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits = {resource.RLIMIT_NOFILE: (4096, 8192)}
+    monkeypatch.setattr(slurmctl.resource, "getrlimit", limits.__getitem__)
+    monkeypatch.setattr(slurmctl.resource, "setrlimit", limits.__setitem__)
+    slurmctl.adopt_session_nofile()
+    assert limits[resource.RLIMIT_NOFILE] == (1024, 8192)
+    assert slurmctl.as_owner(ME, ["sbatch"]) == [
+        "setpriv", f"--reuid={ME.pw_uid}", f"--regid={ME.pw_gid}", "--init-groups", "--",
+        "sbatch",
+    ]  # fmt: skip
+
+
 def test_submit_runs_sbatch_as_the_owner_with_the_bytes_on_stdin(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     slurm, fake = cli(monkeypatch, {"sbatch": (0, b"42;cluster\n", b"")})
+    monkeypatch.setattr(slurmctl.resource, "getrlimit", lambda _: (4096, 8192))
     job = slurm.submit(b"#!/bin/sh\n", user=ME.pw_name, key="k1", cwd=Path("/h/a"), job_name="x")
     assert job == 42
     argv, kwargs = fake.calls[0]
