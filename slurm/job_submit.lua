@@ -1035,22 +1035,25 @@ local function is_shell(shebang)
 end
 
 -- `bash -n` parses without executing; env -i so a non-interactive bash has no $BASH_ENV.
--- The exit status is echoed because Lua 5.1's pipe:close() does not return it.
+-- The exit status is echoed because Lua 5.1's pipe:close() does not return it. Bounded by
+-- CPU time (`ulimit -t`, soft = hard: SIGKILL) where `timeout` would fork once more while
+-- slurmctld holds its job lock: parsing a regular file waits on nothing else.
+M.SYNTAX_CPU_S = 10
 function M.bash_syntax(data)
   local path = os.tmpname()
   local handle = io.open(path, "wb")
   if handle == nil then return {} end
   handle:write(data)
   handle:close()
-  local pipe = io.popen("env -i PATH=/usr/bin:/bin LC_ALL=C timeout 10 bash -n '" .. path
-    .. "' 2>&1; echo \"slurmk8s-rc=$?\"")
+  local pipe = io.popen("ulimit -t " .. M.SYNTAX_CPU_S .. "; env -i PATH=/usr/bin:/bin LC_ALL=C "
+    .. "bash -n '" .. path .. "' 2>&1; echo \"slurmk8s-rc=$?\"")
   local out = pipe and pipe:read("*a") or ""
   if pipe then pipe:close() end
   os.remove(path)
   local code = tonumber(out:match("slurmk8s%-rc=(%d+)%s*$") or "0")
   out = out:gsub("slurmk8s%-rc=%d+%s*$", "")
   local problems = {}
-  if code == 124 then
+  if code == 137 or code == 152 then -- SIGKILL or SIGXCPU: out of CPU time
     problem(problems, 0, "the shell syntax check (bash -n) took too long")
     return problems
   end
