@@ -167,7 +167,8 @@ class ReceiptBook:
         try:
             fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=f".{job_id}.", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, sort_keys=True)
+                # dumps, not dump: only the one-shot encoder is the C one.
+                handle.write(json.dumps(record, sort_keys=True))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)

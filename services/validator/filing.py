@@ -264,7 +264,8 @@ class Journal:
         try:
             self._directory.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, sort_keys=True)
+                # dumps, not dump: only the one-shot encoder is the C one.
+                handle.write(json.dumps(record, sort_keys=True))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
