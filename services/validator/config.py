@@ -39,9 +39,9 @@ class ValidatorSettings(BaseSettings):
         ge=1,
         le=32,
         description="VALIDATOR_WORKERS. Files validated and submitted at once, each worker "
-        "with its own broker connection. Most of a file's time is spent waiting for sbatch, "
-        "bash -n and the NAS, so a few workers keep slurmctld, not this service, the limit "
-        "of a burst; each key is still handled by one worker at a time (the journal's lock).",
+        "with its own broker connection. Most of a file's time is spent waiting for sbatch "
+        "and the NAS, so a few workers keep slurmctld, not this service, the limit of a "
+        "burst; each key is still handled by one worker at a time (the journal's lock).",
     )
     crash_at: str = Field(
         default="",
