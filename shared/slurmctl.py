@@ -85,7 +85,7 @@ def adopt_session_nofile() -> None:
     """Give this process the soft open-files limit a session gives sbatch (``SESSION_NOFILE``).
 
     Its children inherit it, so ``as_owner`` needs no ``prlimit`` per sbatch (0.9 ms of CPU
-    each, a quarter of what wrapping sbatch cost). For the validator, which opens few files.
+    each). For the validator, which opens few files.
     """
     resource.setrlimit(
         resource.RLIMIT_NOFILE, (_session_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE)[1])
