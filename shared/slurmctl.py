@@ -77,19 +77,14 @@ set this one and left every other limit as inherited (compared with ``ulimit -Sa
 """
 
 
-def _session_nofile() -> int:
-    return min(SESSION_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-
-
 def adopt_session_nofile() -> None:
     """Give this process the soft open-files limit a session gives sbatch (``SESSION_NOFILE``).
 
     Its children inherit it, so ``as_owner`` needs no ``prlimit`` per sbatch (0.9 ms of CPU
     each). For the validator, which opens few files.
     """
-    resource.setrlimit(
-        resource.RLIMIT_NOFILE, (_session_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    )
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(SESSION_NOFILE, hard), hard))
 
 
 def as_owner(owner: pwd.struct_passwd, argv: Sequence[str]) -> list[str]:
@@ -103,8 +98,9 @@ def as_owner(owner: pwd.struct_passwd, argv: Sequence[str]) -> list[str]:
     ``subprocess``'s own ``user=`` makes it fork, which copies the service's page tables
     (2.8 ms of CPU in all at 44 MB, where ``setpriv`` costs 2.2 ms).
     """
-    nofile = _session_nofile()
-    limit = [] if resource.getrlimit(resource.RLIMIT_NOFILE)[0] == nofile else [
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile = min(SESSION_NOFILE, hard)
+    limit = [] if soft == nofile else [
         "prlimit", f"--nofile={nofile}:", "--",
     ]  # fmt: skip
     return [
