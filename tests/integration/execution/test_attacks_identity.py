@@ -53,12 +53,19 @@ def test_a_job_name_cannot_make_bobs_job_run_as_alice(
     name: str, jobs: Any, kube_core: Any, alice_home: Path, lab_env: dict[str, str]
 ) -> None:
     nas = Path(lab_env["NAS_ROOT"])
-    out = nas / "home" / "bob" / f"spoof-{uuid.uuid4().hex[:6]}.out"
-    body = f"id -u; touch {alice_home} && echo WROTE || echo REFUSED"
+    stem = nas / "home" / "bob" / f"spoof-{uuid.uuid4().hex[:6]}"
+    out, seen = stem.with_suffix(".out"), stem.with_suffix(".seen")
+    # The job holds its Pod until the test has looked at it: such a short job's Pod can
+    # otherwise come and go between two polls.
+    body = (
+        f"id -u; until [ -e {seen} ]; do sleep 0.2; done\n"
+        f"touch {alice_home} && echo WROTE || echo REFUSED"
+    )
     job_id = jobs.submit("bob", jobs.script(IMAGE, body), "-J", name, "-o", str(out))
     pod = jobs.wait_for(
         "the Pod", lambda: next(iter(jobs.pods(kube_core, job_id)), None), timeout=120
     )
+    seen.touch()
     assert pod.spec.security_context.run_as_user == BOB
     assert pod.spec.security_context.run_as_group == BOB
     assert pod.metadata.labels["slurm-k8s.io/user"] == "bob"
@@ -70,6 +77,7 @@ def test_a_job_name_cannot_make_bobs_job_run_as_alice(
     assert f"\n{BOB}\n" in text, text
     assert state[0] == "COMPLETED", (state, text)
     out.unlink(missing_ok=True)
+    seen.unlink(missing_ok=True)
 
 
 def test_a_file_name_on_the_nas_cannot_make_bobs_job_run_as_alice(
