@@ -6,9 +6,10 @@ slurmdbd is a ``TransientError``; "no such job" is ``SlurmJobUnknown`` (the call
 that means, and it never means "finished": fail closed); a refused update is a
 ``PermanentError``. Parsing is pure and unit-tested against captured Slurm 22.05 output.
 
-Who a job belongs to and what it was given come only from structured output
-(``squeue --json``, ``JobInfo``): ``scontrol show job`` prints user strings (the job name, the
-comment, paths) unquoted among its ``Key=Value`` fields, so a job named
+Who a job belongs to and what it was given come only from structured output: one job's own
+``squeue --Format`` record whose every field ends in a separator counted exactly
+(``JobStatus``), or ``squeue --json`` (``JobInfo``). ``scontrol show job`` prints user strings
+(the job name, the comment, paths) unquoted among its ``Key=Value`` fields, so a job named
 ``x UserId=alice(2001)`` reads as alice's job there. The text record (``JobRecord``) is kept for
 what JSON lacks on 22.05 (the output paths, which squeue leaves empty) and for display; no
 identity, resource or policy decision reads it.
@@ -26,7 +27,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -437,11 +438,12 @@ class SlurmCtl:
         return parse_squeue_json(self._stream(["squeue", "--json"], self._timeout_s), job_id)
 
     def job_status(self, job_id: int) -> JobStatus | None:
-        """The job's state and owner from its own ``squeue`` query; None if slurmctld lost it.
+        """The job's record from its own ``squeue`` query; None if slurmctld lost it.
 
         One job's query costs slurmctld and squeue the same at any queue length, where
-        ``squeue --json`` on 22.05 lists every job it holds (0.3 s at 1,000 jobs). A record
-        this query cannot read exactly is not guessed at: ``job_info`` answers instead.
+        ``squeue --json`` on 22.05 lists every job it holds (0.3 s at 1,000 jobs, 1.7 s at
+        7,000). A record this query cannot read exactly is not guessed at: ``job_info``
+        answers instead.
 
         Raises:
             TransientError: slurmctld unreachable.
@@ -485,7 +487,7 @@ class SlurmCtl:
         """
         return self._run(["scontrol", "write", "batch_script", str(job_id), "-"], self._timeout_s)
 
-    def note(self, job: JobInfo, text: str) -> None:
+    def note(self, job: JobStatus, text: str) -> None:
         """Record ``text`` in the job's AdminComment, keeping the acceptance mark."""
         wanted = admin_note(job.admin_comment, text)
         if wanted != job.admin_comment:
@@ -530,106 +532,30 @@ def admin_note(current: str, text: str) -> str:
 
 
 # Each field of a one-job query ends with the ASCII unit separator. Users can put one in the
-# fields they write (the job name, the comment, the output path), so a record is read only
-# when it holds exactly one separator per field: a forged one makes the count wrong, never a
-# field of someone else's choosing.
+# fields they write (the job name, the comment, the paths), so a record is read only when it
+# holds exactly one separator per field: a forged one makes the count wrong, never a field of
+# someone else's choosing.
 _FIELD_END = "\x1f"
 STATUS_FIELDS = (
     "JobID", "ArrayJobID", "ArrayTaskID", "State", "Reason", "RestartCnt", "UserName", "UserID",
     "GroupID", "BatchHost", "NodeList", "tres-alloc", "Name", "Comment", "admin_comment",
-    "STDOUT",
+    "STDOUT", "Partition", "NumCPUs", "WorkDir", "TimeLimit", "SubmitTime", "StartTime",
+    "EndTime",
 )  # fmt: skip
 """``admin_comment`` is spelt so (``AdminComment`` is refused by 22.05's squeue)."""
+
+_TIME_LIMIT = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)")
+"""squeue's ``TimeLimit``: ``[days-][hours:]minutes:seconds``."""
 
 
 @dataclass(frozen=True)
 class JobStatus:
     """A job as its own ``squeue --jobs`` query reports it (``SlurmCtl.job_status``).
 
-    What finishing a run needs, the AdminComment (job_submit.lua's acceptance mark and the
-    collector's notes, which users cannot write) included.
+    Everything finishing a run and building its Pod read, the AdminComment (job_submit.lua's
+    acceptance mark and the collector's notes, which users cannot write) included; the GPU
+    indices are the listing's alone (``JobInfo``).
     """
-
-    job_id: int
-    state: str
-    reason: str
-    restarts: int
-    user: str
-    uid: int
-    gid: int
-    node: str
-    gpus: int
-    comment: str
-    admin_comment: str
-    stdout: str
-    """The --output path, patterns expanded (Slurm's default when none was given)."""
-
-    @classmethod
-    def of(cls, info: JobInfo) -> JobStatus:
-        """The same fields of a structured record."""
-        return cls(
-            job_id=info.job_id,
-            state=info.state,
-            reason=info.reason,
-            restarts=info.restarts,
-            user=info.user,
-            uid=info.uid,
-            gid=info.gid,
-            node=info.node,
-            gpus=info.gpus,
-            comment=info.comment,
-            admin_comment=info.admin_comment,
-            stdout=info.stdout,
-        )
-
-
-def parse_job_status(text: str, job_id: int) -> JobStatus | None:
-    """The record of ``squeue --jobs=<id> --Format=STATUS_FIELDS`` (each ending in U+001F).
-
-    None when the answer is not exactly one record of this job (a separator in a user's
-    field, an array's several tasks, no record): the caller asks the structured listing.
-    """
-    if not text.endswith(_FIELD_END + "\n") or text.count(_FIELD_END) != len(STATUS_FIELDS):
-        return None
-    values = dict(zip(STATUS_FIELDS, text[: -len(_FIELD_END) - 1].split(_FIELD_END), strict=True))
-    numbers = [values[k] for k in ("JobID", "RestartCnt", "UserID", "GroupID")]
-    if not all(n.isdigit() for n in numbers) or int(values["JobID"]) != job_id:
-        return None
-    array_job = int(values["ArrayJobID"]) if values["ArrayJobID"].isdigit() else None
-    array_task = int(values["ArrayTaskID"]) if values["ArrayTaskID"].isdigit() else None
-    host = values["BatchHost"]
-    node = values["NodeList"] if host.lower() in ("n/a", "(null)", "") else host
-    return JobStatus(
-        job_id=job_id,
-        state=values["State"],
-        reason=_null(values["Reason"]),
-        restarts=int(values["RestartCnt"]),
-        user=values["UserName"],
-        uid=int(values["UserID"]),
-        gid=int(values["GroupID"]),
-        node=node,
-        gpus=gpu_count(values["tres-alloc"]),
-        comment=_null(values["Comment"]),
-        admin_comment=_null(values["admin_comment"]),
-        stdout=expand_output_pattern(
-            values["STDOUT"],
-            job_id=job_id,
-            user=values["UserName"],
-            name=values["Name"],
-            array_job_id=None if array_job == job_id and array_task is None else array_job,
-            array_task_id=array_task,
-            node=node,
-        ),
-    )
-
-
-class MalformedSlurmOutput(PermanentError):
-    """A Slurm command answered, but not in the form this boundary parses."""
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    """A job as ``squeue --json`` reports it: every field is a JSON value, never split text."""
 
     job_id: int
     state: str
@@ -657,6 +583,104 @@ class JobInfo:
     admin_comment: str = ""
     stdout: str = ""
     """The --output path, patterns expanded (Slurm's default when none was given)."""
+
+    @classmethod
+    def of(cls, job: JobStatus) -> JobStatus:
+        """The same fields of any record (a ``JobInfo`` from the listing)."""
+        return cls(**{field.name: getattr(job, field.name) for field in fields(cls)})
+
+
+def _local_epoch(text: str) -> int | None:
+    """A time in squeue's default form (local time, no zone) as epoch seconds; None if unset.
+
+    Read in this process's time zone, which squeue (a child with the same environment) printed
+    it in; in the hour a daylight-saving change repeats, the earlier reading is taken.
+    """
+    try:
+        return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp())
+    except ValueError:
+        return None
+
+
+def _time_limit_s(text: str) -> int | None:
+    """``TimeLimit`` in seconds; None for no limit. Raises ValueError for anything else."""
+    if text == "UNLIMITED":
+        return None
+    match = _TIME_LIMIT.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def parse_job_status(text: str, job_id: int) -> JobStatus | None:
+    """The record of ``squeue --jobs=<id> --Format=STATUS_FIELDS`` (each ending in U+001F).
+
+    None when the answer is not exactly one record of this job (a separator in a user's
+    field, an array's several tasks, no record, a value not in its field's form): the caller
+    asks the structured listing.
+    """
+    if not text.endswith(_FIELD_END + "\n") or text.count(_FIELD_END) != len(STATUS_FIELDS):
+        return None
+    values = dict(zip(STATUS_FIELDS, text[: -len(_FIELD_END) - 1].split(_FIELD_END), strict=True))
+    numbers = [values[k] for k in ("JobID", "RestartCnt", "UserID", "GroupID", "NumCPUs")]
+    submitted = _local_epoch(values["SubmitTime"])
+    if not all(n.isdigit() for n in numbers) or int(values["JobID"]) != job_id or not submitted:
+        return None
+    try:
+        time_limit_s = _time_limit_s(values["TimeLimit"])
+    except ValueError:
+        return None
+    # ArrayTaskID: "N/A" for a plain job, a number for one task, "1-2" for tasks not yet split.
+    in_array = values["ArrayTaskID"] != "N/A" and values["ArrayJobID"].isdigit()
+    array_job = int(values["ArrayJobID"]) if in_array else None
+    array_task = int(values["ArrayTaskID"]) if values["ArrayTaskID"].isdigit() else None
+    host = values["BatchHost"]
+    node = values["NodeList"] if host.lower() in ("n/a", "(null)", "") else host
+    tres = values["tres-alloc"]
+    return JobStatus(
+        job_id=job_id,
+        state=values["State"],
+        reason=_null(values["Reason"]),
+        restarts=int(values["RestartCnt"]),
+        name=values["Name"],
+        user=values["UserName"],
+        uid=int(values["UserID"]),
+        gid=int(values["GroupID"]),
+        partition=values["Partition"],
+        node=node,
+        cpus=int(values["NumCPUs"]),
+        mem_mb=_tres_mem_mb(tres),
+        gpus=gpu_count(tres),
+        work_dir=values["WorkDir"] or "/",
+        time_limit_s=time_limit_s,
+        submit_time=submitted,
+        start=_epoch_iso(_local_epoch(values["StartTime"])),
+        end=_epoch_iso(_local_epoch(values["EndTime"])),
+        array_job_id=array_job,
+        array_task_id=array_task,
+        comment=_null(values["Comment"]),
+        admin_comment=_null(values["admin_comment"]),
+        stdout=expand_output_pattern(
+            values["STDOUT"],
+            job_id=job_id,
+            user=values["UserName"],
+            name=values["Name"],
+            array_job_id=array_job,
+            array_task_id=array_task,
+            node=node,
+        ),
+    )
+
+
+class MalformedSlurmOutput(PermanentError):
+    """A Slurm command answered, but not in the form this boundary parses."""
+
+
+@dataclass(frozen=True)
+class JobInfo(JobStatus):
+    """A job as ``squeue --json`` lists it: every field is a JSON value, never split text."""
+
     stderr: str = ""
     """The --error path, patterns expanded; "" when it goes with stdout."""
     gpu_indices: str = ""

@@ -27,7 +27,7 @@ from shared.jobscript.validation import check_script, format_problem
 from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.logs import get_logger
 from shared.messages import Envelope, JobStarted, PodLaunched
-from shared.slurmctl import JobInfo
+from shared.slurmctl import JobStatus
 
 _log = get_logger(__name__)
 
@@ -42,13 +42,13 @@ class Refused(PermanentError):
 class SlurmPort(Protocol):
     """Slurm as the launcher needs it."""
 
-    def job_info(self, job_id: int) -> JobInfo | None:
+    def job_status(self, job_id: int) -> JobStatus | None:
         """The job's structured record, or None when slurmctld does not know it (any more)."""
 
     def batch_script(self, job_id: int) -> str:
         """The batch script Slurm stored (our wrapper for accepted jobs)."""
 
-    def note(self, job: JobInfo, text: str) -> None:
+    def note(self, job: JobStatus, text: str) -> None:
         """Record text in the job's AdminComment (keeping the acceptance mark)."""
 
 
@@ -108,7 +108,7 @@ class Defaults:
     scratch_size: str = "10Gi"
 
 
-def token_lifetime(job: JobInfo, token_max_s: int) -> int:
+def token_lifetime(job: JobStatus, token_max_s: int) -> int:
     """The handoff token outlives the job's time limit by an hour (Pod-bound: dies with it)."""
     if job.time_limit_s is None:
         return token_max_s
@@ -117,7 +117,7 @@ def token_lifetime(job: JobInfo, token_max_s: int) -> int:
 
 def run_spec(
     event: JobStarted,
-    job: JobInfo,
+    job: JobStatus,
     original: bytes,
     *,
     k8s_node: str,
@@ -186,7 +186,7 @@ def run_spec(
     )
 
 
-def skip_reason(event: JobStarted, job: JobInfo | None) -> str | None:
+def skip_reason(event: JobStarted, job: JobStatus | None) -> str | None:
     """Why this event must not create a Pod (None: go ahead)."""
     if job is None:
         return "Slurm no longer knows the job"
@@ -197,7 +197,7 @@ def skip_reason(event: JobStarted, job: JobInfo | None) -> str | None:
     return None
 
 
-def verify(event: JobStarted, job: JobInfo, original: bytes | None, policy: Policy) -> bytes:
+def verify(event: JobStarted, job: JobStatus, original: bytes | None, policy: Policy) -> bytes:
     """Check, before any Pod, that this job is what slurm-k8s accepted, for whom it claims (pure).
 
     Three independent sources must agree: slurmd's environment in the prolog (the event),
@@ -303,13 +303,13 @@ class Launcher:
         Raises:
             TransientError: Slurm or Kubernetes is unreachable; the event is retried.
         """
-        job: JobInfo | None = None
+        job: JobStatus | None = None
         # Two independent round trips to slurmctld, asked at once: the script is read while
         # the job's record is listed (it is only used once the record says to).
         with ThreadPoolExecutor(1, thread_name_prefix="batch-script") as pool:
             script = pool.submit(self._slurm.batch_script, event.job_id)
             try:
-                job = self._slurm.job_info(event.job_id)
+                job = self._slurm.job_status(event.job_id)
                 reason = skip_reason(event, job)
                 if reason is not None or job is None:
                     _log.info("no Pod for this event", job_id=event.job_id, reason=reason)
@@ -324,7 +324,7 @@ class Launcher:
                 self._refuse(event, job, str(exc))
                 return None
 
-    def _original(self, job: JobInfo, script: Future[str]) -> bytes | None:
+    def _original(self, job: JobStatus, script: Future[str]) -> bytes | None:
         """The script inside our wrapper; None for any other script.
 
         A job without the acceptance mark is a plain Slurm job unless its script imitates
@@ -338,7 +338,7 @@ class Launcher:
                 raise
             return None
 
-    def _launch(self, event: JobStarted, job: JobInfo, original: bytes) -> PodLaunched | None:
+    def _launch(self, event: JobStarted, job: JobStatus, original: bytes) -> PodLaunched | None:
         spec = run_spec(
             event,
             job,
@@ -402,7 +402,7 @@ class Launcher:
         self._cluster.ensure(podspec.role(spec, owner))
         self._cluster.ensure(podspec.role_binding(spec, owner))
 
-    def _refuse(self, event: JobStarted, job: JobInfo | None, reason: str) -> None:
+    def _refuse(self, event: JobStarted, job: JobStatus | None, reason: str) -> None:
         _log.warning(
             "no Pod: run refused",
             job_id=event.job_id,
@@ -414,7 +414,7 @@ class Launcher:
         if job is not None:
             self._note(job, f"refused: {reason}")
 
-    def _note(self, job: JobInfo, text: str) -> None:
+    def _note(self, job: JobStatus, text: str) -> None:
         # The note is for people; a job that ended meanwhile or a busy slurmctld must not
         # undo a launch that succeeded (the watcher updates it again on the next phase).
         try:

@@ -292,7 +292,7 @@ class Runner:
         ctl = SlurmCtl(timeout_s=5)
         while time.monotonic() < deadline and not self._stop.is_set():
             try:
-                job = ctl.job_info(self._s.job_id)
+                job = ctl.job_status(self._s.job_id)
             except ServiceError:
                 return
             if job is None or f"reason={reason}" in job.admin_comment:

@@ -33,6 +33,9 @@ SPOOFS = (
     "x\tUserId=alice(2001)",
     "x UserId=root(0) GroupId=root(0) NumCPUs=64 TRES=cpu=64,mem=1T,gres/gpu=4",
     "x JobState=COMPLETED Restarts=7 AdminComment=slurmk8s-accepted",
+    # One job's own squeue record ends each field in U+001F: forged ones shift alice's uid
+    # and the acceptance mark into the fields after the name.
+    "x\x1f(null)\x1fslurmk8s-accepted\x1f/tmp/x\x1fgpu\x1f1\x1f/\x1f2001\x1f",
 )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from shared.slurmctl import JobStatus, SlurmCtl, run_command
-from tests.integration.conftest import RunAs
+from tests.integration.conftest import RunAs, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,10 @@ CASES = {
     "patterns": ["--job-name=n-%j", "--output=/tmp/%x-%u-%A-%a-%j.out"],
     "array": ["--array=1-2"],
     "separator-in-admin-comment": [],
+    "limits": ["--time=1-02:03:00", "-c", "2", "--mem=300M", "--gres=gpu:1"],
+    "running": ["--time=5", "-c", "2", "--mem=300M", "--gres=gpu:1", "-D", "/tmp"],
 }
+"""Every case is held but ``running``, which the launcher's reading of a started job needs."""
 NOTE = "slurmk8s-accepted; pod=slurm-jobs/job-{job_id}-r0 phase=Pending"
 """The AdminComment slurm-k8s keeps (job_submit.lua's mark, the collector's note): users
 cannot write it, but a note repeats a Pod's message, so one case puts separators in it too."""
@@ -48,11 +51,14 @@ def held() -> Iterator[list[str]]:
 def test_one_jobs_record_is_the_listings_whatever_its_owner_wrote(
     case: str, slurm_ready: str, run_as: RunAs, held: list[str]
 ) -> None:
-    argv = ["sbatch", "--parsable", "--hold", *CASES[case], "--wrap", "true"]
+    hold, body = (["--hold"], "true") if case != "running" else ([], "sleep 300")
+    argv = ["sbatch", "--parsable", *hold, *CASES[case], "--wrap", body]
     done = run_as("alice", argv)
     assert done.returncode == 0, done.stderr
     job_id = int(done.stdout.strip().split(";")[0])
     held.append(str(job_id))
+    if case == "running":
+        wait_for("the job to run", lambda: _state(job_id) == "RUNNING", timeout=120)
     note = NOTE.format(job_id=job_id) + (FORGED if case == "separator-in-admin-comment" else "")
     SlurmCtl(timeout_s=30).update_job(job_id, AdminComment=note)
     info = SlurmCtl(timeout_s=30).job_info(job_id)
@@ -64,9 +70,14 @@ def test_one_jobs_record_is_the_listings_whatever_its_owner_wrote(
         return run_command(argv, timeout_s)
 
     status = SlurmCtl(recording, timeout_s=30).job_status(job_id)
+    assert status is not None
     assert status == JobStatus.of(info)
     assert status.admin_comment == note
     # Only a forged separator costs the listing of every job.
     assert any("--json" in argv for argv in asked) == ("separator" in case)
     alice = pwd.getpwnam("alice")
     assert (status.user, status.uid, status.gid) == ("alice", alice.pw_uid, alice.pw_gid)
+
+
+def _state(job_id: int) -> str:
+    return run_command(["squeue", "-h", f"--jobs={job_id}", "--states=all", "-o", "%T"], 30).strip()

@@ -1,5 +1,6 @@
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -288,18 +289,32 @@ def test_command_errors_are_translated() -> None:
 
 
 # `squeue --jobs=<id> --states=all --noheader --Format=<STATUS_FIELDS, each ending in U+001F>`,
-# captured on the lab (Slurm 22.05.8): a held job with an output pattern, a finished one.
+# captured on the lab (Slurm 22.05.8): a held job with an output pattern, a running one with a
+# time limit, a finished one.
 HELD = (
     "10113\x1f10113\x1fN/A\x1fPENDING\x1fJobHeldUser\x1f0\x1falice\x1f2001\x1f2001\x1fn/a\x1f"
     "\x1fcpu=1,mem=512M,node=1,billing=1\x1fplain\x1f(null)\x1f(null)\x1f"
-    "/tmp/%x-%j-%u-%A-%a.out\x1f\n"
+    "/tmp/%x-%j-%u-%A-%a.out\x1fgpu\x1f1\x1f/tmp\x1fUNLIMITED\x1f2026-12-03T07:32:28\x1fN/A\x1f"
+    "N/A\x1f\n"
+)
+RUNNING = (
+    "10126\x1f10126\x1fN/A\x1fRUNNING\x1fNone\x1f0\x1falice\x1f2001\x1f2001\x1fvm\x1fvm\x1f"
+    "cpu=2,mem=300M,node=1,billing=2,gres/gpu=1\x1frun\x1f(null)\x1f(null)\x1f"
+    "/mnt/test-k8s/home/alice/slurm-10126.out\x1fgpu\x1f2\x1f/mnt/test-k8s/home/alice\x1f"
+    "1-02:03:00\x1f2026-12-03T07:32:28\x1f2026-12-03T07:32:28\x1f2026-12-04T09:35:28\x1f\n"
 )
 DONE = (
     "10118\x1f10118\x1fN/A\x1fCOMPLETED\x1fNone\x1f0\x1falice\x1f2001\x1f2001\x1fvm\x1fvm\x1f"
     "cpu=1,mem=512M,node=1,billing=1,gres/gpu=1\x1frun\x1f(null)\x1f"
     "slurmk8s-accepted; pod=slurm-jobs/job-10118-r0 phase=Succeeded\x1f"
-    "/mnt/test-k8s/home/alice/slurm-10118.out\x1f\n"
+    "/mnt/test-k8s/home/alice/slurm-10118.out\x1fgpu\x1f1\x1f/mnt/test-k8s/home/alice\x1f"
+    "UNLIMITED\x1f2026-12-02T11:58:40\x1f2026-12-02T11:58:41\x1f2026-12-02T11:58:43\x1f\n"
 )
+
+
+def _epoch(text: str) -> int:
+    """squeue prints local time: the epoch seconds of ``text`` in this process's zone."""
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp())
 
 
 def test_one_jobs_own_query_is_read_field_by_field() -> None:
@@ -307,13 +322,50 @@ def test_one_jobs_own_query_is_read_field_by_field() -> None:
     assert held is not None
     assert (held.state, held.reason, held.restarts, held.node) == ("PENDING", "JobHeldUser", 0, "")
     assert (held.user, held.uid, held.gid, held.comment) == ("alice", 2001, 2001, "")
+    assert (held.name, held.partition, held.cpus, held.mem_mb) == ("plain", "gpu", 1, 512)
+    assert (held.work_dir, held.time_limit_s, held.start, held.end) == ("/tmp", None, "", "")
+    assert held.submit_time == _epoch("2026-12-03T07:32:28")
     assert held.admin_comment == ""
     assert held.stdout == "/tmp/plain-10113-alice-10113-4294967294.out"
+    assert (held.array_job_id, held.array_task_id) == (None, None)
+    running = parse_job_status(RUNNING, 10126)
+    assert running is not None
+    assert (running.cpus, running.mem_mb, running.gpus) == (2, 300, 1)
+    assert running.time_limit_s == ((24 + 2) * 60 + 3) * 60
+    assert running.work_dir == "/mnt/test-k8s/home/alice"
+    start = datetime.fromtimestamp(_epoch("2026-12-03T07:32:28"), UTC)
+    assert running.start == start.strftime("%Y-%m-%dT%H:%M:%S")
     done = parse_job_status(DONE, 10118)
     assert done is not None
     assert (done.state, done.reason, done.node, done.gpus) == ("COMPLETED", "", "vm", 1)
     assert done.stdout == "/mnt/test-k8s/home/alice/slurm-10118.out"
     assert done.admin_comment == "slurmk8s-accepted; pod=slurm-jobs/job-10118-r0 phase=Succeeded"
+
+
+@pytest.mark.parametrize(
+    ("ids", "job_id", "array"),
+    [
+        ("10113\x1f10113\x1fN/A", 10113, (None, None)),
+        ("10113\x1f10113\x1f1-2", 10113, (10113, None)),
+        ("10114\x1f10113\x1f1", 10114, (10113, 1)),
+    ],
+)
+def test_array_ids_read_as_the_listing_gives_them(
+    ids: str, job_id: int, array: tuple[int | None, int | None]
+) -> None:
+    status = parse_job_status(HELD.replace("10113\x1f10113\x1fN/A", ids, 1), job_id)
+    assert status is not None
+    assert (status.array_job_id, status.array_task_id) == array
+
+
+@pytest.mark.parametrize(
+    ("limit", "seconds"),
+    [("UNLIMITED", None), ("5:00", 300), ("1:00:00", 3600), ("2-00:00:00", 172800)],
+)
+def test_a_time_limit_reads_in_each_of_squeues_forms(limit: str, seconds: int | None) -> None:
+    status = parse_job_status(HELD.replace("UNLIMITED", limit), 10113)
+    assert status is not None
+    assert status.time_limit_s == seconds
 
 
 @pytest.mark.parametrize("field", ["plain", "(null)", "/tmp/%x-%j-%u-%A-%a.out"])
@@ -332,6 +384,9 @@ def test_a_separator_in_a_field_users_write_is_never_read_as_a_field(field: str)
         HELD.replace("10113", "10114", 1),
         HELD[:-1],
         HELD.replace("\x1f0\x1f", "\x1fx\x1f"),
+        HELD.replace("UNLIMITED", "INVALID"),
+        HELD.replace("2026-12-03T07:32:28", "Unknown"),
+        HELD.replace("\x1fgpu\x1f1\x1f", "\x1fgpu\x1fN/A\x1f"),
     ],
 )
 def test_anything_but_exactly_this_jobs_record_is_not_read(text: str) -> None:

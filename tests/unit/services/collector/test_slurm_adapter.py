@@ -53,7 +53,8 @@ def status_line(state: str) -> str:
     return (
         f"3\x1f3\x1fN/A\x1f{state}\x1fNone\x1f0\x1falice\x1f2001\x1f2001\x1fvm\x1fvm\x1f"
         "cpu=1,gres/gpu=1\x1fcap\x1f(null)\x1fslurmk8s-accepted; pod=x\x1f"
-        "/mnt/test-k8s/home/alice/cap-%j.out\x1f\n"
+        "/mnt/test-k8s/home/alice/cap-%j.out\x1fgpu\x1f1\x1f/mnt/test-k8s/home/alice\x1f"
+        "UNLIMITED\x1f2026-12-03T07:28:32\x1f2026-12-03T07:28:33\x1fN/A\x1f\n"
     )
 
 

@@ -57,7 +57,7 @@ class FakeSlurm:
         self.comments: list[str] = []
         self.fail_comment = False
 
-    def job_info(self, job_id: int) -> JobInfo | None:
+    def job_status(self, job_id: int) -> JobInfo | None:
         return self.job_
 
     def batch_script(self, job_id: int) -> str:
@@ -379,7 +379,7 @@ def test_an_unmarked_job_without_a_readable_script_is_left_to_slurm() -> None:
 
 def test_an_unreadable_slurm_record_is_answered_at_once() -> None:
     class Unreadable(FakeSlurm):
-        def job_info(self, job_id: int) -> JobInfo | None:
+        def job_status(self, job_id: int) -> JobInfo | None:
             raise MalformedSlurmOutput("squeue --json: job 9 without job_id/user_id/group_id")
 
     cluster = FakeCluster()
