@@ -45,7 +45,7 @@ from services.validator.submitting import Slurm
 from shared.config import NasSettings
 from shared.errors import PermanentError, TransientError
 from shared.jobscript import Policy, check_script, format_problem
-from shared.jobscript.parsing import parse_script
+from shared.jobscript.parsing import ParsedScript, parse_script
 from shared.jobscript.validation import SyntaxChecker, bash_syntax, canonical
 from shared.logs import get_logger
 from shared.messages import (
@@ -272,6 +272,8 @@ class ValidatorHandler:
     ) -> Sequence[Envelope]:
         deps = self._deps
         assert job.data is not None
+        # Read once for the job's name, output path and #K8S_SCRIPT (check_script read it too).
+        parsed = parse_script(job.data.decode("utf-8", errors="surrogateescape"))
         job_id = record.get("job_id")
         attempted = "sbatch_started_at" in record
         if job_id is None and (attempted or self._older_than_journal(job)):
@@ -285,19 +287,19 @@ class ValidatorHandler:
                     user=user,
                     key=key,
                     cwd=self._home(user),
-                    job_name=_default_job_name(job.data, event.path),
+                    job_name=_default_job_name(parsed, event.path),
                 )
             except SubmitRefused as exc:
                 problems = sorted(map(_sbatch_problem, exc.reasons), key=lambda p: p.line)
                 return self._reject(event, key, job, problems)
             deps.fault("after-sbatch")
         submitted_at = record.get("submitted_at") or deps.now().isoformat()
-        name = _job_name(job.data, event.path)
+        name = _job_name(parsed, event.path)
         home = str(self._home(user))
         output = (
-            squeue_output(job.data, job_id=job_id, user=user, cwd=home, name=name)
+            squeue_output(parsed, job_id=job_id, user=user, cwd=home, name=name)
             or deps.slurm.stdout_path(job_id, user=user, name=name)
-            or expand_output(job.data, job_id=job_id, user=user, home=home, path=event.path)
+            or expand_output(parsed, job_id=job_id, user=user, home=home, path=event.path)
         )
         destination = unique_destination(deps.nas.submitted_dir, Path(event.path).name, _COMPANIONS)
         # The job id and the outcome in one write (each is an fsync on the NAS, on the way to
@@ -314,7 +316,7 @@ class ValidatorHandler:
             gid=job.gid,
             kind=job.kind,
             output_path=shown(output),
-            k8s_script=shown(_k8s_script(job.data)),
+            k8s_script=shown(_k8s_script(parsed)),
         )
         deps.fault("after-journal")
         return self._finish(event, key, record)
@@ -481,9 +483,9 @@ def _sbatch_problem(reason: str) -> Problem:
     return Problem(line=0, message=f"sbatch: {reason}")
 
 
-def _k8s_script(data: bytes) -> str:
+def _k8s_script(parsed: ParsedScript) -> str:
     """The file's ``#K8S_SCRIPT`` (checked by the policy), "" when it names none."""
-    found = parse_script(data.decode("utf-8", errors="surrogateescape")).k8s_value("SCRIPT")
+    found = parsed.k8s_value("SCRIPT")
     return found.value if found is not None else ""
 
 
@@ -512,20 +514,20 @@ def _error_text(event: FileDetected, problems: Sequence[Problem]) -> str:
     return "\n".join([header, *(format_problem(p) for p in problems)]) + "\n"
 
 
-def _job_name(data: bytes, path: str) -> str:
+def _job_name(parsed: ParsedScript, path: str) -> str:
     """The job's name: the script's ``--job-name``, else the file's name (what we pass)."""
-    parsed = parse_script(data.decode("utf-8", errors="surrogateescape"))
     option = parsed.last("job-name")
     return option.value if option is not None and option.value else Path(path).name
 
 
-def _default_job_name(data: bytes, path: str) -> str:
+def _default_job_name(parsed: ParsedScript, path: str) -> str:
     """The file's name, like ``sbatch FILE`` would use, unless the script names the job."""
-    parsed = parse_script(data.decode("utf-8", errors="surrogateescape"))
     return "" if parsed.last("job-name") is not None else Path(path).name
 
 
-def squeue_output(data: bytes, *, job_id: int, user: str, cwd: str, name: str) -> str | None:
+def squeue_output(
+    parsed: ParsedScript, *, job_id: int, user: str, cwd: str, name: str
+) -> str | None:
     """What ``Slurm.stdout_path`` would answer, when the script alone decides it; else None.
 
     Saves a Slurm round trip per file (a squeue and slurmctld's read lock). squeue 22.05 prints
@@ -536,7 +538,6 @@ def squeue_output(data: bytes, *, job_id: int, user: str, cwd: str, name: str) -
     (``parse_script``), so for a script without ``--chdir``, ``--array`` or a backslash in its
     ``--output`` (Slurm's "do not expand") the two are the same string; the rest is asked.
     """
-    parsed = parse_script(data.decode("utf-8", errors="surrogateescape"))
     if parsed.last("chdir") is not None or parsed.last("array") is not None:
         return None
     output = parsed.last("output")
@@ -552,12 +553,11 @@ def squeue_output(data: bytes, *, job_id: int, user: str, cwd: str, name: str) -
     return expand_output_pattern(pattern, job_id=job_id, user=user, name=name)
 
 
-def expand_output(data: bytes, *, job_id: int, user: str, home: str, path: str) -> str:
+def expand_output(parsed: ParsedScript, *, job_id: int, user: str, home: str, path: str) -> str:
     """The job's output path from its script, when slurmctld cannot say any more.
 
     Patterns are expanded by ``shared.slurmctl.expand_output_pattern`` (the one expander).
     """
-    parsed = parse_script(data.decode("utf-8", errors="surrogateescape"))
     chdir = parsed.last("chdir")
     base = canonical(chdir.value.replace("%u", user), home) if chdir and chdir.value else home
     output = parsed.last("output")

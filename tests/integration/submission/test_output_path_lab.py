@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from services.validator.handlers import _job_name, squeue_output
+from shared.jobscript import parse_script
 from shared.slurmctl import Submitter
 from tests.integration.conftest import lab_unavailable
 
@@ -69,17 +70,18 @@ def test_the_script_alone_gives_squeues_path(
     case: str, submitter: Submitter, home: Path, jobs: list[int]
 ) -> None:
     data = f"#!/bin/bash\n{CASES[case]}true\n".encode()
+    parsed = parse_script(data.decode())
     path = f"/nas/slurm-jobs/submit/t-{uuid.uuid4().hex[:6]}.sh"
-    name = _job_name(data, path)
+    name = _job_name(parsed, path)
     job_name = "" if "job-name" in CASES[case] else Path(path).name
     job_id = submitter.submit(data, user=ALICE, key=uuid.uuid4().hex, cwd=home, job_name=job_name)
     jobs.append(job_id)
-    mine = squeue_output(data, job_id=job_id, user=ALICE, cwd=str(home), name=name)
+    mine = squeue_output(parsed, job_id=job_id, user=ALICE, cwd=str(home), name=name)
     assert mine is not None
     assert mine == submitter.stdout_path(job_id, user=ALICE, name=name)
 
 
 @pytest.mark.parametrize("case", sorted(LEFT_TO_SQUEUE))
 def test_what_the_script_cannot_decide_is_asked(case: str, home: Path) -> None:
-    data = f"#!/bin/bash\n{LEFT_TO_SQUEUE[case]}true\n".encode()
-    assert squeue_output(data, job_id=1, user=ALICE, cwd=str(home), name="x") is None
+    parsed = parse_script(f"#!/bin/bash\n{LEFT_TO_SQUEUE[case]}true\n")
+    assert squeue_output(parsed, job_id=1, user=ALICE, cwd=str(home), name="x") is None
