@@ -2,8 +2,9 @@
 
 Every few seconds the collector lists the jobs namespace's labelled Pods (one list call for
 all runs, cheaper and simpler to make robust than a watch) and, for each run whose note
-changed, records ``pod_note`` on the job, so ``scontrol show job`` tells the
-story while it unfolds: Pending, ErrImagePull, Running, Failed reason=OOMKilled. A Pod that
+changed, records ``pod_note`` on the job (looked up by its own query, or in one listing when
+many changed at once), so ``scontrol show job`` tells the story while it unfolds: Pending,
+ErrImagePull, Running, Failed reason=OOMKilled. A Pod that
 ended, or will never start, is handed once to the collector's ``note_pod_finished``, which
 records the reason in the job's comment while Slurm still accepts updates (cleanup waits for
 the epilog or the reconcile). Only the current run of a job that slurmctld shows running is
@@ -23,7 +24,7 @@ from shared.errors import PermanentError, ServiceError
 from shared.logs import get_logger
 from shared.messages import PodFinished
 from shared.podfacts import PodFacts
-from shared.slurmctl import JobInfo
+from shared.slurmctl import JobStatus
 
 _log = get_logger(__name__)
 
@@ -108,11 +109,20 @@ class PodLister(Protocol):
 class JobNotes(Protocol):
     """Slurm as the observer needs it."""
 
-    def jobs(self) -> Mapping[int, JobInfo]:
-        """Every job slurmctld holds, by id (one call per sweep)."""
+    def job_status(self, job_id: int) -> JobStatus | None:
+        """One job's record (None when slurmctld does not know it)."""
 
-    def note(self, job: JobInfo, text: str) -> None:
+    def jobs(self) -> Mapping[int, JobStatus]:
+        """Every job slurmctld holds, by id."""
+
+    def note(self, job: JobStatus, text: str) -> None:
         """Record text in the job's AdminComment (keeping the acceptance mark)."""
+
+
+LIST_ABOVE = 8
+"""More runs changed in one sweep than this are looked up in one listing of every job; fewer,
+each by its own query (8 ms at any queue length, where 22.05's listing takes 0.3 s with 1,000
+jobs held and 1.7 s with 7,000)."""
 
 
 class PodObserver:
@@ -136,12 +146,15 @@ class PodObserver:
     def sweep(self) -> None:
         """Look at every Pod once; failures are logged and retried on the next sweep."""
         seen = self._lister.pods()
-        jobs: Mapping[int, JobInfo] | None = None
-        for pod in seen:
+        changed = [pod for pod in seen if self._changed(pod)]
+        jobs: Mapping[int, JobStatus] | None = None
+        for pod in changed:
             try:
-                if self._changed(pod):
+                if len(changed) > LIST_ABOVE:
                     jobs = self._slurm.jobs() if jobs is None else jobs
                     self._one(pod, jobs.get(pod.job_id))
+                else:
+                    self._one(pod, self._slurm.job_status(pod.job_id))
             except ServiceError as exc:
                 _log.warning("pod note skipped", pod=pod.facts.name, error=str(exc))
         self._forget({p.facts.name for p in seen})
@@ -152,7 +165,7 @@ class PodObserver:
             finished_event(pod) is not None and name not in self._reported
         )
 
-    def _one(self, pod: PodSeen, job: JobInfo | None) -> None:
+    def _one(self, pod: PodSeen, job: JobStatus | None) -> None:
         note = pod_note(with_node(pod))
         name = pod.facts.name
         event = finished_event(pod)

@@ -2,7 +2,13 @@ from dataclasses import replace
 
 import pytest
 
-from services.collector.observing import PodObserver, PodSeen, finished_event, pod_note
+from services.collector.observing import (
+    LIST_ABOVE,
+    PodObserver,
+    PodSeen,
+    finished_event,
+    pod_note,
+)
 from shared.errors import PermanentError
 from shared.jobscript.wrapping import ACCEPTED_MARK
 from shared.messages import PodFinished
@@ -36,13 +42,17 @@ class Fakes:
         self.job_ = job
         self.comments: list[str] = []
         self.ended: list[PodFinished] = []
-        self.lookups = 0
+        self.lookups: list[str] = []
 
     def pods(self) -> list[PodSeen]:
         return self.seen
 
+    def job_status(self, job_id: int) -> JobInfo | None:
+        self.lookups.append(f"job {job_id}")
+        return self.job_ if self.job_ is not None and self.job_.job_id == job_id else None
+
     def jobs(self) -> dict[int, JobInfo]:
-        self.lookups += 1
+        self.lookups.append("all")
         return {} if self.job_ is None else {self.job_.job_id: self.job_}
 
     def note(self, job: JobInfo, text: str) -> None:
@@ -60,7 +70,7 @@ def test_observer_notes_changes_once_and_hands_over_the_end_once() -> None:
     assert fakes.comments == ["pod=slurm-jobs/job-5-r0 phase=Pending reason=ContainerCreating"]
     assert fakes.job_ is not None
     assert fakes.job_.admin_comment.startswith(ACCEPTED_MARK + "; pod=")
-    assert fakes.lookups == 1  # an unchanged Pod costs no Slurm call
+    assert fakes.lookups == ["job 5"]  # an unchanged Pod costs no Slurm call
     fakes.seen = [PodSeen(5, 0, PULL)]
     observer.sweep()
     observer.sweep()
@@ -93,3 +103,15 @@ def test_a_note_refused_because_the_job_just_ended_still_hands_the_end_over() ->
     fakes = Finished([PodSeen(5, 0, PULL)], JOB)
     PodObserver(fakes, fakes, fakes.ended.append).sweep()
     assert [e.reason for e in fakes.ended] == ["ErrImagePull: not found"]
+
+
+def test_a_few_changed_runs_are_asked_about_alone_many_in_one_listing() -> None:
+    few = [PodSeen(n, 0, replace(PENDING, name=f"job-{n}-r0")) for n in range(5, 5 + LIST_ABOVE)]
+    fakes = Fakes(few, JOB)
+    PodObserver(fakes, fakes, fakes.ended.append).sweep()
+    assert fakes.lookups == [f"job {pod.job_id}" for pod in few]
+    many = [PodSeen(n, 0, replace(PENDING, name=f"job-{n}-r0")) for n in range(5, 6 + LIST_ABOVE)]
+    fakes = Fakes(many, JOB)
+    PodObserver(fakes, fakes, fakes.ended.append).sweep()
+    assert fakes.lookups == ["all"]
+    assert fakes.comments == ["pod=slurm-jobs/job-5-r0 phase=Pending reason=ContainerCreating"]
