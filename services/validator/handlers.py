@@ -45,7 +45,7 @@ from services.validator.submitting import Slurm
 from shared.config import NasSettings
 from shared.errors import PermanentError, TransientError
 from shared.jobscript import Policy, check_script, format_problem
-from shared.jobscript.parsing import ParsedScript, parse_script
+from shared.jobscript.parsing import ParsedScript
 from shared.jobscript.validation import SyntaxChecker, bash_syntax, canonical
 from shared.logs import get_logger
 from shared.messages import (
@@ -142,7 +142,10 @@ class ValidatorHandler:
         if problems or user is None:
             return self._reject(event, key, job, problems)
         assert job.data is not None  # _vet refuses files it could not read whole
-        return self._submit(event, key, job, user, record)
+        problems, parsed = self._check(job.data, user)
+        if problems or parsed is None:
+            return self._reject(event, key, job, problems)
+        return self._submit(event, key, job, user, record, parsed)
 
     def dead_lettered(self, envelope: Envelope, reason: str) -> None:
         """Answer the owner of a file whose event is being dead-lettered.
@@ -184,7 +187,7 @@ class ValidatorHandler:
         _log.warning("file parked: its event is dead-lettered", key=key, parked=str(parked))
 
     def _vet(self, job: JobFile) -> tuple[str | None, list[Problem]]:
-        """The owner's name and every problem with the file (empty when acceptable)."""
+        """The owner's name and what makes the file unacceptable whatever it says."""
         policy = self._deps.policy
         if job.kind in _NOT_A_FILE:
             return None, [Problem(line=0, message=_NOT_A_FILE[job.kind])]
@@ -222,6 +225,11 @@ class ValidatorHandler:
                     f"{_size(policy.max_script_bytes)}; it was not read",
                 )
             ]
+        return user, []
+
+    def _check(self, data: bytes, user: str) -> tuple[list[Problem], ParsedScript | None]:
+        """Every problem with the script of ``user``'s file, and the script as sbatch reads it."""
+        policy = self._deps.policy
         home = self._home(user)
         problems = []
         if not home.is_dir():
@@ -231,15 +239,15 @@ class ValidatorHandler:
                     message=f"your NAS home folder {home} does not exist; ask an administrator",
                 )
             )
-        found = check_script(job.data, policy, user=user, home=str(home), syntax=None).problems
-        if (problems or found) and self._deps.syntax is not None:
+        verdict = check_script(data, policy, user=user, home=str(home), syntax=None)
+        if (problems or verdict.problems) and self._deps.syntax is not None:
             # A file refused anyway lists its shell syntax errors too. An acceptable one's are
             # job_submit.lua's to report (it runs bash -n for every door, this one included,
             # and its "line N:" answer reaches the .error file), so bash runs once per job.
-            found = check_script(
-                job.data, policy, user=user, home=str(home), syntax=self._deps.syntax
-            ).problems
-        return user, problems + list(found)
+            verdict = check_script(
+                data, policy, user=user, home=str(home), syntax=self._deps.syntax
+            )
+        return problems + list(verdict.problems), verdict.parsed
 
     def _home(self, user: str) -> Path:
         """Where relative paths resolve and sbatch runs: the user's NAS home."""
@@ -268,12 +276,16 @@ class ValidatorHandler:
         return self._finish(event, key, record)
 
     def _submit(
-        self, event: FileDetected, key: str, job: JobFile, user: str, record: dict[str, Any]
+        self,
+        event: FileDetected,
+        key: str,
+        job: JobFile,
+        user: str,
+        record: dict[str, Any],
+        parsed: ParsedScript,
     ) -> Sequence[Envelope]:
         deps = self._deps
         assert job.data is not None
-        # Read once for the job's name, output path and #K8S_SCRIPT (check_script read it too).
-        parsed = parse_script(job.data.decode("utf-8", errors="surrogateescape"))
         job_id = record.get("job_id")
         attempted = "sbatch_started_at" in record
         if job_id is None and (attempted or self._older_than_journal(job)):
