@@ -77,6 +77,7 @@ GOALS: dict[str, tuple[str, float | None]] = {
     "start_to_running_ratio_vs_kubectl": ("<=", 1.0),
     "end_to_cleaned_ratio_vs_kubectl_delete": ("<=", 1.5),
     "end_to_cleaned_ratio_vs_seed_end": ("<=", 1.0),
+    "burst_ratio_floor_all_cores_busy": ("report", None),
     "e2e_jobs_per_min_ratio_vs_plain_slurm": ("report", None),
     "start_to_running_busy_vs_short_queue_ratio": ("report", None),
     "end_to_cleaned_busy_vs_short_queue_ratio": ("report", None),
@@ -115,6 +116,26 @@ def per_file(burst: dict[str, Any]) -> float | None:
     if not burst.get("files") or burst.get("seconds") is None:
         return None
     return float(burst["seconds"]) / int(burst["files"])
+
+
+def busy_core_s() -> float:
+    """Core-seconds this machine has spent running anything since boot (``/proc/stat``).
+
+    Every process counts (services, sbatch, slurmctld, RabbitMQ, the kernel, the lab's
+    Kubernetes): a burst's share of the machine is the difference over its run. Idle, I/O wait
+    and time stolen by the hypervisor are not work done here.
+    """
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def burst_floor(burst: dict[str, Any], cores: int) -> float | None:
+    """The burst ratio this run's CPU allows at best: ours' machine CPU per file spread over
+    every core, against the raw loop's wall time per job (None without both)."""
+    if not burst.get("cpu_s") or not burst.get("files") or not burst.get("raw_sbatch_s"):
+        return None
+    return (burst["cpu_s"] / cores) / burst["raw_sbatch_s"]
 
 
 def account(user: str) -> tuple[int, int]:
@@ -520,9 +541,10 @@ class Bench:
             loop.wait(timeout=10)
 
     def burst_ours(self, label: str, count: int, timeout_s: float) -> dict[str, Any]:
-        """``count`` files at once: seconds until every receipt is there."""
+        """``count`` files at once: seconds until every receipt is there, and the machine's
+        CPU over that time (``cpu_s``, core-seconds)."""
         names = [f"{self.tag}-{label}-{n}.sh" for n in range(count)]
-        started = time.monotonic()
+        started, cpu = time.monotonic(), busy_core_s()
         for name in names:
             drop(self.jobs / "submit" / name, held_script(self.tag), self.uid, self.gid)
         wanted = {f"{name}.receipt.json" for name in names}
@@ -537,12 +559,23 @@ class Bench:
             done = len(present)
             elapsed = time.monotonic() - started
             if done == count:
-                return {"files": count, "seconds": elapsed, "complete": True}
+                return {
+                    "files": count,
+                    "seconds": elapsed,
+                    "cpu_s": busy_core_s() - cpu,
+                    "complete": True,
+                }
             if elapsed > timeout_s:
                 for name in names:  # the rest is dropped: the validator sees stale events
                     with suppress(OSError):
                         (self.jobs / "submit" / name).unlink()
-                return {"files": done, "seconds": elapsed, "complete": False, "asked": count}
+                return {
+                    "files": done,
+                    "seconds": elapsed,
+                    "cpu_s": busy_core_s() - cpu,
+                    "complete": False,
+                    "asked": count,
+                }
             time.sleep(0.1)
 
     def raw_sbatch(self, count: int, script: str, loops: int = 1) -> float:
@@ -616,7 +649,9 @@ class Bench:
             self.scaled["burst_large"] = large
         say(f"burst of {large}, ours ({per_file:.3f} s/file at {small}) and {large} sbatch")
         burst_large = self.burst_ours("large", large, timeout_s=allowance)
+        cpu = busy_core_s()
         raw_large = self.raw_sbatch(large, held_script(self.tag))
+        raw_cpu = busy_core_s() - cpu
         scancel_name(self.tag)
         self.slurmctld_floor(large)
         if not burst_large["complete"]:
@@ -626,7 +661,11 @@ class Bench:
             )
         self.figures |= {
             "burst_small": burst_small | {"raw_sbatch_s": raw_small},
-            "burst_large": burst_large | {"raw_sbatch_s": raw_large * burst_large["files"] / large},
+            "burst_large": burst_large
+            | {
+                "raw_sbatch_s": raw_large * burst_large["files"] / large,
+                "raw_sbatch_cpu_s": raw_cpu * burst_large["files"] / large,
+            },
         }
         # Every job stays in slurmctld's memory for MinJobAge after it ends, and the lab is
         # shared: keep well clear of MaxJobCount, whatever earlier runs left there.
@@ -838,6 +877,7 @@ class Bench:
             "drop_ratio_vs_naive": ratio(d0, p50(f["drop_naive_s"])),
             "burst_ratio_vs_raw_sbatch": ratio(large["seconds"], large["raw_sbatch_s"]),
             "burst_1000_vs_100_per_file_ratio": ratio(per_file(large), per_file(small)),
+            "burst_ratio_floor_all_cores_busy": burst_floor(large, os.cpu_count() or 1),
             "history_growth_ratio": growth,
             "start_to_running_ratio_vs_raw_pod": ratio(
                 p50(f["start_to_running_s"]), p50(f["raw_pod_s"])
@@ -911,6 +951,14 @@ class Bench:
             """A count in a label; "-" where its phase did not run."""
             return str(v) if v else "-"
 
+        cores = os.cpu_count() or 1
+
+        def ms_per(burst: dict[str, Any], key: str, times: int = 1) -> str:
+            """A burst's figure per file in ms ("-" without it)."""
+            if not burst.get(key) or not burst.get("files"):
+                return "-"
+            return f"{burst[key] * times / burst['files'] * 1000:.1f} ms"
+
         return [
             ("drop -> receipt (one file)", pp(f["drop_ours_s"]), pp(f["drop_naive_s"]),
              "naive inotifywait loop"),
@@ -920,6 +968,9 @@ class Bench:
              fmt(small["raw_sbatch_s"]), "serial raw sbatch loop"),
             (f"burst of {n(large['files'])} -> all accepted", fmt(large["seconds"]),
              fmt(large["raw_sbatch_s"]), "serial raw sbatch loop"),
+            ("  machine CPU per file (every process)", ms_per(large, "cpu_s"),
+             ms_per(large, "raw_sbatch_cpu_s"), f"the raw loop's; 1.0 needs ours <= "
+             f"{ms_per(large, 'raw_sbatch_s', cores)} ({cores} cores x its wall per job)"),
             (f"  {n(floor.get('jobs'))} raw sbatch: 4 loops at once", fmt(
                 floor.get("raw_sbatch_4_loops_s")), fmt(floor.get("raw_sbatch_plain_s")),
              "one loop, no #K8S_IMAGE (lua's plain path)"),
