@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+CORES = os.cpu_count() or 1
 BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(REPO))
@@ -558,24 +559,14 @@ class Bench:
                 raise SystemExit(f"burst: {len(errors)} files refused, e.g. {errors[0]}")
             done = len(present)
             elapsed = time.monotonic() - started
-            if done == count:
-                return {
-                    "files": count,
-                    "seconds": elapsed,
-                    "cpu_s": busy_core_s() - cpu,
-                    "complete": True,
-                }
-            if elapsed > timeout_s:
+            if done == count or elapsed > timeout_s:
+                result = {"files": done, "seconds": elapsed, "cpu_s": busy_core_s() - cpu}
+                if done == count:
+                    return result | {"complete": True}
                 for name in names:  # the rest is dropped: the validator sees stale events
                     with suppress(OSError):
                         (self.jobs / "submit" / name).unlink()
-                return {
-                    "files": done,
-                    "seconds": elapsed,
-                    "cpu_s": busy_core_s() - cpu,
-                    "complete": False,
-                    "asked": count,
-                }
+                return result | {"complete": False, "asked": count}
             time.sleep(0.1)
 
     def raw_sbatch(self, count: int, script: str, loops: int = 1) -> float:
@@ -877,7 +868,7 @@ class Bench:
             "drop_ratio_vs_naive": ratio(d0, p50(f["drop_naive_s"])),
             "burst_ratio_vs_raw_sbatch": ratio(large["seconds"], large["raw_sbatch_s"]),
             "burst_1000_vs_100_per_file_ratio": ratio(per_file(large), per_file(small)),
-            "burst_ratio_floor_all_cores_busy": burst_floor(large, os.cpu_count() or 1),
+            "burst_ratio_floor_all_cores_busy": burst_floor(large, CORES),
             "history_growth_ratio": growth,
             "start_to_running_ratio_vs_raw_pod": ratio(
                 p50(f["start_to_running_s"]), p50(f["raw_pod_s"])
@@ -951,8 +942,6 @@ class Bench:
             """A count in a label; "-" where its phase did not run."""
             return str(v) if v else "-"
 
-        cores = os.cpu_count() or 1
-
         def ms_per(burst: dict[str, Any], key: str, times: int = 1) -> str:
             """A burst's figure per file in ms ("-" without it)."""
             if not burst.get(key) or not burst.get("files"):
@@ -970,7 +959,7 @@ class Bench:
              fmt(large["raw_sbatch_s"]), "serial raw sbatch loop"),
             ("  machine CPU per file (every process)", ms_per(large, "cpu_s"),
              ms_per(large, "raw_sbatch_cpu_s"), f"the raw loop's; 1.0 needs ours <= "
-             f"{ms_per(large, 'raw_sbatch_s', cores)} ({cores} cores x its wall per job)"),
+             f"{ms_per(large, 'raw_sbatch_s', CORES)} ({CORES} cores x its wall per job)"),
             (f"  {n(floor.get('jobs'))} raw sbatch: 4 loops at once", fmt(
                 floor.get("raw_sbatch_4_loops_s")), fmt(floor.get("raw_sbatch_plain_s")),
              "one loop, no #K8S_IMAGE (lua's plain path)"),
@@ -1004,7 +993,7 @@ class Bench:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": round(elapsed, 1),
             "machine": {
-                "cores": os.cpu_count(),
+                "cores": CORES,
                 "kernel": platform.release(),
                 "python": platform.python_version(),
             },
@@ -1018,7 +1007,7 @@ class Bench:
             "slurmstepd_rss_mb": self.sampler.stepd_max,
         }
         (RESULTS / "latest.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
-        print(f"\nslurm-k8s bench {self.run_id}: {os.cpu_count()} cores, {elapsed:.0f} s\n")
+        print(f"\nslurm-k8s bench {self.run_id}: {CORES} cores, {elapsed:.0f} s\n")
         width = max(len(r[0]) for r in self.rows())
         print(f"{'figure':<{width}}  {'ours':<28}  {'baseline':<28}  baseline is")
         for row in self.rows():
