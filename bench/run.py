@@ -131,6 +131,89 @@ def busy_core_s() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+PF_KTHREAD = 0x00200000
+"""``/proc/<pid>/stat`` flags bit of a kernel thread (include/linux/sched.h)."""
+SHORT_LIVED = "came and went (sbatch, setpriv, lua's checks), interrupts"
+"""What the machine's busy time holds beyond the processes seen at both ends of a burst."""
+
+
+def process_name(stat_line: str, cmdline: bytes) -> str:
+    """What a process is, for the CPU split: our services by their module, RabbitMQ by name,
+    kernel threads as one, anything else by its command name.
+
+    The command name sits between the first "(" and the last ")": it is the process's own
+    choice (``prctl``) and may hold spaces and parentheses.
+    """
+    comm = stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")]
+    flags = int(stat_line[stat_line.rindex(")") + 2 :].split()[6])
+    args = cmdline.split(b"\0")
+    if b"-m" in args[:-1] and args[args.index(b"-m") + 1].startswith(b"services."):
+        return args[args.index(b"-m") + 1].decode(errors="replace").removeprefix("services.")
+    if flags & PF_KTHREAD:
+        return "kernel threads"
+    return "rabbitmq" if comm == "beam.smp" else comm
+
+
+def process_cpu_s() -> dict[tuple[int, int], tuple[str, float]]:
+    """Every process's CPU so far (user + system, core-seconds), by (pid, start time) so a
+    reused pid is a new process, with :func:`process_name`'s name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[tuple[int, int], tuple[str, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            line = Path(entry.path, "stat").read_text(errors="replace")
+            cmdline = Path(entry.path, "cmdline").read_bytes()
+        except OSError:
+            continue  # gone since the listing
+        fields = line[line.rindex(")") + 2 :].split()
+        user, system, start = int(fields[11]), int(fields[12]), int(fields[19])
+        found[(int(entry.name), start)] = (process_name(line, cmdline), (user + system) / tick)
+    return found
+
+
+def cpu_by_process(
+    before: dict[tuple[int, int], tuple[str, float]],
+    after: dict[tuple[int, int], tuple[str, float]],
+    busy_s: float,
+) -> dict[str, float]:
+    """Core-seconds each kind of process spent between two :func:`process_cpu_s` snapshots.
+
+    A process gone by ``after`` (sbatch, setpriv) has nothing to read there: the machine's
+    busy time (:func:`busy_core_s` over the same span) less everything read is shown as
+    :data:`SHORT_LIVED`, as are interrupts, which no process is charged with.
+    """
+    spent: dict[str, float] = {}
+    for key, (name, cpu) in after.items():
+        spent[name] = spent.get(name, 0.0) + cpu - before.get(key, (name, 0.0))[1]
+    spent[SHORT_LIVED] = busy_s - sum(spent.values())
+    return {k: v for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def cpu_split_rows(burst: dict[str, Any], shown: int = 6) -> list[tuple[str, str, str]]:
+    """(process, ours, raw loop) in ms per file: the ``shown`` largest of ours, the rest as
+    one line, then the machine's total; empty without a split."""
+    ours = burst.get("cpu_by_process_s") or {}
+    raw = burst.get("raw_sbatch_cpu_by_process_s") or {}
+    files = burst.get("files")
+    if not ours or not files:
+        return []
+
+    def ms(value: float) -> str:
+        return f"{value / files * 1000:.1f}"
+
+    top = sorted(ours, key=lambda k: -ours[k])[:shown]
+    rest = [k for k in {**ours, **raw} if k not in top]
+    rows = [(name, ms(ours[name]), ms(raw.get(name, 0.0))) for name in top]
+    rows.append(
+        ("everything else", ms(sum(ours.get(k, 0.0) for k in rest)),
+         ms(sum(raw.get(k, 0.0) for k in rest)))
+    )  # fmt: skip
+    rows.append(("all (machine busy time)", ms(sum(ours.values())), ms(sum(raw.values()))))
+    return rows
+
+
 def burst_floor(burst: dict[str, Any], cores: int) -> float | None:
     """The burst ratio this run's CPU allows at best: ours' machine CPU per file spread over
     every core, against the raw loop's wall time per job (None without both)."""
@@ -543,8 +626,9 @@ class Bench:
 
     def burst_ours(self, label: str, count: int, timeout_s: float) -> dict[str, Any]:
         """``count`` files at once: seconds until every receipt is there, and the machine's
-        CPU over that time (``cpu_s``, core-seconds)."""
+        CPU over that time (``cpu_s``, core-seconds; ``cpu_by_process_s``, its split)."""
         names = [f"{self.tag}-{label}-{n}.sh" for n in range(count)]
+        processes = process_cpu_s()
         started, cpu = time.monotonic(), busy_core_s()
         for name in names:
             drop(self.jobs / "submit" / name, held_script(self.tag), self.uid, self.gid)
@@ -560,7 +644,13 @@ class Bench:
             done = len(present)
             elapsed = time.monotonic() - started
             if done == count or elapsed > timeout_s:
-                result = {"files": done, "seconds": elapsed, "cpu_s": busy_core_s() - cpu}
+                busy = busy_core_s() - cpu
+                result = {
+                    "files": done,
+                    "seconds": elapsed,
+                    "cpu_s": busy,
+                    "cpu_by_process_s": cpu_by_process(processes, process_cpu_s(), busy),
+                }
                 if done == count:
                     return result | {"complete": True}
                 for name in names:  # the rest is dropped: the validator sees stale events
@@ -640,9 +730,10 @@ class Bench:
             self.scaled["burst_large"] = large
         say(f"burst of {large}, ours ({per_file:.3f} s/file at {small}) and {large} sbatch")
         burst_large = self.burst_ours("large", large, timeout_s=allowance)
-        cpu = busy_core_s()
+        processes, cpu = process_cpu_s(), busy_core_s()
         raw_large = self.raw_sbatch(large, held_script(self.tag))
         raw_cpu = busy_core_s() - cpu
+        raw_split = cpu_by_process(processes, process_cpu_s(), raw_cpu)
         scancel_name(self.tag)
         self.slurmctld_floor(large)
         if not burst_large["complete"]:
@@ -656,6 +747,9 @@ class Bench:
             | {
                 "raw_sbatch_s": raw_large * burst_large["files"] / large,
                 "raw_sbatch_cpu_s": raw_cpu * burst_large["files"] / large,
+                "raw_sbatch_cpu_by_process_s": {
+                    k: v * burst_large["files"] / large for k, v in raw_split.items()
+                },
             },
         }
         # Every job stays in slurmctld's memory for MinJobAge after it ends, and the lab is
@@ -1012,6 +1106,11 @@ class Bench:
         print(f"{'figure':<{width}}  {'ours':<28}  {'baseline':<28}  baseline is")
         for row in self.rows():
             print(f"{row[0]:<{width}}  {row[1]:<28}  {row[2]:<28}  {row[3]}")
+        split = cpu_split_rows(self._filled()["burst_large"])
+        if split:
+            print("\nCPU per file in the large burst, by process (ms; the raw loop's beside it)")
+            for name, ours, raw in split:
+                print(f"  {name:<58} {ours:>6}  {raw:>6}")
         print(f"\n{'key':<40} {'value':>9}  goal")
         for key, value in keys.items():
             op, goal = GOALS[key]
