@@ -54,18 +54,18 @@ def sparse(path: Path, size: int) -> Path:
 
 
 def settle(submit: Path, bodies: list[FileDetected], watcher: Watcher | None = None) -> Watcher:
-    clock = Clock()
-
     def publish(envelope: Envelope) -> None:
         assert isinstance(envelope.body, FileDetected)
         bodies.append(envelope.body)
 
     if watcher is None:
+        clock = Clock()
         settings = WatcherSettings(stability_window_s=2.0, force_polling="false")
         ledger = Ledger(submit.parent / "state", forget_after_s=600)
         watcher = Watcher(settings, submit, ledger, publish, clock=clock, max_script_bytes=LIMIT)
     else:
-        watcher.clock = clock
+        assert isinstance(watcher.clock, Clock)  # a monotonic clock goes on, never back
+        clock = watcher.clock
         watcher.publish = publish
     watcher.step(events=True)
     clock.now += 2.5

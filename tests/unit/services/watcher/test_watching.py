@@ -327,3 +327,57 @@ def test_every_wake_up_keeps_the_publishers_connection_alive(
     watcher.step(events=False)
     watcher.step(events=False)  # nothing to list: still pumped
     assert len(calls) == 2
+
+
+def _costly_listings(monkeypatch: pytest.MonkeyPatch, clock: Clock, cost_s: float) -> list[float]:
+    """When each listing began; each takes ``cost_s`` on the watcher's clock (a big folder)."""
+    began: list[float] = []
+    real = watching.list_submit_tree
+
+    def listing(submit: Path) -> dict[str, watching.FileStat]:
+        began.append(clock.now)
+        clock.now += cost_s
+        return real(submit)
+
+    monkeypatch.setattr(watching, "list_submit_tree", listing)
+    return began
+
+
+def test_while_events_keep_coming_a_big_folder_is_listed_at_its_share_of_time(
+    submit: Path, clock: Clock, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    began = _costly_listings(monkeypatch, clock, cost_s=0.1)
+    watcher = _watcher(submit, clock, broker)
+    watcher.step(events=False)  # the rescan at start
+    hold = 0.1 / watching.LISTING_SHARE
+    (submit / "a.sh").write_text("#!/bin/bash\n")
+    for now in (1.0, 2.0, 3.0, 4.0):  # the validator moving files out, say
+        clock.now = now
+        watcher.step(events=True)
+    assert began == [0.0]
+    clock.now = hold
+    watcher.step(events=False)  # the held-back event is not forgotten
+    assert began == [0.0, hold]
+    clock.now = 2 * hold + 0.1  # a.sh settled meanwhile
+    assert watcher.step(events=False) == 1
+    assert broker.paths == [str(submit / "a.sh")]
+    clock.now += hold
+    watcher.step(events=False)  # nothing new, nothing settling: no listing
+    assert len(began) == 3
+
+
+def test_a_quiet_folder_is_listed_at_once_and_the_rescan_is_never_held_back(
+    submit: Path, clock: Clock, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    began = _costly_listings(monkeypatch, clock, cost_s=0.00005)  # a few files
+    watcher = _watcher(submit, clock, broker)
+    watcher.step(events=False)
+    clock.now = 0.01
+    watcher.step(events=True)
+    assert began == [0.0, 0.01]
+    slow = _costly_listings(monkeypatch, clock, cost_s=1.0)  # held back 50 s after this one
+    clock.now = 1.0
+    watcher.step(events=True)
+    clock.now = 31.0  # the rescan is due (every 30 s)
+    watcher.step(events=False)
+    assert slow == [1.0, 31.0]
