@@ -15,8 +15,9 @@ finished), so a late retry of the launcher never turns a finished receipt back t
 
 Each rewrite is atomic (a fresh temporary file in ``submitted/``, fsynced, given to the job
 file's owner, mode 0644, then renamed over the receipt), so a reader sees the old or the new
-receipt, never half of one. One lock file serialises the writers of all receipts (three small
-writes per job; NFS-safe ``flock`` like the journal's).
+receipt, never half of one. A job's writers take its stripe of :data:`LOCK_STRIPES` lock files
+(NFS-safe ``flock`` like the journal's): one job's record is never written by two at once, and
+writers of different jobs seldom meet.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ RECEIPT_SUFFIX = ".receipt.json"
 Status = Literal["queued", "running", "finished"]
 _RANK: dict[str, int] = {"queued": 0, "running": 1, "finished": 2}
 _log = get_logger(__name__)
+LOCK_STRIPES = 64
+"""Lock files for the receipt records, a job's chosen by its id. One lock for all of them was
+found taken 284 times in 401 by the validator's four workers filing a 400-file burst (each
+time a 10 ms wait, two fsyncs long turns); with 64, four writers meet about 5% of the time.
+A fixed number of files: nothing to prune, nothing removed while another process holds it."""
 
 
 def write_for_owner(path: Path, content: str, *, uid: int, gid: int) -> None:
@@ -95,7 +101,7 @@ class ReceiptBook:
             ValueError: ``receipt`` is not a receipt name directly in ``submitted/``.
         """
         self._check_path(receipt)
-        with self._locked():
+        with self._locked(job_id):
             record = self._read(job_id)
             record.update(path=str(receipt), uid=uid, gid=gid, fields=dict(fields))
             record.setdefault("progress", {"status": "queued", "restart_count": 0})
@@ -110,7 +116,7 @@ class ReceiptBook:
         Raises:
             TransientError: the NAS refused a write.
         """
-        with self._locked():
+        with self._locked(job_id):
             record = self._read(job_id)
             old = record.get("progress", {"status": "queued", "restart_count": 0})
             if (restart_count, _RANK[status]) <= (old["restart_count"], _RANK[old["status"]]):
@@ -179,10 +185,11 @@ class ReceiptBook:
             raise TransientError(f"cannot record job {job_id}'s receipt: {exc.strerror}") from exc
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, job_id: int) -> Iterator[None]:
+        lock = self._directory / f".lock-{job_id % LOCK_STRIPES}"
         try:
             self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise TransientError(f"cannot lock the receipt records: {exc.strerror}") from exc
         try:
@@ -193,7 +200,7 @@ class ReceiptBook:
                     break
                 except BlockingIOError as exc:
                     if time.monotonic() > deadline:
-                        raise TransientError("the receipt records stayed locked") from exc
+                        raise TransientError(f"{lock.name} stayed locked") from exc
                     time.sleep(0.01)
             yield
         finally:

@@ -1,3 +1,5 @@
+import fcntl
+import itertools
 import json
 import os
 from datetime import UTC, datetime
@@ -5,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import receipts
 from shared.config import NasSettings
 from shared.errors import TransientError
 from shared.messages import Envelope, PodLaunched
@@ -121,3 +124,23 @@ def test_the_launchers_pod_marks_the_receipt_running(nas: NasSettings, book: Rec
     handler = marking_running(lambda _envelope: [launched], book)
     assert handler(launched) == [launched]
     assert (_read(receipt)["status"], _read(receipt)["pod"]) == ("running", "ns/job-7-r0")
+
+
+def test_writers_of_one_job_take_turns_and_other_jobs_do_not_wait_for_them(
+    nas: NasSettings, book: ReceiptBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book.advance(1, 0, "running")  # makes the records' folder
+    held = os.open(nas.state_dir / "receipts" / f".lock-{1 % receipts.LOCK_STRIPES}", os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process in the middle of job 1's record
+        assert book.advance(2, 0, "running")  # another stripe: not held up
+        clock = itertools.count(step=11)  # every look at the clock is 11 s later
+        monkeypatch.setattr(receipts.time, "monotonic", lambda: float(next(clock)))
+        monkeypatch.setattr(receipts.time, "sleep", lambda _s: None)
+        with pytest.raises(TransientError, match="stayed locked"):
+            book.advance(1, 0, "finished")
+        with pytest.raises(TransientError, match="stayed locked"):
+            book.advance(1 + receipts.LOCK_STRIPES, 0, "running")  # the same stripe
+    finally:
+        os.close(held)
+    assert book.advance(1, 0, "finished")
