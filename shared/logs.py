@@ -21,8 +21,9 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from shared.config import TelemetrySettings
 
-# Chatty at INFO (every connection, every HTTP request); their warnings and errors are kept.
-_QUIET_LIBRARIES = ("pika", "kubernetes", "urllib3")
+# Chatty at INFO (every connection, every HTTP request, watchfiles' "3 changes detected" at
+# each wake-up of the watcher); their warnings and errors are kept.
+_QUIET_LIBRARIES = ("pika", "kubernetes", "urllib3", "watchfiles")
 
 
 def add_trace_context(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:

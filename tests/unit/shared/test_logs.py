@@ -47,6 +47,7 @@ def test_stdlib_library_lines_are_json_with_service_and_level(stream: io.StringI
 def test_library_chatter_below_warning_is_dropped(stream: io.StringIO) -> None:
     logging.getLogger("urllib3.connectionpool").info("GET /api 200")
     logging.getLogger("kubernetes.client").debug("body")
+    logging.getLogger("watchfiles.main").info("3 changes detected")
     assert stream.getvalue() == ""
 
 
