@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -65,3 +66,34 @@ def test_lines_carry_trace_and_job_ids_where_there_are_some(stream: io.StringIO)
     assert handled["component"] == "component"
     assert "trace_id" not in outside
     assert "job_id" not in outside
+
+
+def test_lines_from_many_threads_and_both_kinds_of_logger_stay_whole(
+    stream: io.StringIO,
+) -> None:
+    def write(n: int) -> None:
+        ours, library = get_logger("component"), logging.getLogger("pika.channel")
+        for i in range(200):
+            ours.info("handled", n=n, i=i, padding="x" * 500)
+            library.warning("reset %s", "y" * 500)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = _lines(stream)  # every line parses: none was cut by another
+    assert len(lines) == 4 * 200 * 2
+    assert {line["logger"] for line in lines} == {__name__, "pika.channel"}
+
+
+def test_a_logger_used_before_a_new_configuration_writes_where_lines_go_now(
+    stream: io.StringIO,
+) -> None:
+    log = get_logger("component")
+    log.info("first")
+    later = io.StringIO()
+    configure_logging(TelemetrySettings(), "testsvc", stream=later)
+    log.info("second")
+    assert [line["event"] for line in _lines(stream)] == ["first"]
+    assert [line["event"] for line in _lines(later)] == ["second"]
