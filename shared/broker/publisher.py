@@ -79,6 +79,15 @@ class Publisher:
         self._settings = settings
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        # Made once: a retry policy built per publish cost 30 us of each (the watcher's
+        # publishes are one a file).
+        self._publish_with_retries = retry(
+            retry=retry_if_exception_type(BrokerUnavailable),
+            wait=wait_exponential_jitter(initial=0.2, max=5),
+            stop=stop_after_attempt(5),
+            before_sleep=before_sleep_log(_log, logging.WARNING),
+            reraise=True,
+        )(self._attempt)
 
     def publish(self, envelope: Envelope) -> None:
         """Publish and wait for the broker's confirm, reconnecting on connection loss.
@@ -87,23 +96,15 @@ class Publisher:
             BrokerUnavailable: the broker stayed unreachable.
             PublishRejected: the broker refused the message.
         """
+        self._publish_with_retries(envelope)
 
-        @retry(
-            retry=retry_if_exception_type(BrokerUnavailable),
-            wait=wait_exponential_jitter(initial=0.2, max=5),
-            stop=stop_after_attempt(5),
-            before_sleep=before_sleep_log(_log, logging.WARNING),
-            reraise=True,
-        )
-        def _attempt() -> None:
-            channel = self._open()
-            try:
-                publish_on(channel, envelope)
-            except CONNECTION_ERRORS as exc:
-                self.close()
-                raise BrokerUnavailable(f"lost RabbitMQ while publishing: {exc!r}") from exc
-
-        _attempt()
+    def _attempt(self, envelope: Envelope) -> None:
+        channel = self._open()
+        try:
+            publish_on(channel, envelope)
+        except CONNECTION_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailable(f"lost RabbitMQ while publishing: {exc!r}") from exc
 
     def _open(self) -> BlockingChannel:
         if self._channel is None or not self._channel.is_open:
