@@ -60,18 +60,29 @@ def test_one_jobs_record_is_the_listings_whatever_its_owner_wrote(
     if case == "running":
         wait_for("the job to run", lambda: _state(job_id) == "RUNNING", timeout=120)
     note = NOTE.format(job_id=job_id) + (FORGED if case == "separator-in-admin-comment" else "")
-    SlurmCtl(timeout_s=30).update_job(job_id, AdminComment=note)
-    info = SlurmCtl(timeout_s=30).job_info(job_id)
-    assert info is not None
     asked: list[list[str]] = []
 
     def recording(argv: Sequence[str], timeout_s: float) -> str:
         asked.append(list(argv))
         return run_command(argv, timeout_s)
 
-    status = SlurmCtl(recording, timeout_s=30).job_status(job_id)
-    assert status is not None
-    assert status == JobStatus.of(info)
+    def unchanged_around_the_read() -> tuple[JobStatus, JobStatus] | None:
+        # A running job's start is answered by the launcher in the AdminComment, at a moment
+        # of its own: the note is written again until no one wrote between the two listings.
+        SlurmCtl(timeout_s=30).update_job(job_id, AdminComment=note)
+        before = SlurmCtl(timeout_s=30).job_info(job_id)
+        asked.clear()
+        status = SlurmCtl(recording, timeout_s=30).job_status(job_id)
+        after = SlurmCtl(timeout_s=30).job_info(job_id)
+        if before is None or status is None or after is None:
+            return None
+        listed = JobStatus.of(before)
+        if listed != JobStatus.of(after) or listed.admin_comment != note:
+            return None
+        return status, listed
+
+    status, listed = wait_for("a record no one rewrote meanwhile", unchanged_around_the_read, 60)
+    assert status == listed
     assert status.admin_comment == note
     # Only a forged separator costs the listing of every job.
     assert any("--json" in argv for argv in asked) == ("separator" in case)
