@@ -52,8 +52,10 @@ def test_output_that_does_not_fit_fails_the_job_and_the_next_one_runs_when_room_
 ) -> None:
     err = HOME / f"{tiny.name}.err"
     try:
-        # 20 MB of output into 8 MB: the container succeeds, its output cannot all be kept.
-        body = "yes 0123456789abcdef | head -c 20000000\n"
+        # 64 MB of output into 8 MB: the container succeeds, its output cannot all be kept.
+        # (20 MB once arrived as less than 8 MB under CI's load and the job COMPLETED: see
+        # the known defect below; this test is about the write failure.)
+        body = "yes 0123456789abcdef | head -c 64000000\n"
         job_id = jobs.submit(
             "alice",
             jobs.script(ALPINE, body, f"--output={tiny}/out.txt", f"--error={err}"),
@@ -73,3 +75,24 @@ def test_output_that_does_not_fit_fails_the_job_and_the_next_one_runs_when_room_
         assert "back\n" in (tiny / "again.txt").read_text()
     finally:
         err.unlink(missing_ok=True)
+
+
+@pytest.mark.xfail(
+    reason="known defect (2026-12-03): a fast 40 MB output arrived as 14-37 MB and the job "
+    "COMPLETED, with the kubelet's log rotation at 10Mi and at 1Gi alike; the runner's follow "
+    "of the log loses part of it. Run with --runxfail to see it.",
+    strict=False,
+)
+def test_a_big_output_written_faster_than_it_is_read_arrives_whole(jobs: Any) -> None:
+    """40 MB in about a second, where the runner reads for several: every byte in the file."""
+    out = HOME / f".big-{uuid.uuid4().hex[:8]}.txt"
+    size = 40_000_000
+    try:
+        job_id = jobs.submit(
+            "alice",
+            jobs.script(ALPINE, f"yes 0123456789abcdef | head -c {size}\n", f"--output={out}"),
+        )
+        assert jobs.wait_done(job_id) == ["COMPLETED", "0:0"]
+        assert out.stat().st_size == size
+    finally:
+        out.unlink(missing_ok=True)
