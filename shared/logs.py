@@ -3,7 +3,7 @@
 The standard library's loggers (pika, tenacity, kubernetes, urllib3) end in one stdlib handler
 whose formatter is structlog's renderer; structlog's own loggers render the same way and write
 straight to that handler's stream under its lock, without a stdlib ``LogRecord`` and handler
-chain (15 us a line where that path took 68), so a service's stderr holds nothing but whole
+chain (28 us a line where that path took 68), so a service's stderr holds nothing but whole
 JSON objects. Every line carries the service name, and the trace and span ids of the span it
 was written in; lines written while a job's message is handled also carry that job's id
 (``job_context``).
