@@ -977,15 +977,18 @@ class Bench:
         small, large = f["burst_small"], f["burst_large"]
         e2e, busy = f.get("e2e", {}), f["busy"]
         h0, h1 = f["history_fresh_user"], f["history_after"]
-        d0, d1 = p50(f["drop_ours_fresh_user_s"]), p50(f["drop_ours_history_s"])
         # Measured, not extrapolated: a line through two noisy points near each other gave
         # meaningless (even negative) readings at 0 and 20,000 jobs. Both sizes are printed.
-        growth = ratio(d1, d0) if h1 > h0 else None
+        growth = (
+            ratio(p50(f["drop_ours_history_s"]), p50(f["drop_ours_fresh_user_s"]))
+            if h1 > h0
+            else None
+        )
         per_min = [
             (e2e["jobs"] * 60 / e2e[k]) if e2e.get(k) else None for k in ("ours_s", "plain_s")
         ]
         return {
-            "drop_ratio_vs_naive": ratio(d0, p50(f["drop_naive_s"])),
+            "drop_ratio_vs_naive": ratio(p50(f["drop_ours_s"]), p50(f["drop_naive_s"])),
             "burst_ratio_vs_raw_sbatch": ratio(large["seconds"], large["raw_sbatch_s"]),
             "burst_1000_vs_100_per_file_ratio": ratio(per_file(large), per_file(small)),
             "burst_ratio_floor_all_cores_busy": burst_floor(large, CORES),
