@@ -365,6 +365,12 @@ imageGCHighThresholdPercent: 95
 imageGCLowThresholdPercent: 90
 # WHY: without CAP_SYS_RESOURCE the kubelet cannot lower its own oom_score_adj (default -999).
 oomScoreAdj: 0
+# WHY: a job's stdout is its output, copied from this log by the batch step. A follow read
+# that is behind when the kubelet rotates the file can miss what went to the rotated file,
+# and the runtime cuts a line in two at each rotation (docs/execution-runner.md, Output).
+# The log lives as long as the Pod, which the batch step deletes at the job's end.
+containerLogMaxSize: 1Gi
+containerLogMaxFiles: 2
 featureGates:
   PodLogsQuerySplitStreams: true
 YAML
