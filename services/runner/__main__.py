@@ -44,6 +44,8 @@ REFUSED_GRACE_S = 60.0
 concludes the Pod is gone: a restarted API server authorizes within seconds."""
 WATCH_S = 60
 """How long one watch of the run's Pod lasts before the next (the API server's timeout)."""
+LEFTOVER_S = 30.0
+"""How long a failed or refused run's remaining log is copied before the runner leaves."""
 ENDING_POLL_S = 0.1
 """Where the run's Role allows no watch: Pod reads around the container's end, after a log
 stream ended while the status still says running (the kubelet reports the exit within about
@@ -198,16 +200,15 @@ class Runner:
                 self._start_following(pod, facts)
             if verdict.step is Step.FINISHED:
                 self._ended.set()
-                pod.cut_streams()
-                self._drain()
+                unread = self._copy_to_the_end(pod)
                 self._release(pod)
-                return self._finish(verdict)
+                return self._finish(verdict, unread)
             if verdict.step in (Step.FAIL, Step.REQUEUE):
                 self._ended.set()
                 if facts is not None:
                     self._await_note(verdict.reason)
                     pod.delete(0)
-                self._drain()
+                self._drain(LEFTOVER_S)
                 return self._finish(verdict)
             running = verdict.step is Step.RUNNING and facts is not None
             self._pause(
@@ -317,7 +318,7 @@ class Runner:
         for stream, out in streams:
 
             def open_log(
-                follow: bool, since: int | None, stream: str | None = stream
+                follow: bool, since: str | None, stream: str | None = stream
             ) -> Iterable[bytes]:
                 return pod.open_log(follow, since, stream)
 
@@ -332,7 +333,29 @@ class Runner:
         except OSError:
             return False
 
-    def _drain(self, timeout_s: float = 30.0) -> None:
+    def _copy_to_the_end(self, pod: RunPod) -> str | None:
+        """Copy the ended container's log whole; why not, if it was not.
+
+        The follow streams are cut (the kubelet would end them only at its next check, up to
+        a second later, and a follow stream is several times slower than a plain read, which
+        matters when the job printed much in its last seconds) and each follower reads the
+        rest in one plain read. No deadline: every read has its own timeout (``LOG_TIMEOUT``).
+        """
+        pod.cut_follows()
+        while True:
+            copying = [f for f in self._followers if not f.done.is_set()]
+            if not copying:
+                break
+            if self._stop.is_set():
+                return "was not copied whole (Slurm ended the job while its log was being copied)"
+            copying[0].done.wait(1.0)
+        errors = [error for f in self._followers if not f.complete for error in f.errors]
+        if errors:
+            return f"could not be copied whole from the container's log ({errors[-1]})"
+        return None
+
+    def _drain(self, timeout_s: float) -> None:
+        """Copy what is left of the log for a little while (the run failed or was cancelled)."""
         deadline = time.monotonic() + timeout_s
         for follower in self._followers:
             follower.done.wait(max(0.0, deadline - time.monotonic()))
@@ -357,22 +380,29 @@ class Runner:
         except ServiceError as exc:
             print(f"{TAG} could not delete the Pod: {exc}", file=sys.stderr)
         self._ended.set()
-        self._drain(timeout_s=3.0)
+        self._drain(3.0)
         self._out.line(
             f"{TAG} outcome: cancelled exit={EXIT_CANCELLED} (Slurm ended the job: scancel, "
             "time limit or requeue; Pod deleted)"
         )
         return EXIT_CANCELLED
 
-    def _finish(self, verdict: Verdict) -> int:
+    def _finish(self, verdict: Verdict, unread: str | None = None) -> int:
+        """Print the footer; the batch step's exit code.
+
+        Args:
+            verdict: how the container ended.
+            unread: why the container's log could not be copied whole, if it could not.
+        """
         self._out.line(verdict.footer)
-        lost = self._out.lost or self._err.lost
+        written = self._out.lost or self._err.lost
+        lost = f"could not be written ({written})" if written is not None else unread
         if lost is not None:
             # The job's result is incomplete: it fails, whatever the container said. The
             # reason goes to stderr (the --error file when that one is still writable).
             self._err.line(
                 f"{TAG} outcome: Failed exit={EXIT_OUTPUT_LOST} reason=OutputLost: the job's "
-                f"output could not be written ({lost}); the container's own outcome: "
+                f"output {lost}; the container's own outcome: "
                 f"{verdict.footer.removeprefix(f'{TAG} outcome: ')}"
             )
             return EXIT_OUTPUT_LOST

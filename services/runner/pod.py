@@ -118,7 +118,8 @@ class RunPod:
         self._watches: set[http.client.HTTPSConnection] = set()
         self._conn = self._endpoint.connection(READ_TIMEOUT)
         self._lock = threading.Lock()
-        self._streams: set[http.client.HTTPSConnection] = set()
+        self._streams: dict[http.client.HTTPSConnection, tuple[bool, str | None]] = {}
+        """Open log reads: (follow, stream selection)."""
 
     def read(self) -> PodFacts | None:
         """The Pod's facts, or None if it is gone."""
@@ -177,20 +178,23 @@ class RunPod:
         with suppress(KubeNotFound):
             self._call("DELETE", f"{self._path}?{urlencode({'gracePeriodSeconds': grace_s})}")
 
-    def open_log(self, follow: bool, since_s: int | None, stream: str | None) -> Iterable[bytes]:
-        """The container's log with timestamps, as chunks; ``stream`` Stdout/Stderr/None."""
+    def open_log(self, follow: bool, since_time: str | None, stream: str | None) -> Iterable[bytes]:
+        """The container's log with timestamps, as chunks; ``stream`` Stdout/Stderr/None.
+
+        ``since_time`` (RFC3339): only lines stamped then or later.
+        """
         query: dict[str, Any] = {
             "container": CONTAINER,
             "follow": "true" if follow else "false",
             "timestamps": "true",
         }
-        if since_s is not None:
-            query["sinceSeconds"] = since_s
+        if since_time is not None:
+            query["sinceTime"] = since_time
         if stream is not None:
             query["stream"] = stream
         connection = self._endpoint.connection(LOG_TIMEOUT)
         with self._lock:
-            self._streams.add(connection)
+            self._streams[connection] = (follow, stream)
         try:
             response = self._send(connection, "GET", f"{self._path}/log?{urlencode(query)}")
             if not 200 <= response.status < 300:
@@ -203,23 +207,23 @@ class RunPod:
             raise
         return _chunks(response, lambda: self._closed(connection))
 
-    def cut_streams(self) -> None:
-        """End every open log stream now (its reader sees the connection end).
+    def cut_follows(self) -> None:
+        """End every open follow stream now (its reader sees the connection end).
 
         Once the container has ended, its log file is complete and one plain read gets the
         rest; a follow stream would end by itself only at the kubelet's next check, up to a
-        second later.
+        second later. A plain read is never cut.
         """
         with self._lock:
-            streams = list(self._streams)
-        for connection in streams:
+            follows = [c for c, (follow, _) in self._streams.items() if follow]
+        for connection in follows:
             if connection.sock is not None:
                 with suppress(OSError):
                     connection.sock.shutdown(socket.SHUT_RDWR)
 
     def _closed(self, connection: http.client.HTTPSConnection) -> None:
         with self._lock:
-            self._streams.discard(connection)
+            self._streams.pop(connection, None)
         connection.close()
 
     def close(self) -> None:

@@ -281,7 +281,7 @@ def test_an_unreachable_server_is_transient(tmp_path: Path) -> None:
 def test_the_log_streams_with_the_query_the_follower_asks_for(
     api: FakeApi, tmp_path: Path, opened: list[RunPod]
 ) -> None:
-    chunks = list(run_pod(api, tmp_path, opened).open_log(True, 7, "Stderr"))
+    chunks = list(run_pod(api, tmp_path, opened).open_log(True, "2026-12-03T14:32:16Z", "Stderr"))
     assert b"".join(chunks) == b"".join(api.log_lines)
     method, path, query, _ = api.seen[0]
     assert (method, path) == ("GET", POD + "/log")
@@ -289,12 +289,12 @@ def test_the_log_streams_with_the_query_the_follower_asks_for(
         "container": ["job"],
         "follow": ["true"],
         "timestamps": ["true"],
-        "sinceSeconds": ["7"],
+        "sinceTime": ["2026-12-03T14:32:16Z"],
         "stream": ["Stderr"],
     }
 
 
-def test_cut_streams_ends_a_follow_that_the_server_keeps_open(
+def test_cut_follows_ends_a_follow_that_the_server_keeps_open(
     api: FakeApi, tmp_path: Path, opened: list[RunPod]
 ) -> None:
     api.log_open.set()
@@ -317,7 +317,7 @@ def test_cut_streams_ends_a_follow_that_the_server_keeps_open(
     reader.start()
     assert got_all.wait(10)
     assert reader.is_alive()  # the server keeps the stream open
-    pod.cut_streams()
+    pod.cut_follows()
     reader.join(10)
     api.log_open.clear()
     assert not reader.is_alive()

@@ -13,6 +13,7 @@ from services.runner.__main__ import ENDING_POLL_S, Runner
 from services.runner.config import RunnerSettings
 from services.runner.following import Output
 from services.runner.pod import AccessRefused
+from shared.errors import TransientError
 from shared.jobpods import handoff_path
 from shared.podfacts import PodFacts
 
@@ -44,10 +45,10 @@ class FakePod:
     def delete(self, grace_s: int) -> None:
         self.deleted.append(grace_s)
 
-    def cut_streams(self) -> None:
+    def cut_follows(self) -> None:
         pass
 
-    def open_log(self, follow: bool, since_s: int | None, stream: str | None) -> Iterable[bytes]:
+    def open_log(self, follow: bool, since_time: str | None, stream: str | None) -> Iterable[bytes]:
         return [b"2026-01-01T00:00:01.1Z Hello from Slurm-K8s!\n"]
 
 
@@ -94,8 +95,10 @@ def test_sigterm_deletes_the_pod_and_exits_143(tmp_path: Path) -> None:
     )
 
 
-def test_pull_failure_deletes_the_pod_and_exits_125(tmp_path: Path) -> None:
+def test_pull_failure_deletes_the_pod_and_exits_125(tmp_path: Path, monkeypatch: Any) -> None:
     runner, buf = make(tmp_path)
+    # Not Slurm's job 7 of whatever lab this runs beside (its note would be waited for).
+    monkeypatch.setattr(runner, "_await_note", lambda reason: None)
     pull = replace(
         RUNNING, phase="Pending", started_at="", reason="ErrImagePull", message="not found"
     )
@@ -187,6 +190,33 @@ def test_output_that_cannot_be_written_fails_the_job_with_the_reason(tmp_path: P
     assert said.endswith(
         "[slurm-k8s] outcome: Failed exit=74 reason=OutputLost: the job's output could not be "
         "written (No space left on device); the container's own outcome: Succeeded exit=0\n"
+    )
+
+
+class UnreadablePod(FakePod):
+    """The log's last read (after the container's end) fails: its tail is not copied."""
+
+    def open_log(self, follow: bool, since_time: str | None, stream: str | None) -> Iterable[bytes]:
+        if not follow:
+            raise TransientError("connection reset by peer")
+        return super().open_log(follow, since_time, stream)
+
+
+def test_a_log_that_could_not_be_copied_whole_fails_the_job_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    # A job whose output is incomplete must not COMPLETE (a 40 MB output once arrived as
+    # 14 MB with exit 0: the runner had given up copying after 30 s).
+    settings = RunnerSettings(job_id=7, nas_root=tmp_path, poll_s=0.01)
+    out, err = Output(io.BytesIO()), Output(io.BytesIO())
+    runner = Runner(settings, out, err, threading.Event())
+    code = runner._follow(UnreadablePod([RUNNING, RUNNING, DONE]))  # type: ignore[arg-type]
+    assert code == 74
+    said = err._stream.getvalue().decode()  # type: ignore[attr-defined]
+    assert said.endswith(
+        "[slurm-k8s] outcome: Failed exit=74 reason=OutputLost: the job's output could not be "
+        "copied whole from the container's log (connection reset by peer); the container's own "
+        "outcome: Succeeded exit=0\n"
     )
 
 
