@@ -113,7 +113,7 @@ class Dedup:
         self._unseen = 0
         self._first = False
         self.gap = False
-        """A reconnect began after lines never written: the log was rotated past them."""
+        """A reconnect once began after lines never written: the log was rotated past them."""
 
     def since(self) -> str | None:
         """``sinceTime`` for a reconnect: the whole second of (newest written - margin)."""
@@ -151,7 +151,7 @@ class Dedup:
             # The newest line written is in the file unless it was rotated away since: then
             # the first line sent is one written before, else the lines between are lost.
             self._first = False
-            self.gap = stamps[0] >= floor and replay[stamps[0]] == 0
+            self.gap = self.gap or (stamps[0] >= floor and replay[stamps[0]] == 0)
         mask: list[bool] = []
         for index, stamp in enumerate(stamps):
             if stamp > last or self._unseen == 0:
@@ -281,7 +281,7 @@ class Follower:
     def run(self) -> None:
         """Follow until the container has ended and its log is fully copied."""
         try:
-            first, rotated_away = True, False
+            first = True
             while True:
                 final = self._ended.is_set()
                 if not first:
@@ -297,14 +297,13 @@ class Follower:
                         self.errors.append(str(exc))
                     self._ended.wait(self._retry_s)
                     continue
-                if self.dedup.gap:
-                    rotated_away = True
-                    self.errors.append(
-                        "the kubelet rotated the log file away before it was read (the node's "
-                        "containerLogMaxSize is below what the job printed)"
-                    )
                 if final:
-                    self.complete = not rotated_away
+                    if self.dedup.gap:
+                        self.errors.append(
+                            "the kubelet rotated the log file away before it was read (the "
+                            "node's containerLogMaxSize is below what the job printed)"
+                        )
+                    self.complete = not self.dedup.gap
                     return
                 # A follow stream ends when the container does (or the connection drops):
                 # tell the runner to look at the Pod now rather than at its next poll.
