@@ -118,8 +118,8 @@ class RunPod:
         self._watches: set[http.client.HTTPSConnection] = set()
         self._conn = self._endpoint.connection(READ_TIMEOUT)
         self._lock = threading.Lock()
-        self._streams: dict[http.client.HTTPSConnection, tuple[bool, str | None]] = {}
-        """Open log reads: (follow, stream selection)."""
+        self._streams: dict[http.client.HTTPSConnection, bool] = {}
+        """Open log reads: whether each follows."""
 
     def read(self) -> PodFacts | None:
         """The Pod's facts, or None if it is gone."""
@@ -194,7 +194,7 @@ class RunPod:
             query["stream"] = stream
         connection = self._endpoint.connection(LOG_TIMEOUT)
         with self._lock:
-            self._streams[connection] = (follow, stream)
+            self._streams[connection] = follow
         try:
             response = self._send(connection, "GET", f"{self._path}/log?{urlencode(query)}")
             if not 200 <= response.status < 300:
@@ -215,7 +215,7 @@ class RunPod:
         second later. A plain read is never cut.
         """
         with self._lock:
-            follows = [c for c, (follow, _) in self._streams.items() if follow]
+            follows = [c for c, follow in self._streams.items() if follow]
         for connection in follows:
             if connection.sock is not None:
                 with suppress(OSError):
